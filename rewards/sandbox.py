@@ -1,0 +1,117 @@
+"""Call a function in a child process with a hard time limit, from any thread or Ray actor.
+
+Signal-based timeouts (math-verify's SIGALRM) only work in a process's main thread; a child process can always
+be killed. The child is a plain `python -m rewards._sandbox_worker` (not multiprocessing), so it never
+re-imports the caller's `__main__`, and it is reused across calls: one spawn per hang, not per call.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import select
+import struct
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+_HEADER = struct.Struct("!Q")
+IMPORT_TIMEOUT_S = 120.0
+
+
+class SandboxTimeout(Exception):
+    pass
+
+
+class SandboxError(Exception):
+    """The function raised in the child; the message carries its type and text."""
+
+
+def write_message(stream, payload: Any) -> None:
+    data = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(_HEADER.pack(len(data)) + data)
+    stream.flush()
+
+
+def _read_exact(fd: int, size: int, deadline: float | None) -> bytes:
+    chunks, remaining = [], size
+    while remaining:
+        wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+        ready, _, _ = select.select([fd], [], [], wait)
+        if not ready:
+            raise SandboxTimeout()
+        chunk = os.read(fd, remaining)
+        if not chunk:
+            raise EOFError("sandbox process exited")
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+def read_message(fd: int, deadline: float | None = None) -> Any:
+    (size,) = _HEADER.unpack(_read_exact(fd, _HEADER.size, deadline))
+    return pickle.loads(_read_exact(fd, size, deadline))
+
+
+class Sandbox:
+    """Runs `module:function` specs in one reusable child process. Thread-safe (calls are serialised)."""
+
+    def __init__(self) -> None:
+        self._process: subprocess.Popen | None = None
+        self._imported: set[str] = set()
+        self._lock = threading.Lock()
+        self.restarts = 0
+
+    def _start(self) -> subprocess.Popen:
+        # The child imports what the parent can: its sys.path, with "" (the working directory) made explicit.
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(os.path.abspath(p) if p else os.getcwd() for p in sys.path))
+        return subprocess.Popen(
+            [sys.executable, "-m", "rewards._sandbox_worker"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, start_new_session=True,
+        )
+
+    def _kill(self) -> None:
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait()
+            self._process = None
+
+    def call(self, spec: str, args: tuple, timeout: float, kwargs: dict | None = None) -> Any:
+        with self._lock:
+            if self._process is None or self._process.poll() is not None:
+                self._process, self._imported = self._start(), set()
+            try:
+                if spec not in self._imported:
+                    # Starting the child and importing the function's module (sympy, say) is not the call:
+                    # it gets its own, generous budget so the first call is timed like every other.
+                    self._exchange((spec, None, None), IMPORT_TIMEOUT_S)
+                    self._imported.add(spec)
+                status, value = self._exchange((spec, args, kwargs or {}), timeout)
+            except SandboxTimeout:
+                self._kill()
+                self.restarts += 1
+                raise SandboxTimeout(f"{spec} did not return within {timeout:g} s") from None
+            except (EOFError, BrokenPipeError) as e:
+                self._kill()
+                raise SandboxError(f"{spec}: the sandbox process died ({e})") from None
+        if status == "error":
+            raise SandboxError(value)
+        return value
+
+    def _exchange(self, message: tuple, timeout: float) -> tuple[str, Any]:
+        write_message(self._process.stdin, message)
+        reply = read_message(self._process.stdout.fileno(), time.monotonic() + timeout)
+        if message[1] is None and reply[0] == "error":
+            raise SandboxError(reply[1])
+        return reply
+
+    def close(self) -> None:
+        with self._lock:
+            self._kill()
+
+    def __del__(self) -> None:
+        try:
+            self._kill()
+        except Exception:
+            pass

@@ -1,0 +1,124 @@
+"""Score completions with a reward, so that no failure passes as a silent 0.
+
+User rewards run in a sandbox child process with a per-completion time limit (a hang is cut off and reported);
+built-in graders run in-process. Every failure (exception, timeout, non-number, NaN) is reported with the sample
+id and text, then handled by the policy: `stop` raises, `skip` leaves the reward out (None), `zero` scores 0.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from envs.sample import Sample
+from rewards.protocol import OnRewardError, RewardError, RewardFailure, ScoredBatch
+from rewards.registry import RewardRef, resolve_reward
+from rewards.sandbox import Sandbox, SandboxError, SandboxTimeout
+
+log = logging.getLogger(__name__)
+
+
+class _Failed(Exception):
+    pass
+
+
+def _as_reward(value: Any) -> float:
+    if isinstance(value, dict) and "score" in value:  # verl rewards may return {"score": ..., ...}
+        value = value["score"]
+    if not isinstance(value, numbers.Real):  # bools count: True is a reward of 1
+        raise _Failed(f"returned {value!r} ({type(value).__name__}), not a number")
+    value = float(value)
+    if not math.isfinite(value):
+        raise _Failed(f"returned {value}, not a finite number")
+    return value
+
+
+@dataclass
+class RewardScorer:
+    reward: RewardRef
+    timeout_s: float = 10.0
+    on_error: OnRewardError = "stop"
+    task_name: str = ""
+
+    @classmethod
+    def from_name(cls, name: str, **kwargs) -> "RewardScorer":
+        return cls(resolve_reward(name), **kwargs)
+
+    def __post_init__(self) -> None:
+        self._sandbox = None if self.reward.builtin else Sandbox()
+        self._function = None
+
+    def score(self, completions: Sequence[str], samples: Sequence[Sample]) -> ScoredBatch:
+        if len(completions) != len(samples):
+            raise ValueError(f"{len(completions)} completions for {len(samples)} samples")
+        if self.reward.style == "trl":
+            outcomes = self._score_trl_batch(completions, samples)
+        else:
+            outcomes = [self._score_one(c, s) for c, s in zip(completions, samples)]
+        rewards: list[float | None] = []
+        failures: list[RewardFailure] = []
+        for outcome, completion, sample in zip(outcomes, completions, samples):
+            if isinstance(outcome, float):
+                rewards.append(outcome)
+                continue
+            failure = RewardFailure(sample.id, completion, f"{self.reward.spec} {outcome}")
+            if self.on_error == "stop":
+                raise RewardError(failure)
+            log.warning("%s (policy %s)", failure.describe(), self.on_error)
+            failures.append(failure)
+            rewards.append(0.0 if self.on_error == "zero" else None)
+        return ScoredBatch(rewards, failures)
+
+    def _call(self, args: tuple, kwargs: dict, timeout: float) -> Any:
+        if self._sandbox is not None:
+            return self._sandbox.call(self.reward.spec, args, timeout, kwargs)
+        if self._function is None:
+            module_name, _, attribute = self.reward.spec.partition(":")
+            self._function = getattr(__import__(module_name, fromlist=[attribute]), attribute)
+        return self._function(*args, **kwargs)
+
+    def _score_one(self, completion: str, sample: Sample) -> float | str:
+        if self.reward.style == "verl":
+            data_source = sample.metadata.get("data_source", self.task_name)
+            args = (data_source, completion, sample.answer, {**sample.metadata, "id": sample.id})
+        else:
+            args = (completion, sample)
+        try:
+            return _as_reward(self._call(args, {}, self.timeout_s))
+        except SandboxTimeout:
+            return f"timed out after {self.timeout_s:g} s"
+        except _Failed as e:
+            return str(e)
+        except SandboxError as e:
+            return f"raised {e}"
+        except Exception as e:  # a built-in grader's bug is reported like a user's
+            return f"raised {type(e).__name__}: {e}"
+
+    def _score_trl_batch(self, completions: Sequence[str], samples: Sequence[Sample]) -> list[float | str]:
+        # TRL passes the dataset's other columns as keyword lists; ours are the answer, the id and the metadata.
+        kwargs: dict[str, list] = {"answer": [s.answer for s in samples], "sample_id": [s.id for s in samples]}
+        for key in {k for s in samples for k in s.metadata}:
+            kwargs.setdefault(key, [s.metadata.get(key) for s in samples])
+        args = ([s.prompt for s in samples], list(completions))
+        try:
+            values = self._call(args, kwargs, self.timeout_s * len(samples))
+        except SandboxTimeout:
+            return [f"timed out after {self.timeout_s * len(samples):g} s (batch of {len(samples)})"] * len(samples)
+        except SandboxError as e:
+            return [f"raised {e}"] * len(samples)
+        if not isinstance(values, (list, tuple)) or len(values) != len(samples):
+            shape = f"{len(values)} values" if isinstance(values, (list, tuple)) else repr(values)
+            return [f"returned {shape} for a batch of {len(samples)}"] * len(samples)
+        outcomes: list[float | str] = []
+        for value in values:
+            try:
+                outcomes.append(_as_reward(value))
+            except _Failed as e:
+                outcomes.append(str(e))
+        return outcomes
+
+    def close(self) -> None:
+        if self._sandbox is not None:
+            self._sandbox.close()

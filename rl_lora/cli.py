@@ -1,0 +1,73 @@
+"""`rl-lora` command line: every subcommand reads the same typed config (YAML + --set overrides)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from rl_lora.config import RunConfig, describe, load_config
+from rl_lora.errors import UserError
+
+
+def _config_epilog() -> str:
+    return ("config keys (YAML sections, or --set section.key=value):\n" + "\n".join(describe(RunConfig)))
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", nargs="?", help="YAML config file (sections as listed below); optional")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one config key, e.g. --set task.digits=3 (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rl-lora", description="RL fine-tuning of language models with LoRA.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    ev = commands.add_parser(
+        "eval", help="greedy test accuracy of a model or an adapter",
+        description="Greedy test-set accuracy of a model (and optionally a PEFT adapter). Prints the accuracy "
+                    "and writes one JSON line per problem.",
+        epilog=_config_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common(ev)
+    ev.add_argument("--model", help="same as --set model.name=...")
+    ev.add_argument("--task", help="same as --set task.name=... (arithmetic, gsm8k, math, math500)")
+    ev.add_argument("--data", help="same as --set task.path=... (a local jsonl/parquet file or folder)")
+    ev.add_argument("--adapter", help="a PEFT adapter folder (a run's checkpoints/step_N/adapter)")
+    ev.add_argument("--limit", type=int, help="same as --set eval.limit=N")
+    ev.add_argument("--reward", help="same as --set reward.name=... (gsm8k, math, format, package.module:function)")
+    ev.add_argument("--out", help="same as --set eval.output=PATH")
+    return parser
+
+
+def _flag_overrides(args: argparse.Namespace, mapping: dict[str, str]) -> list[str]:
+    return [f"{key}={getattr(args, flag)}" for flag, key in mapping.items() if getattr(args, flag, None) is not None]
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    overrides = _flag_overrides(args, {"model": "model.name", "task": "task.name", "data": "task.path",
+                                       "limit": "eval.limit", "reward": "reward.name", "out": "eval.output"})
+    config: RunConfig = load_config(args.config, overrides + args.overrides)
+    from rl_lora.eval_command import eval_main
+
+    return eval_main(config, adapter=args.adapter)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=os.environ.get("RL_LORA_LOG", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "eval":
+            return run_eval(args)
+    except UserError as e:
+        print(f"rl-lora: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("rl-lora: interrupted", file=sys.stderr)
+        return 130
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

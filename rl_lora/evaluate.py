@@ -1,0 +1,63 @@
+"""Greedy test-set accuracy of a model (optionally with an adapter), with per-sample records."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+from envs.sample import Sample
+from rewards.scoring import RewardScorer
+from rl_lora.io import atomic_write_text
+from rl_lora.rollout.base import RolloutBackend, SamplingParams
+
+
+@dataclass(frozen=True)
+class EvalRecord:
+    sample_id: str
+    answer: str
+    completion: str
+    reward: float | None
+    finished: bool
+    num_tokens: int
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    accuracy: float  # mean reward over the completions the reward could score
+    num_samples: int
+    num_reward_failures: int
+    mean_tokens: float
+    truncated_fraction: float  # hit the token limit before an end-of-sequence token
+    seconds: float
+    records: tuple[EvalRecord, ...]
+
+    def summary(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k != "records"}
+
+
+def evaluate(backend: RolloutBackend, prompts: Sequence[str], samples: Sequence[Sample], scorer: RewardScorer,
+             max_new_tokens: int) -> EvalResult:
+    start = time.perf_counter()
+    groups = backend.generate(list(prompts), 1, SamplingParams(temperature=0.0, max_new_tokens=max_new_tokens))
+    completions = [group[0] for group in groups]
+    scored = scorer.score([c.text for c in completions], samples)
+    records = tuple(
+        EvalRecord(s.id, s.answer, c.text, r, c.finished, len(c.token_ids))
+        for s, c, r in zip(samples, completions, scored.rewards)
+    )
+    graded = [r for r in scored.rewards if r is not None]
+    return EvalResult(
+        accuracy=sum(graded) / len(graded) if graded else 0.0,
+        num_samples=len(records),
+        num_reward_failures=len(scored.failures),
+        mean_tokens=sum(r.num_tokens for r in records) / max(len(records), 1),
+        truncated_fraction=sum(not r.finished for r in records) / max(len(records), 1),
+        seconds=time.perf_counter() - start,
+        records=records,
+    )
+
+
+def write_records(path: Path, result: EvalResult) -> None:
+    atomic_write_text(path, "".join(json.dumps(asdict(r)) + "\n" for r in result.records))

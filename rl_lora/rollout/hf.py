@@ -1,0 +1,134 @@
+"""The reference rollout backend: a transformers model (+ PEFT adapter) and a plain sampling loop.
+
+The loop is ours rather than `model.generate` so the log-prob of each sampled token comes from exactly the
+distribution it was drawn from (temperature applied once, no top-k/top-p filtering), and only one step's
+full-vocabulary distribution is alive at a time.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from rl_lora.rollout.base import AdapterUpdate, Completion, SamplingParams
+
+
+def eos_token_ids(tokenizer, model) -> list[int]:
+    ids = {tokenizer.eos_token_id}
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids.update(configured if isinstance(configured, (list, tuple)) else [configured])
+    return sorted(i for i in ids if i is not None)
+
+
+def tokenize_prompts(tokenizer, prompts: Sequence[str]) -> list[list[int]]:
+    """Token ids of each prompt; a BOS the chat template already wrote is not added twice."""
+    encoded = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+    bos = tokenizer.bos_token_id
+    return [ids[1:] if bos is not None and ids[:2] == [bos, bos] else ids for ids in encoded]
+
+
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        if row:
+            ids[i, width - len(row):] = torch.tensor(row)
+            mask[i, width - len(row):] = 1
+    return ids, mask
+
+
+@torch.no_grad()
+def sample(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, sampling: SamplingParams,
+           eos_ids: list[int], pad_id: int, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample up to max_new_tokens per row. Returns (tokens, logprobs), each [rows, steps]; after a row's
+    first EOS its tokens are pad and its log-probs 0."""
+    from transformers import DynamicCache
+
+    device = input_ids.device
+    # Under left padding each row's positions start at its first real token.
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    cache = DynamicCache()
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                   past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1, :]
+    next_position = position_ids[:, -1:] + 1
+    eos = torch.tensor(eos_ids, device=device)
+    finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=device)
+    tokens, logprobs = [], []
+    for _ in range(sampling.max_new_tokens):
+        scaled = logits.float() / sampling.temperature if sampling.temperature > 0 else logits.float()
+        step_logprobs = torch.log_softmax(scaled, dim=-1)
+        if sampling.temperature > 0:
+            token = torch.multinomial(step_logprobs.exp(), 1, generator=generator).squeeze(1)
+        else:
+            token = step_logprobs.argmax(dim=-1)
+        token_logprob = step_logprobs.gather(1, token[:, None]).squeeze(1)
+        tokens.append(torch.where(finished, pad_id, token))
+        logprobs.append(torch.where(finished, 0.0, token_logprob))
+        finished |= torch.isin(token, eos)
+        if finished.all():
+            break
+        attention_mask = torch.cat([attention_mask, attention_mask.new_ones((attention_mask.shape[0], 1))], dim=1)
+        logits = model(input_ids=tokens[-1][:, None], attention_mask=attention_mask, position_ids=next_position,
+                       past_key_values=cache, use_cache=True).logits[:, -1, :]
+        next_position = next_position + 1
+    return torch.stack(tokens, dim=1), torch.stack(logprobs, dim=1)
+
+
+class HFBackend:
+    """transformers + PEFT on any torch device."""
+
+    def __init__(self, model, tokenizer, batch_size: int = 64, version: int = 0, progress=None):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.version = version
+        self.eos_ids = eos_token_ids(tokenizer, model)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
+        self.progress = progress  # called with the number of rows finished, for progress bars
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def generate(self, prompts: list[str], n: int, sampling: SamplingParams) -> list[list[Completion]]:
+        prompt_ids = tokenize_prompts(self.tokenizer, prompts)
+        rows = [(p, ids) for p, ids in enumerate(prompt_ids) for _ in range(n)]
+        generator = None
+        if sampling.seed is not None:
+            generator = torch.Generator(device=self.device).manual_seed(sampling.seed)
+        grouped: list[list[Completion]] = [[] for _ in prompts]
+        for start in range(0, len(rows), self.batch_size):
+            chunk = rows[start:start + self.batch_size]
+            ids, mask = left_pad([r[1] for r in chunk], self.pad_id)
+            tokens, logprobs = sample(self.model, ids.to(self.device), mask.to(self.device), sampling,
+                                      self.eos_ids, self.pad_id, generator)
+            for (prompt_index, _), row_tokens, row_logprobs in zip(chunk, tokens.tolist(), logprobs.tolist()):
+                grouped[prompt_index].append(self._completion(prompt_index, row_tokens, row_logprobs))
+            if self.progress:
+                self.progress(len(chunk))
+        return grouped
+
+    def _completion(self, prompt_index: int, tokens: list[int], logprobs: list[float]) -> Completion:
+        end = next((i + 1 for i, t in enumerate(tokens) if t in self.eos_ids), len(tokens))
+        return Completion(
+            prompt_index=prompt_index,
+            token_ids=tuple(tokens[:end]),
+            logprobs=tuple(logprobs[:end]),
+            text=self.tokenizer.decode(tokens[:end], skip_special_tokens=True),
+            finished=end <= len(tokens) and tokens[end - 1] in self.eos_ids,
+            version=self.version,
+        )
+
+    def load_update(self, update: AdapterUpdate) -> None:
+        if update.kind == "full":
+            self.model.load_state_dict(update.tensors, strict=True)
+        else:
+            from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+
+            if not hasattr(self.model, "peft_config"):
+                self.model = get_peft_model(self.model, LoraConfig(**update.lora_config)).eval()
+            result = set_peft_model_state_dict(self.model, update.tensors)
+            if getattr(result, "unexpected_keys", None):
+                raise ValueError(f"adapter update has keys this model lacks: {result.unexpected_keys[:3]}")
+        self.version = update.version

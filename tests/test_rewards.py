@@ -1,0 +1,77 @@
+import time
+
+import pytest
+
+from envs.sample import Sample
+from rewards.protocol import RewardError
+from rewards.registry import BUILTIN_REWARDS, resolve_reward
+from rewards.scoring import RewardScorer
+from rl_lora.errors import UserError
+
+SAMPLES = [Sample("a", "q1", "yes"), Sample("b", "q2", "no")]
+FIX = "tests.reward_fixtures"
+
+
+def scorer(name: str, **kw) -> RewardScorer:
+    return RewardScorer.from_name(name if name in BUILTIN_REWARDS else f"{FIX}:{name}", **kw)
+
+
+def test_builtins_resolve_by_name_and_path():
+    assert resolve_reward("gsm8k").spec == "rewards.gsm8k:gsm8k_reward"
+    assert resolve_reward("rewards.math:math_reward").builtin
+    assert scorer("format").score(["The answer is 4", "four"], SAMPLES).rewards == [1.0, 0.0]
+
+
+def test_user_reward_styles_are_detected_and_scored():
+    assert resolve_reward(f"{FIX}:exact").style == "sample"
+    assert resolve_reward(f"{FIX}:trl_length").style == "trl"
+    assert resolve_reward(f"{FIX}:compute_score").style == "verl"
+    for name in ("exact", "trl_length", "compute_score"):
+        result = scorer(name).score(["yes", "yes"], SAMPLES)
+        assert result.rewards == [1.0, 0.0], name
+        assert result.failures == []
+
+
+def test_bool_rewards_count_as_numbers():
+    assert scorer("says_yes").score(["yes", "no"], SAMPLES).rewards == [1.0, 0.0]
+
+
+@pytest.mark.parametrize("name, reason", [
+    ("raises", "RuntimeError: reward bug"),
+    ("returns_nan", "not a finite number"),
+    ("returns_text", "not a number"),
+    ("trl_wrong_length", "returned 1 values for a batch of 2"),
+])
+def test_failures_stop_the_run_with_sample_and_text(name, reason):
+    with pytest.raises(RewardError) as caught:
+        scorer(name).score(["yes", "no"], SAMPLES)
+    message = str(caught.value)
+    assert reason in message and "sample a" in message and "'yes'" in message
+
+
+def test_a_hanging_reward_is_cut_off_and_reported():
+    hanging = scorer("hangs", timeout_s=1.0, on_error="skip")
+    start = time.perf_counter()
+    result = hanging.score(["yes", "no"], SAMPLES)
+    assert time.perf_counter() - start < 10
+    assert result.rewards == [None, None]
+    assert [f.sample_id for f in result.failures] == ["a", "b"]
+    assert "timed out after 1 s" in result.failures[0].reason
+    hanging.close()
+
+
+def test_zero_policy_scores_zero_but_reports():
+    result = scorer("raises", on_error="zero").score(["yes", "no"], SAMPLES)
+    assert result.rewards == [0.0, 0.0]
+    assert len(result.failures) == 2
+
+
+@pytest.mark.parametrize("name, message", [
+    ("no_such_module_xyz:fn", "cannot import no_such_module_xyz"),
+    (f"{FIX}:missing", "has no callable 'missing'"),
+    (f"{FIX}:three_args", "expected (completion, sample)"),
+    ("justaname", "use a built-in"),
+])
+def test_bad_reward_names_are_user_errors(name, message):
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        resolve_reward(name)
