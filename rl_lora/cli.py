@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from rl_lora.config import RunConfig, describe, load_config
+from rewards.protocol import RewardError
 from rl_lora.errors import UserError
 
 
@@ -24,6 +25,16 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rl-lora", description="RL fine-tuning of language models with LoRA.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    tr = commands.add_parser(
+        "train", help="one RL run (no arguments: SmolLM2-135M, arithmetic, rank-1 LoRA, CPU, a few minutes)",
+        description="One RL run: sample groups with the current policy, score them, update LoRA (or all) weights. "
+                    "Writes a run folder with config.yaml, metrics.jsonl, TensorBoard events, checkpoints and plots.",
+        epilog=_config_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common(tr)
+    tr.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint "
+                    "(its config.yaml is used; --set may change e.g. train.steps)")
+    tr.add_argument("--reward", help="same as --set reward.name=... (gsm8k, math, format, package.module:function)")
 
     ev = commands.add_parser(
         "eval", help="greedy test accuracy of a model or an adapter",
@@ -54,15 +65,31 @@ def run_eval(args: argparse.Namespace) -> int:
     return eval_main(config, adapter=args.adapter)
 
 
+def run_train(args: argparse.Namespace) -> int:
+    from rl_lora.train_command import train_main
+
+    overrides = _flag_overrides(args, {"reward": "reward.name"}) + args.overrides
+    if args.resume:
+        if args.config:
+            raise UserError("--resume uses the run's own config.yaml; pass changes with --set")
+        return train_main(None, args.resume, overrides)
+    return train_main(load_config(args.config, overrides), None, overrides)
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("RL_LORA_LOG", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     try:
         if args.command == "eval":
             return run_eval(args)
+        if args.command == "train":
+            return run_train(args)
     except UserError as e:
         print(f"rl-lora: error: {e}", file=sys.stderr)
         return 2
+    except RewardError as e:
+        print(f"rl-lora: error: {e} (reward.on_error=stop; skip or zero keep the run going)", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("rl-lora: interrupted", file=sys.stderr)
         return 130

@@ -65,11 +65,73 @@ class EvalConfig:
 
 
 @dataclass
+class LoraConfig:
+    mode: str = opt("lora", "train a LoRA adapter, or all weights (the FullFT baseline)", choices=("lora", "full"))
+    rank: int = opt(1, "LoRA rank (1-8 is the range that matches FullFT in RL; any rank is allowed)", min=1)
+    alpha: float = opt(32.0, "LoRA alpha (the update is scaled by alpha / rank)", min=0.0)
+    target_modules: str = opt("all-linear", "PEFT target modules: all-linear (attention and MLP) or a "
+                              "comma-separated list of module names")
+    dropout: float = opt(0.0, "LoRA dropout", min=0.0, max=1.0)
+
+
+@dataclass
+class RolloutConfig:
+    backend: str = opt("hf", "inference engine for sampling", choices=("hf",))
+    prompts_per_step: int = opt(8, "distinct prompts per RL step", min=1)
+    group_size: int = opt(8, "completions sampled per prompt (the group the baseline is taken over)", min=1)
+    temperature: float = opt(0.7, "sampling temperature (no top-k/top-p: the sampler samples the policy)", min=0.0)
+    max_new_tokens: int = opt(24, "completion length limit during training", min=1)
+    batch_size: int = opt(64, "completions generated per forward batch", min=1)
+
+
+@dataclass
+class AlgoConfig:
+    loss: str = opt("is_pg", "is_pg: importance-sampled policy gradient (LoRA Without Regret); ppo: PPO-clip; "
+                    "reinforce: log-prob x advantage, no ratio", choices=("is_pg", "ppo", "reinforce"))
+    baseline: str = opt("group_mean", "advantage = reward - group mean, or the raw reward",
+                        choices=("group_mean", "none"))
+    normalize_std: bool = opt(False, "divide group advantages by the group's reward std")
+    normalization: str = opt("token", "average the loss over all completion tokens, or per sequence first",
+                             choices=("token", "sequence"))
+    lr: Optional[float] = opt(None, "learning rate (unset: full_lr for FullFT, 10x full_lr for LoRA)", min=0.0)
+    full_lr: float = opt(5e-5, "the FullFT learning rate the LoRA default is derived from", min=0.0)
+    lora_lr_multiplier: float = opt(10.0, "LoRA LR = this x full_lr when algo.lr is unset (the published finding)",
+                                    min=0.0)
+    warmup_steps: int = opt(0, "linear LR warmup steps (then constant)", min=0)
+    weight_decay: float = opt(0.0, "AdamW weight decay", min=0.0)
+    max_grad_norm: float = opt(1.0, "gradient clipping norm (0: off)", min=0.0)
+    clip_eps: float = opt(0.2, "ppo: ratio clip range", min=0.0)
+    kl_coef: float = opt(0.0, "weight of the KL to the base model (LoRA: the adapter disabled)", min=0.0)
+    micro_batch_size: int = opt(16, "completions per forward/backward pass (bounds learner memory)", min=1)
+
+
+@dataclass
+class TrainConfig:
+    steps: int = opt(30, "RL steps", min=1)
+    seed: int = opt(0, "seed for data order, sampling and adapter init")
+    eval_every: int = opt(10, "greedy test accuracy every N steps (0: only before and after)", min=0)
+    eval_size: int = opt(100, "test problems in each evaluation (the first N)", min=1)
+    checkpoint_every: int = opt(10, "checkpoint every N steps (and always at the end)", min=1)
+    runs_dir: str = opt("runs", "where run folders are created")
+    name: Optional[str] = opt(None, "run folder name (unset: <task>-<mode>-r<rank>-<time>)")
+
+
+@dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def learning_rate(self) -> float:
+        if self.algo.lr is not None:
+            return self.algo.lr
+        multiplier = self.algo.lora_lr_multiplier if self.lora.mode == "lora" else 1.0
+        return self.algo.full_lr * multiplier
 
 
 # ---- loading ---------------------------------------------------------------------------------------------

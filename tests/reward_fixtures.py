@@ -41,3 +41,8 @@ def compute_score(data_source, solution_str, ground_truth, extra_info=None):
 
 def three_args(a, b, c):
     return 0.0
+
+
+def mentions_the(completion, sample):
+    """The 260K story model writes "the" in about a third of 24-token continuations: room to learn fast."""
+    return float("the" in completion)

@@ -45,7 +45,9 @@ def sample(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, samplin
     first EOS its tokens are pad and its log-probs 0."""
     from transformers import DynamicCache
 
-    device = input_ids.device
+    rows, device = input_ids.shape[0], input_ids.device
+    tokens = torch.full((rows, sampling.max_new_tokens), pad_id, dtype=torch.long, device=device)
+    logprobs = torch.zeros((rows, sampling.max_new_tokens), device=device)
     # Under left padding each row's positions start at its first real token.
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     cache = DynamicCache()
@@ -53,26 +55,44 @@ def sample(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, samplin
                    past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1, :]
     next_position = position_ids[:, -1:] + 1
     eos = torch.tensor(eos_ids, device=device)
-    finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=device)
-    tokens, logprobs = [], []
-    for _ in range(sampling.max_new_tokens):
+    active = torch.arange(rows, device=device)  # original row of each row still in the batch
+    done = torch.zeros(rows, dtype=torch.bool, device=device)
+    steps = 0
+    for step in range(sampling.max_new_tokens):
         scaled = logits.float() / sampling.temperature if sampling.temperature > 0 else logits.float()
         step_logprobs = torch.log_softmax(scaled, dim=-1)
         if sampling.temperature > 0:
             token = torch.multinomial(step_logprobs.exp(), 1, generator=generator).squeeze(1)
         else:
             token = step_logprobs.argmax(dim=-1)
-        token_logprob = step_logprobs.gather(1, token[:, None]).squeeze(1)
-        tokens.append(torch.where(finished, pad_id, token))
-        logprobs.append(torch.where(finished, 0.0, token_logprob))
-        finished |= torch.isin(token, eos)
-        if finished.all():
+        tokens[active, step] = token
+        logprobs[active, step] = step_logprobs.gather(1, token[:, None]).squeeze(1)
+        steps = step + 1
+        done |= torch.isin(token, eos)
+        if done.all():
             break
         attention_mask = torch.cat([attention_mask, attention_mask.new_ones((attention_mask.shape[0], 1))], dim=1)
-        logits = model(input_ids=tokens[-1][:, None], attention_mask=attention_mask, position_ids=next_position,
+        # Finished rows leave the batch (and the KV cache) once they are a quarter of it, so the long tail of a
+        # few verbose rows costs those rows' compute, not the whole batch's. Until then they ride along.
+        if done.sum() * 4 >= len(active):
+            keep = (~done).nonzero().squeeze(1)
+            cache.batch_select_indices(keep)
+            active, token, done = active[keep], token[keep], done[keep]
+            attention_mask, next_position = attention_mask[keep], next_position[keep]
+        logits = model(input_ids=token[:, None], attention_mask=attention_mask, position_ids=next_position,
                        past_key_values=cache, use_cache=True).logits[:, -1, :]
         next_position = next_position + 1
-    return torch.stack(tokens, dim=1), torch.stack(logprobs, dim=1)
+    # A row that finished but rode along kept sampling: blank everything after its first EOS.
+    finished_at = _first_eos(tokens[:, :steps], eos)
+    after = torch.arange(steps, device=device)[None, :] > finished_at[:, None]
+    return tokens[:, :steps].masked_fill(after, pad_id), logprobs[:, :steps].masked_fill(after, 0.0)
+
+
+def _first_eos(tokens: torch.Tensor, eos: torch.Tensor) -> torch.Tensor:
+    """Index of each row's first EOS, or the row length when it has none."""
+    is_eos = torch.isin(tokens, eos)
+    no_eos = torch.full((tokens.shape[0],), tokens.shape[1], dtype=torch.long, device=tokens.device)
+    return torch.where(is_eos.any(dim=1), is_eos.int().argmax(dim=1), no_eos)
 
 
 class HFBackend:

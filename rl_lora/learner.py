@@ -1,0 +1,138 @@
+"""The trainable policy: PEFT LoRA on every linear layer (or all weights), one optimizer step per RL step."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from rl_lora.config import AlgoConfig, LoraConfig
+from rl_lora.errors import UserError
+from rl_lora.logprobs import token_logprobs
+from rl_lora.losses import policy_loss, token_weights
+from rl_lora.rollout.base import AdapterUpdate
+from rl_lora.types import Batch
+
+
+@dataclass(frozen=True)
+class LearnMetrics:
+    loss: float
+    grad_norm: float
+    sampler_kl: float  # mean over tokens of KL(sampler || learner): 0 when the sampler serves the learner's weights
+    base_kl: float
+    clip_fraction: float
+    entropy: float
+    tokens: int
+    seconds: float
+
+
+def peft_lora_config(lora: LoraConfig) -> dict:
+    targets = lora.target_modules if lora.target_modules == "all-linear" else \
+        [m.strip() for m in lora.target_modules.split(",") if m.strip()]
+    # B starts at zero (PEFT's default init), so the adapted model starts exactly at the base model.
+    return {"r": lora.rank, "lora_alpha": lora.alpha, "target_modules": targets, "lora_dropout": lora.dropout,
+            "init_lora_weights": True, "bias": "none", "task_type": "CAUSAL_LM"}
+
+
+class Learner:
+    def __init__(self, model, lora: LoraConfig, algo: AlgoConfig, lr: float, temperature: float = 1.0,
+                 seed: int = 0):
+        # The policy is the tempered distribution the sampler draws from: the learner scores tokens under the
+        # same temperature, or the importance ratio is off by the temperature alone (KL ~0.07 nats/token at 0.7).
+        self.lora, self.algo, self.temperature = lora, algo, temperature
+        if lora.mode == "lora":
+            from peft import LoraConfig as PeftLoraConfig, get_peft_model
+
+            torch.manual_seed(seed)  # A's random init
+            self.lora_config = peft_lora_config(lora)
+            model = get_peft_model(model, PeftLoraConfig(**self.lora_config))
+        else:
+            self.lora_config = None
+            if algo.kl_coef > 0:
+                raise UserError("algo.kl_coef > 0 needs a reference model; with lora.mode=full that would be a "
+                                "second full copy, which rl-lora does not keep: use lora.mode=lora or kl_coef=0")
+        self.model = model
+        self.model.train()
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=lr, weight_decay=algo.weight_decay)
+        warmup = algo.warmup_steps
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0)
+        self.version = 0
+
+    @property
+    def trainable_parameters(self) -> int:
+        return sum(p.numel() for p in self.params)
+
+    def step(self, batch: Batch) -> LearnMetrics:
+        start = time.perf_counter()
+        weights = token_weights(batch.completion_mask, self.algo.normalization)
+        totals = {"loss": 0.0, "clipped": 0.0, "sampler_kl": 0.0, "base_kl": 0.0, "entropy": 0.0}
+        self.optimizer.zero_grad(set_to_none=True)
+        for first in range(0, batch.rows, self.algo.micro_batch_size):
+            rows = slice(first, first + self.algo.micro_batch_size)
+            micro = batch.select(rows)
+            logprobs, entropy = token_logprobs(self.model, micro.input_ids, micro.attention_mask, micro.prompt_width,
+                                               self.temperature)
+            base_logprobs = self._base_logprobs(micro) if self.algo.kl_coef > 0 else None
+            terms = policy_loss(self.algo.loss, logprobs, micro.sampler_logprobs, micro.advantages,
+                                micro.completion_mask, weights[rows], clip_eps=self.algo.clip_eps,
+                                base_logprobs=base_logprobs, kl_coef=self.algo.kl_coef)
+            terms.loss.backward()
+            totals["loss"] += terms.loss.item()
+            totals["clipped"] += terms.clipped_tokens.item()
+            totals["sampler_kl"] += terms.sampler_kl_sum.item()
+            totals["base_kl"] += terms.base_kl_sum.item()
+            totals["entropy"] += (entropy * micro.completion_mask).sum().item()
+        max_norm = self.algo.max_grad_norm if self.algo.max_grad_norm > 0 else float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm).item()
+        self.optimizer.step()
+        self.scheduler.step()
+        self.version += 1
+        tokens = int(batch.completion_mask.sum().item())
+        return LearnMetrics(
+            loss=totals["loss"], grad_norm=grad_norm, sampler_kl=totals["sampler_kl"] / max(tokens, 1),
+            base_kl=totals["base_kl"] / max(tokens, 1), clip_fraction=totals["clipped"] / max(tokens, 1),
+            entropy=totals["entropy"] / max(tokens, 1), tokens=tokens, seconds=time.perf_counter() - start)
+
+    @torch.no_grad()
+    def _base_logprobs(self, batch: Batch) -> torch.Tensor:
+        # The base model is the same network with the adapter switched off: no second copy in memory.
+        with self.model.disable_adapter():
+            logprobs, _ = token_logprobs(self.model, batch.input_ids, batch.attention_mask, batch.prompt_width,
+                                         self.temperature)
+        return logprobs
+
+    def export_update(self) -> AdapterUpdate:
+        if self.lora_config is None:
+            # No copy of 0.5 GB: whoever receives the update copies it (load_state_dict, or Ray's ray.put).
+            return AdapterUpdate(self.version, "full", {k: v.detach() for k, v in self.model.state_dict().items()})
+        from peft import get_peft_model_state_dict
+
+        tensors = {k: v.detach().clone() for k, v in get_peft_model_state_dict(self.model).items()}
+        return AdapterUpdate(self.version, "lora", tensors, dict(self.lora_config))
+
+    # -- checkpoints --------------------------------------------------------------------------------------
+    def save_weights(self, folder) -> None:
+        """LoRA: a PEFT adapter folder (`PeftModel.from_pretrained` loads it); FullFT: a HF model folder."""
+        self.model.save_pretrained(folder)
+
+    def optimizer_state(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "version": self.version}
+
+    def load_state(self, update: AdapterUpdate, optimizer_state: dict) -> None:
+        if update.kind == "full":
+            # save_pretrained leaves out tied weights (lm_head = embeddings): only those may be missing.
+            result = self.model.load_state_dict(update.tensors, strict=False)
+            tied = {k for k in result.missing_keys if k.endswith("lm_head.weight")}
+            if result.unexpected_keys or set(result.missing_keys) - tied:
+                raise UserError(f"checkpoint does not match the model: missing {result.missing_keys[:3]}, "
+                                f"unexpected {result.unexpected_keys[:3]}")
+        else:
+            from peft import set_peft_model_state_dict
+
+            set_peft_model_state_dict(self.model, update.tensors)
+        self.optimizer.load_state_dict(optimizer_state["optimizer"])
+        self.scheduler.load_state_dict(optimizer_state["scheduler"])
+        self.version = optimizer_state["version"]

@@ -1,0 +1,69 @@
+"""`rl-lora train` end to end on a real 260K Llama: learning, resuming, stopping on bad input."""
+import json
+from pathlib import Path
+
+import pytest
+
+from rl_lora.cli import main
+from tests.conftest import STORIES_260K
+
+# The 260K story model writes "the" in ~30 % of its 24-token continuations; rewarding that moves the sampled
+# reward to >= 0.9 within 3-5 steps at this LR on every seed tried (0, 1, 2), so the 0.3 margin below is wide.
+TINY_RUN = ["--set", f"model.name={STORIES_260K}", "--reward", "tests.reward_fixtures:mentions_the",
+            "--set", "algo.lr=0.005", "--set", "lora.rank=2", "--set", "train.eval_size=8",
+            "--set", "eval.max_new_tokens=8", "--set", "train.eval_every=0"]
+
+
+def train(tmp_path, capsys, *extra) -> tuple[int, str, str]:
+    code = main(["train", *TINY_RUN, "--set", f"train.runs_dir={tmp_path}", *extra])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_reward_rises_and_the_run_folder_is_complete(tiny_model_dir, tmp_path, capsys):
+    code, out, _ = train(tmp_path, capsys, "--set", "train.steps=8", "--set", "train.name=up")
+    assert code == 0
+    run = tmp_path / "up"
+    rewards = [m["reward_mean"] for m in metrics(run)]
+    assert len(rewards) == 8
+    assert sum(rewards[-3:]) / 3 >= rewards[0] + 0.3, rewards
+    assert metrics(run)[0]["sampler_kl"] < 1e-4  # on-policy: the sampler serves the learner's weights
+    for name in ("config.yaml", "plots/curve.png", "summary.json", "checkpoints/step_8/adapter/adapter_config.json",
+                 "checkpoints/step_8/optimizer.pt", "checkpoints/step_8/trainer_state.json", "evals/step_0.jsonl"):
+        assert (run / name).is_file(), name
+    assert list((run / "tensorboard").iterdir())
+    assert "capacity: rank-2 LoRA trains" in out and "test accuracy: base" in out
+
+
+def test_resume_repeats_the_uninterrupted_run(tiny_model_dir, tmp_path, capsys):
+    keys = ("reward_mean", "loss", "grad_norm", "completion_tokens_mean")
+    assert train(tmp_path, capsys, "--set", "train.steps=4", "--set", "train.name=straight",
+                 "--set", "train.checkpoint_every=2")[0] == 0
+    assert train(tmp_path, capsys, "--set", "train.steps=2", "--set", "train.name=split",
+                 "--set", "train.checkpoint_every=2")[0] == 0
+    assert main(["train", "--resume", str(tmp_path / "split"), "--set", "train.steps=4"]) == 0
+    straight, split = metrics(tmp_path / "straight"), metrics(tmp_path / "split")
+    assert [m["step"] for m in split] == [1, 2, 3, 4]
+    for a, b in zip(straight, split):
+        for key in keys:
+            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-7), (a["step"], key)
+
+
+@pytest.mark.parametrize("extra, message, code", [
+    (["--reward", "tests.reward_fixtures:raises"], "RuntimeError: reward bug", 1),
+    (["--reward", "tests.reward_fixtures:returns_nan"], "not a finite number", 1),
+    (["--reward", "tests.reward_fixtures:hangs", "--set", "reward.timeout_s=1"], "timed out after 1 s", 1),
+    (["--set", "lora.rank=0"], "lora.rank: 0 is out of range; must be >= 1", 2),
+    (["--set", "algo.lr=-1e-4"], "algo.lr: -0.0001 is out of range; must be >= 0", 2),
+    (["--set", "rollout.group_size=1"], "group_size=1 with algo.baseline=group_mean", 2),
+    (["--set", "lora.mode=full", "--set", "algo.kl_coef=0.1"], "needs the base model as reference", 2),
+])
+def test_bad_input_stops_cleanly_and_leaves_nothing(tiny_model_dir, tmp_path, capsys, extra, message, code):
+    got, _, err = train(tmp_path, capsys, "--set", "train.steps=2", *extra)
+    assert got == code
+    assert message in err and err.strip().count("\n") == 0, err
+    assert list(tmp_path.iterdir()) == []  # no half-written run folder
