@@ -24,12 +24,18 @@ def checkpoint_dir(run_dir: Path, step: int) -> Path:
     return run_dir / "checkpoints" / f"step_{step}"
 
 
-def save_checkpoint(run_dir: Path, learner, state: TrainerState) -> Path:
+def save_checkpoint(run_dir: Path, learner, state: TrainerState, tokenizer=None) -> Path:
     final = checkpoint_dir(run_dir, state.step)
     staging = final.with_name(f".{final.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    learner.save_weights(staging / ("adapter" if learner.lora_config is not None else "model"))
+    if learner.lora_config is not None:
+        learner.save_weights(staging / "adapter")
+    else:
+        # A complete model folder: `rl-lora eval --model .../model` and from_pretrained load it as it is.
+        learner.save_weights(staging / "model")
+        if tokenizer is not None:
+            tokenizer.save_pretrained(staging / "model")
     torch.save(learner.optimizer_state(), staging / "optimizer.pt")
     torch.save({"python": random.getstate(), "torch": torch.get_rng_state()}, staging / "rng.pt")
     (staging / "trainer_state.json").write_text(json.dumps(asdict(state), indent=1))

@@ -60,7 +60,7 @@ class RewardConfig:
 class EvalConfig:
     limit: Optional[int] = opt(None, "evaluate the first N test problems (unset: all)", min=1)
     max_new_tokens: int = opt(256, "generation length limit: long enough for the model's own verbose style", min=1)
-    batch_size: int = opt(32, "prompts per generate call", min=1)
+    batch_size: int = opt(32, "prompts per generate call (bounds the KV cache of long answers)", min=1)
     output: Optional[str] = opt(None, "per-sample results jsonl (unset: eval-<task>.jsonl in the working directory)")
 
 
@@ -102,12 +102,12 @@ class AlgoConfig:
     max_grad_norm: float = opt(1.0, "gradient clipping norm (0: off)", min=0.0)
     clip_eps: float = opt(0.2, "ppo: ratio clip range", min=0.0)
     kl_coef: float = opt(0.0, "weight of the KL to the base model (LoRA: the adapter disabled)", min=0.0)
-    micro_batch_size: int = opt(16, "completions per forward/backward pass (bounds learner memory)", min=1)
+    micro_batch_size: int = opt(8, "completions per forward/backward pass, whole groups (bounds learner memory)", min=1)
 
 
 @dataclass
 class TrainConfig:
-    steps: int = opt(30, "RL steps", min=1)
+    steps: int = opt(20, "RL steps", min=1)
     seed: int = opt(0, "seed for data order, sampling and adapter init")
     eval_every: int = opt(10, "greedy test accuracy every N steps (0: only before and after)", min=0)
     eval_size: int = opt(100, "test problems in each evaluation (the first N)", min=1)

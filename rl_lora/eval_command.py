@@ -37,8 +37,7 @@ def eval_main(config: RunConfig, adapter: str | None = None) -> int:
     _check_adapter(adapter)
     resolve_model(config.model.name)
     task = load_task(config.task)
-    scorer = RewardScorer.from_name(config.reward.name or task.reward, timeout_s=config.reward.timeout_s,
-                                    on_error=config.reward.on_error, task_name=task.name)
+    scorer = RewardScorer.for_task(config.reward, task)
     samples = list(task.test[: config.eval.limit] if config.eval.limit else task.test)
 
     with console.status(f"loading {config.model.name}"):
@@ -57,7 +56,7 @@ def eval_main(config: RunConfig, adapter: str | None = None) -> int:
         bar = progress.add_task(task.name, total=len(samples))
         backend = HFBackend(model, tokenizer, batch_size=config.eval.batch_size,
                             progress=lambda rows: progress.advance(bar, rows))
-        result = evaluate(backend, prompts, samples, scorer, config.eval.max_new_tokens)
+        result = evaluate(backend, prompts, samples, scorer, config.eval.max_new_tokens, config.eval.batch_size)
     scorer.close()
     write_records(output, result)
 

@@ -38,10 +38,12 @@ class EvalResult:
 
 
 def evaluate(backend: RolloutBackend, prompts: Sequence[str], samples: Sequence[Sample], scorer: RewardScorer,
-             max_new_tokens: int) -> EvalResult:
+             max_new_tokens: int, batch_size: int = 32) -> EvalResult:
+    """Greedy, in batches of `batch_size` prompts: the KV cache of long generations stays bounded."""
     start = time.perf_counter()
-    groups = backend.generate(list(prompts), 1, SamplingParams(temperature=0.0, max_new_tokens=max_new_tokens))
-    completions = [group[0] for group in groups]
+    greedy = SamplingParams(temperature=0.0, max_new_tokens=max_new_tokens)
+    completions = [group[0] for first in range(0, len(prompts), batch_size)
+                   for group in backend.generate(list(prompts[first:first + batch_size]), 1, greedy)]
     scored = scorer.score([c.text for c in completions], samples)
     records = tuple(
         EvalRecord(s.id, s.answer, c.text, r, c.finished, len(c.token_ids))

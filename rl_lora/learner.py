@@ -8,7 +8,7 @@ import torch
 
 from rl_lora.config import AlgoConfig, LoraConfig
 from rl_lora.errors import UserError
-from rl_lora.logprobs import token_logprobs
+from rl_lora.logprobs import batch_logprobs
 from rl_lora.losses import policy_loss, token_weights
 from rl_lora.rollout.base import AdapterUpdate
 from rl_lora.types import Batch
@@ -69,14 +69,12 @@ class Learner:
         weights = token_weights(batch.completion_mask, self.algo.normalization)
         totals = {"loss": 0.0, "clipped": 0.0, "sampler_kl": 0.0, "base_kl": 0.0, "entropy": 0.0}
         self.optimizer.zero_grad(set_to_none=True)
-        for first in range(0, batch.rows, self.algo.micro_batch_size):
-            rows = slice(first, first + self.algo.micro_batch_size)
-            micro = batch.select(rows)
-            logprobs, entropy = token_logprobs(self.model, micro.input_ids, micro.attention_mask, micro.prompt_width,
-                                               self.temperature)
+        for rows, micro in batch.split(self.algo.micro_batch_size):
+            logprobs, entropy = batch_logprobs(self.model, micro, self.temperature)
             base_logprobs = self._base_logprobs(micro) if self.algo.kl_coef > 0 else None
+            micro_weights = weights[rows, :micro.completion_ids.shape[1]]
             terms = policy_loss(self.algo.loss, logprobs, micro.sampler_logprobs, micro.advantages,
-                                micro.completion_mask, weights[rows], clip_eps=self.algo.clip_eps,
+                                micro.completion_mask, micro_weights, clip_eps=self.algo.clip_eps,
                                 base_logprobs=base_logprobs, kl_coef=self.algo.kl_coef)
             terms.loss.backward()
             totals["loss"] += terms.loss.item()
@@ -99,8 +97,7 @@ class Learner:
     def _base_logprobs(self, batch: Batch) -> torch.Tensor:
         # The base model is the same network with the adapter switched off: no second copy in memory.
         with self.model.disable_adapter():
-            logprobs, _ = token_logprobs(self.model, batch.input_ids, batch.attention_mask, batch.prompt_width,
-                                         self.temperature)
+            logprobs, _ = batch_logprobs(self.model, batch, self.temperature)
         return logprobs
 
     def export_update(self) -> AdapterUpdate:

@@ -1,8 +1,8 @@
-"""Log-probs of given tokens under a causal LM, without a [batch, time, vocab] fp32 tensor.
+"""Log-probs of completion tokens under a causal LM: each prompt once per group, no [rows, time, vocab] tensor.
 
-The backbone runs once; the output head runs over chunks of positions, each chunk checkpointed so its
-vocabulary-wide logits exist only while that chunk is computed (again in backward). With a 49k vocabulary
-this is the difference between ~1 GB and a few MB per batch of 64 × 24 tokens.
+The prompt runs through the backbone once per group and its key/value cache is repeated for the group's
+completions (differentiably: LoRA gradients flow through the shared prompt). The output head runs over chunks
+of completion positions, each chunk checkpointed so its vocabulary-wide logits exist only while it is computed.
 """
 from __future__ import annotations
 
@@ -23,29 +23,48 @@ def _chunk(head, hidden: torch.Tensor, targets: torch.Tensor, temperature: float
     normaliser = torch.logsumexp(logits, dim=-1)
     logprobs = logits.gather(-1, targets[:, None]).squeeze(-1) - normaliser
     with torch.no_grad():
-        probs = torch.softmax(logits, dim=-1)
-        entropy = normaliser - (probs * logits).sum(-1)
+        entropy = normaliser - (torch.softmax(logits, dim=-1) * logits).sum(-1)
     return logprobs, entropy
 
 
-def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, first_target: int,
-                   temperature: float = 1.0, chunk_tokens: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
-    """log p(input_ids[:, t] | input_ids[:, :t]) and the entropy at t, for t >= first_target.
+def repeat_cache(cache, repeats: torch.Tensor) -> None:
+    """Give row i of the cache repeats[i] copies (autograd-friendly, unlike the cache's own in-place helpers)."""
+    for layer in cache.layers:
+        layer.keys = layer.keys.repeat_interleave(repeats, dim=0)
+        layer.values = layer.values.repeat_interleave(repeats, dim=0)
 
-    Rows are left-padded (positions come from the attention mask). Returns two [rows, T - first_target] tensors;
-    the entropy carries no gradient.
+
+def completion_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, repeats: torch.Tensor,
+                        completion_ids: torch.Tensor, completion_mask: torch.Tensor, temperature: float = 1.0,
+                        chunk_tokens: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+    """log p(completion token t | prompt, tokens < t) and the entropy at t, both [rows, completion_width].
+
+    Prompts are left-padded; row r's prompt is prompt `repeat_interleave(arange, repeats)[r]`. Positions after
+    a completion's end get values too (mask them). The entropy carries no gradient.
     """
+    from transformers import DynamicCache
+
     backbone, head = _unwrap(model)
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                      use_cache=False).last_hidden_state
-    hidden = hidden[:, first_target - 1:-1]
-    targets = input_ids[:, first_target:]
-    rows, steps = targets.shape
-    flat_hidden, flat_targets = hidden.reshape(rows * steps, -1), targets.reshape(-1)
+    prompt_positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
+    cache = DynamicCache()
+    prompt_hidden = backbone(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=prompt_positions,
+                             past_key_values=cache, use_cache=True).last_hidden_state[:, -1:]
+    repeat_cache(cache, repeats)
+    attention_mask = torch.cat([prompt_mask.repeat_interleave(repeats, dim=0), completion_mask.long()], dim=1)
+    start = prompt_positions[:, -1:].repeat_interleave(repeats, dim=0) + 1
+    completion_positions = start + torch.arange(completion_ids.shape[1], device=start.device)[None, :]
+    # The last prompt position predicts the first completion token; completion token t predicts t + 1.
+    hidden = prompt_hidden.repeat_interleave(repeats, dim=0)
+    if completion_ids.shape[1] > 1:
+        completion_hidden = backbone(input_ids=completion_ids[:, :-1], attention_mask=attention_mask[:, :-1],
+                                     position_ids=completion_positions[:, :-1], past_key_values=cache,
+                                     use_cache=True).last_hidden_state
+        hidden = torch.cat([hidden, completion_hidden], dim=1)
+    rows, steps = completion_ids.shape
+    flat_hidden, flat_targets = hidden.reshape(rows * steps, -1), completion_ids.reshape(-1)
     logprobs, entropies = [], []
-    for start in range(0, rows * steps, chunk_tokens):
-        h, t = flat_hidden[start:start + chunk_tokens], flat_targets[start:start + chunk_tokens]
+    for first in range(0, rows * steps, chunk_tokens):
+        h, t = flat_hidden[first:first + chunk_tokens], flat_targets[first:first + chunk_tokens]
         if torch.is_grad_enabled():
             lp, ent = checkpoint(_chunk, head, h, t, temperature, use_reentrant=False)
         else:
@@ -53,3 +72,8 @@ def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
         logprobs.append(lp)
         entropies.append(ent)
     return torch.cat(logprobs).view(rows, steps), torch.cat(entropies).view(rows, steps)
+
+
+def batch_logprobs(model, batch, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    return completion_logprobs(model, batch.prompt_ids, batch.prompt_mask, batch.repeats, batch.completion_ids,
+                               batch.completion_mask, temperature)

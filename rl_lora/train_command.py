@@ -86,8 +86,7 @@ class StopFlag:
 def build_parts(config: RunConfig, console: Console) -> RunParts:
     resolve_model(config.model.name)
     task = load_task(config.task)
-    scorer = RewardScorer.from_name(config.reward.name or task.reward, timeout_s=config.reward.timeout_s,
-                                    on_error=config.reward.on_error, task_name=task.name)
+    scorer = RewardScorer.for_task(config.reward, task)
     with console.status(f"loading {config.model.name} (learner and sampler)"):
         tokenizer = load_tokenizer(config.model.name)
         learner = Learner(load_causal_lm(config.model.name, config.model.dtype, config.model.device), config.lora,
@@ -174,7 +173,8 @@ def _run(parts: RunParts, run_dir: Path, resumed: bool, first_step: int, base_ac
                 print(_eval_line(f"step {step}", result, config.eval.max_new_tokens))
 
             def on_checkpoint(step):
-                save_checkpoint(run_dir, parts.learner, TrainerState(step, parts.order.position, base_accuracy))
+                save_checkpoint(run_dir, parts.learner, TrainerState(step, parts.order.position, base_accuracy),
+                                parts.tokenizer)
 
             last_step = train_loop(parts, first_step, on_step, on_eval, on_checkpoint, lambda: stop.requested)
     finally:

@@ -3,7 +3,7 @@ update the policy, hand the update to the sampler. Everything it calls has one j
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from statistics import mean, pstdev
 from typing import Callable
@@ -13,6 +13,7 @@ from envs.task import Task
 from rewards.scoring import RewardScorer
 from rl_lora.config import RunConfig
 from rl_lora.data_order import DataOrder
+from rl_lora.errors import UserError
 from rl_lora.evaluate import EvalResult, evaluate
 from rl_lora.learner import Learner
 from rl_lora.metrics import StepMetrics
@@ -34,7 +35,6 @@ class RunParts:
     backend: RolloutBackend
     order: DataOrder
     pad_id: int
-    eval_cache: dict = field(default_factory=dict)
 
 
 def rl_step(parts: RunParts, step: int) -> StepMetrics:
@@ -44,16 +44,20 @@ def rl_step(parts: RunParts, step: int) -> StepMetrics:
     group_size = config.rollout.group_size
 
     # Sample with the weights the sampler serves now; a fixed per-step seed makes a resumed run repeat itself.
-    sampling = SamplingParams(config.rollout.temperature, config.rollout.max_new_tokens, seed=config.train.seed * 100_003 + step)
+    sampling = SamplingParams(config.rollout.temperature, config.rollout.max_new_tokens,
+                              seed=config.train.seed * 100_003 + step)
     groups = parts.backend.generate(prompts, group_size, sampling)
     generated = time.perf_counter()
-
     completions = [c for group in groups for c in group]
+    lag = parts.learner.version - min(c.version for c in completions)  # 0: strictly on-policy
+
     scored = parts.scorer.score([c.text for c in completions], [s for s in samples for _ in range(group_size)])
     scored_at = time.perf_counter()
 
     rollouts = build_rollouts([s.id for s in samples], tokenize_prompts(parts.tokenizer, prompts), groups,
                               scored.rewards, config.algo.baseline, config.algo.normalize_std)
+    if not rollouts:
+        raise UserError(f"step {step}: the reward failed on every completion (reward.on_error=skip); see the log")
     learned = parts.learner.step(collate(rollouts, parts.pad_id))
     learned_at = time.perf_counter()
 
@@ -75,7 +79,7 @@ def rl_step(parts: RunParts, step: int) -> StepMetrics:
         completion_tokens_mean=sampled_tokens / len(completions),
         truncated_fraction=sum(not c.finished for c in completions) / len(completions),
         tokens_per_s=sampled_tokens / max(generated - started, 1e-9),
-        lag=parts.learner.version - 1 - min(c.version for c in completions),
+        lag=lag,
         time_generate=generated - started, time_score=scored_at - generated, time_learn=learned_at - scored_at,
         time_sync=synced - learned_at, time_step=synced - started,
         learning_rate=parts.learner.optimizer.param_groups[0]["lr"],
@@ -85,7 +89,7 @@ def rl_step(parts: RunParts, step: int) -> StepMetrics:
 def test_accuracy(parts: RunParts) -> EvalResult:
     samples = list(parts.task.test[: parts.config.train.eval_size])
     return evaluate(parts.backend, [parts.renderer(s) for s in samples], samples, parts.scorer,
-                    parts.config.eval.max_new_tokens)
+                    parts.config.eval.max_new_tokens, parts.config.eval.batch_size)
 
 
 def train_loop(parts: RunParts, first_step: int, on_step: Callable[[StepMetrics], None],

@@ -20,37 +20,68 @@ class Rollout:
 
 @dataclass(frozen=True)
 class Batch:
-    """Rollouts as tensors: prompts left-padded to one width, completions right-padded after them."""
-    input_ids: torch.Tensor  # [rows, prompt_width + completion_width]
-    attention_mask: torch.Tensor  # same shape
-    prompt_width: int
+    """Rollouts as tensors, grouped by prompt: each distinct prompt once (left-padded), then the completions
+    sampled from it (right-padded), `repeats[i]` rows for prompt i. The learner runs each prompt through the
+    model once per group, not once per completion."""
+    prompt_ids: torch.Tensor  # [prompts, prompt_width]
+    prompt_mask: torch.Tensor  # [prompts, prompt_width]
+    repeats: torch.Tensor  # [prompts], rows per prompt, summing to rows
+    completion_ids: torch.Tensor  # [rows, completion_width]
     completion_mask: torch.Tensor  # [rows, completion_width], 1 on completion tokens (EOS included)
     sampler_logprobs: torch.Tensor  # [rows, completion_width]
     advantages: torch.Tensor  # [rows]
 
     @property
     def rows(self) -> int:
-        return self.input_ids.shape[0]
+        return self.completion_ids.shape[0]
 
-    def select(self, rows: slice) -> "Batch":
-        return Batch(self.input_ids[rows], self.attention_mask[rows], self.prompt_width, self.completion_mask[rows],
-                     self.sampler_logprobs[rows], self.advantages[rows])
+    def split(self, max_rows: int) -> list[tuple[slice, "Batch"]]:
+        """Micro-batches of whole groups, each up to max_rows rows (or one group, if a group is larger), trimmed to
+        the columns they use. Returns (row slice into this batch, micro-batch) pairs."""
+        parts, first_prompt, first_row = [], 0, 0
+        while first_prompt < len(self.repeats):
+            last_prompt, rows = first_prompt, 0
+            while last_prompt < len(self.repeats) and (rows == 0 or rows + self.repeats[last_prompt] <= max_rows):
+                rows += int(self.repeats[last_prompt])
+                last_prompt += 1
+            p, r = slice(first_prompt, last_prompt), slice(first_row, first_row + rows)
+            # Padding columns this micro-batch does not use would only cost compute.
+            width = max(int(self.completion_mask[r].sum(1).max()), 1)
+            prompt_start = int((self.prompt_mask[p].sum(0) == 0).sum())  # left-padding columns no prompt uses
+            parts.append((r, Batch(self.prompt_ids[p, prompt_start:], self.prompt_mask[p, prompt_start:],
+                                   self.repeats[p], self.completion_ids[r, :width], self.completion_mask[r, :width],
+                                   self.sampler_logprobs[r, :width], self.advantages[r])))
+            first_prompt, first_row = last_prompt, first_row + rows
+        return parts
 
 
 def collate(rollouts: list[Rollout], pad_id: int) -> Batch:
-    prompt_width = max(len(r.prompt_ids) for r in rollouts)
-    completion_width = max(len(r.completion_ids) for r in rollouts)
-    rows = len(rollouts)
-    input_ids = torch.full((rows, prompt_width + completion_width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros_like(input_ids)
+    """Consecutive rollouts with the same sample and prompt form one group."""
+    prompts: list[tuple[int, ...]] = []
+    repeats: list[int] = []
+    previous = None
+    for r in rollouts:
+        key = (r.sample_id, r.prompt_ids)
+        if key != previous:
+            prompts.append(r.prompt_ids)
+            repeats.append(0)
+            previous = key
+        repeats[-1] += 1
+    prompt_width = max(len(p) for p in prompts)
+    prompt_ids = torch.full((len(prompts), prompt_width), pad_id, dtype=torch.long)
+    prompt_mask = torch.zeros_like(prompt_ids)
+    for i, ids in enumerate(prompts):
+        prompt_ids[i, prompt_width - len(ids):] = torch.tensor(ids)
+        prompt_mask[i, prompt_width - len(ids):] = 1
+    rows, completion_width = len(rollouts), max(len(r.completion_ids) for r in rollouts)
+    completion_ids = torch.full((rows, completion_width), pad_id, dtype=torch.long)
     completion_mask = torch.zeros((rows, completion_width), dtype=torch.float32)
     sampler_logprobs = torch.zeros((rows, completion_width), dtype=torch.float32)
     for i, r in enumerate(rollouts):
-        start, end = prompt_width - len(r.prompt_ids), prompt_width + len(r.completion_ids)
-        input_ids[i, start:prompt_width] = torch.tensor(r.prompt_ids)
-        input_ids[i, prompt_width:end] = torch.tensor(r.completion_ids, dtype=torch.long)
-        attention_mask[i, start:end] = 1
-        completion_mask[i, :len(r.completion_ids)] = 1
-        sampler_logprobs[i, :len(r.completion_ids)] = torch.tensor(r.sampler_logprobs)
+        length = len(r.completion_ids)
+        completion_ids[i, :length] = torch.tensor(r.completion_ids, dtype=torch.long)
+        completion_mask[i, :length] = 1
+        sampler_logprobs[i, :length] = torch.tensor(r.sampler_logprobs)
     advantages = torch.tensor([r.advantage for r in rollouts], dtype=torch.float32)
-    return Batch(input_ids, attention_mask, prompt_width, completion_mask, sampler_logprobs, advantages)
+    return Batch(prompt_ids, prompt_mask, torch.tensor(repeats), completion_ids, completion_mask, sampler_logprobs,
+                 advantages)

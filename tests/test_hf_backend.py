@@ -1,7 +1,6 @@
 """The hf rollout backend on a real (tiny) Llama: batching, padding and the sampler's log-probs."""
 import torch
 
-from rl_lora.logprobs import token_logprobs
 from rl_lora.rollout.base import SamplingParams
 from rl_lora.rollout.hf import HFBackend, left_pad, tokenize_prompts
 
@@ -9,11 +8,12 @@ PROMPTS = ["Once upon a time", "The little dog ran to the park and saw", "Lily"]
 
 
 def teacher_forced(model, tokenizer, prompt: str, completion_ids, temperature: float) -> torch.Tensor:
+    """The reference: one unpadded row through a plain forward pass, full log-softmax."""
     prompt_ids = tokenize_prompts(tokenizer, [prompt])[0]
     ids = torch.tensor([prompt_ids + list(completion_ids)])
     with torch.no_grad():
-        logprobs, _ = token_logprobs(model, ids, torch.ones_like(ids), len(prompt_ids), temperature)
-    return logprobs[0]
+        logits = model(input_ids=ids).logits[0, len(prompt_ids) - 1:-1].float() / temperature
+    return torch.log_softmax(logits, -1).gather(1, torch.tensor(completion_ids)[:, None]).squeeze(1)
 
 
 def test_groups_shapes_and_versions(tiny_model):

@@ -6,7 +6,7 @@ import torch
 
 from rl_lora.config import AlgoConfig, LoraConfig
 from rl_lora.learner import Learner
-from rl_lora.logprobs import token_logprobs
+from rl_lora.logprobs import batch_logprobs
 from rl_lora.rollout.base import SamplingParams
 from rl_lora.rollout.hf import HFBackend, tokenize_prompts
 from rl_lora.rollouts import build_rollouts
@@ -66,7 +66,7 @@ def test_positive_advantage_sequence_gains_logprob(fresh):
 
     def sequence_logprobs():
         with torch.no_grad():
-            lp, _ = token_logprobs(learner.model, batch.input_ids, batch.attention_mask, batch.prompt_width)
+            lp, _ = batch_logprobs(learner.model, batch)
         return (lp * batch.completion_mask).sum(1)
 
     before = sequence_logprobs()
@@ -85,7 +85,7 @@ def test_exported_update_reproduces_the_learner(fresh, tmp_path, mode):
     update = learner.export_update()
     backend.load_update(update)
     assert backend.version == 1 and update.kind == mode
-    ids = batch.input_ids[:2]
+    ids = torch.cat([batch.prompt_ids[:1], batch.completion_ids[:1]], dim=1)
     learner.model.eval()
     torch.testing.assert_close(logits(backend.model, ids), logits(learner.model, ids), atol=1e-5, rtol=1e-5)
     assert not torch.allclose(logits(new_model(), ids), logits(learner.model, ids))

@@ -53,6 +53,15 @@ def test_resume_repeats_the_uninterrupted_run(tiny_model_dir, tmp_path, capsys):
             assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-7), (a["step"], key)
 
 
+def test_fullft_checkpoint_is_a_complete_model_folder(tiny_model_dir, tmp_path, capsys):
+    code, out, _ = train(tmp_path, capsys, "--set", "train.steps=1", "--set", "train.name=full",
+                         "--set", "lora.mode=full", "--set", "algo.lr=1e-4")
+    assert code == 0 and "capacity: FullFT trains" in out
+    model_dir = tmp_path / "full" / "checkpoints" / "step_1" / "model"
+    assert main(["eval", "--model", str(model_dir), "--limit", "2", "--set", "eval.max_new_tokens=4",
+                 "--out", str(tmp_path / "e.jsonl")]) == 0
+
+
 @pytest.mark.parametrize("extra, message, code", [
     (["--reward", "tests.reward_fixtures:raises"], "RuntimeError: reward bug", 1),
     (["--reward", "tests.reward_fixtures:returns_nan"], "not a finite number", 1),

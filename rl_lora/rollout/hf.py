@@ -39,13 +39,13 @@ def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, 
 
 
 @torch.no_grad()
-def sample(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, sampling: SamplingParams,
+def sample(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, n: int, sampling: SamplingParams,
            eos_ids: list[int], pad_id: int, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sample up to max_new_tokens per row. Returns (tokens, logprobs), each [rows, steps]; after a row's
-    first EOS its tokens are pad and its log-probs 0."""
+    """Sample n completions per prompt row, up to max_new_tokens each. Returns (tokens, logprobs), each
+    [prompts * n, steps], prompt-major; after a row's first EOS its tokens are pad and its log-probs 0."""
     from transformers import DynamicCache
 
-    rows, device = input_ids.shape[0], input_ids.device
+    rows, device = input_ids.shape[0] * n, input_ids.device
     tokens = torch.full((rows, sampling.max_new_tokens), pad_id, dtype=torch.long, device=device)
     logprobs = torch.zeros((rows, sampling.max_new_tokens), device=device)
     # Under left padding each row's positions start at its first real token.
@@ -53,7 +53,10 @@ def sample(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, samplin
     cache = DynamicCache()
     logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                    past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1, :]
-    next_position = position_ids[:, -1:] + 1
+    # Each prompt is read once; its n completions share the prompt's KV cache from here on.
+    cache.batch_repeat_interleave(n)
+    logits, attention_mask = logits.repeat_interleave(n, dim=0), attention_mask.repeat_interleave(n, dim=0)
+    next_position = position_ids[:, -1:].repeat_interleave(n, dim=0) + 1
     eos = torch.tensor(eos_ids, device=device)
     active = torch.arange(rows, device=device)  # original row of each row still in the batch
     done = torch.zeros(rows, dtype=torch.bool, device=device)
@@ -113,20 +116,21 @@ class HFBackend:
 
     def generate(self, prompts: list[str], n: int, sampling: SamplingParams) -> list[list[Completion]]:
         prompt_ids = tokenize_prompts(self.tokenizer, prompts)
-        rows = [(p, ids) for p, ids in enumerate(prompt_ids) for _ in range(n)]
         generator = None
         if sampling.seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(sampling.seed)
         grouped: list[list[Completion]] = [[] for _ in prompts]
-        for start in range(0, len(rows), self.batch_size):
-            chunk = rows[start:start + self.batch_size]
-            ids, mask = left_pad([r[1] for r in chunk], self.pad_id)
-            tokens, logprobs = sample(self.model, ids.to(self.device), mask.to(self.device), sampling,
+        prompts_per_batch = max(1, self.batch_size // n)
+        for first in range(0, len(prompts), prompts_per_batch):
+            indices = range(first, min(first + prompts_per_batch, len(prompts)))
+            ids, mask = left_pad([prompt_ids[i] for i in indices], self.pad_id)
+            tokens, logprobs = sample(self.model, ids.to(self.device), mask.to(self.device), n, sampling,
                                       self.eos_ids, self.pad_id, generator)
-            for (prompt_index, _), row_tokens, row_logprobs in zip(chunk, tokens.tolist(), logprobs.tolist()):
+            for row, (row_tokens, row_logprobs) in enumerate(zip(tokens.tolist(), logprobs.tolist())):
+                prompt_index = indices[row // n]
                 grouped[prompt_index].append(self._completion(prompt_index, row_tokens, row_logprobs))
             if self.progress:
-                self.progress(len(chunk))
+                self.progress(len(indices) * n)
         return grouped
 
     def _completion(self, prompt_index: int, tokens: list[int], logprobs: list[float]) -> Completion:
