@@ -94,7 +94,7 @@ class AlgoConfig:
     normalization: str = opt("token", "average the loss over all completion tokens, or per sequence first",
                              choices=("token", "sequence"))
     lr: Optional[float] = opt(None, "learning rate (unset: full_lr for FullFT, 10x full_lr for LoRA)", min=0.0)
-    full_lr: float = opt(5e-5, "the FullFT learning rate the LoRA default is derived from", min=0.0)
+    full_lr: float = opt(1e-5, "the FullFT learning rate (and the base of the LoRA default)", min=0.0)
     lora_lr_multiplier: float = opt(10.0, "LoRA LR = this x full_lr when algo.lr is unset (the published finding)",
                                     min=0.0)
     warmup_steps: int = opt(0, "linear LR warmup steps (then constant)", min=0)
