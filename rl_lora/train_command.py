@@ -19,6 +19,7 @@ from rl_lora.config import RunConfig, load_config, to_yaml
 from rl_lora.data_order import DataOrder
 from rl_lora.errors import UserError
 from rl_lora.evaluate import EvalResult, write_records
+from rl_lora.io import atomic_write_text
 from rl_lora.learner import Learner
 from rl_lora.metrics import MetricsLog, read_metrics
 from rl_lora.models import load_causal_lm, load_tokenizer, resolve_model
@@ -110,6 +111,8 @@ def train_main(config: RunConfig | None, resume: str | None, overrides: list[str
     else:
         run_dir, checkpoint = new_run_dir(config), None
     check_run_config(config)
+    if resume:
+        atomic_write_text(run_dir / "config.yaml", to_yaml(config))  # keep --set changes (e.g. more steps)
     parts = build_parts(config, console)
 
     if checkpoint is not None:

@@ -48,6 +48,7 @@ def test_resume_repeats_the_uninterrupted_run(tiny_model_dir, tmp_path, capsys):
     assert main(["train", "--resume", str(tmp_path / "split"), "--set", "train.steps=4"]) == 0
     straight, split = metrics(tmp_path / "straight"), metrics(tmp_path / "split")
     assert [m["step"] for m in split] == [1, 2, 3, 4]
+    assert "steps: 4" in (tmp_path / "split" / "config.yaml").read_text()
     for a, b in zip(straight, split):
         for key in keys:
             assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-7), (a["step"], key)
