@@ -5,7 +5,6 @@ import argparse
 import logging
 import os
 import sys
-from pathlib import Path
 
 from rl_lora.config import RunConfig, describe, load_config
 from rewards.protocol import RewardError
@@ -20,6 +19,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", nargs="?", help="YAML config file (sections as listed below); optional")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config key, e.g. --set task.digits=3 (repeatable)")
+    parser.add_argument("--reward", help="same as --set reward.name=... (gsm8k, math, format, package.module:function)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,7 +34,6 @@ def build_parser() -> argparse.ArgumentParser:
     _common(tr)
     tr.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint "
                     "(its config.yaml is used; --set may change e.g. train.steps)")
-    tr.add_argument("--reward", help="same as --set reward.name=... (gsm8k, math, format, package.module:function)")
 
     ev = commands.add_parser(
         "eval", help="greedy test accuracy of a model or an adapter",
@@ -47,7 +46,6 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", help="same as --set task.path=... (a local jsonl/parquet file or folder)")
     ev.add_argument("--adapter", help="a PEFT adapter folder (a run's checkpoints/step_N/adapter)")
     ev.add_argument("--limit", type=int, help="same as --set eval.limit=N")
-    ev.add_argument("--reward", help="same as --set reward.name=... (gsm8k, math, format, package.module:function)")
     ev.add_argument("--out", help="same as --set eval.output=PATH")
     return parser
 

@@ -8,15 +8,15 @@ from rl_lora.rollout.base import Completion
 from rl_lora.types import Rollout
 
 
-def build_rollouts(sample_ids: Sequence[str], prompt_ids: Sequence[Sequence[int]], groups: list[list[Completion]],
-                   rewards: list[float | None], baseline: str, normalize_std: bool) -> list[Rollout]:
+def build_rollouts(sample_ids: Sequence[str], groups: list[list[Completion]], rewards: list[float | None],
+                   baseline: str, normalize_std: bool) -> list[Rollout]:
     """`rewards` is flat, group after group. A completion whose reward failed (None, policy `skip`) leaves its
     group before the baseline is taken."""
     flat = iter(rewards)
     kept = [[(c, r) for c in group if (r := next(flat)) is not None] for group in groups]
     advantages = group_advantages([[r for _, r in group] for group in kept], baseline, normalize_std)
     return [
-        Rollout(sample_ids[i], tuple(prompt_ids[i]), c.token_ids, c.logprobs, r, a, c.version)
+        Rollout(sample_ids[i], c.prompt_ids, c.token_ids, c.logprobs, r, a, c.version)
         for i, (group, group_advantage) in enumerate(zip(kept, advantages))
         for (c, r), a in zip(group, group_advantage)
     ]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from statistics import mean, pstdev
 from typing import Callable
 
@@ -18,7 +17,6 @@ from rl_lora.evaluate import EvalResult, evaluate
 from rl_lora.learner import Learner
 from rl_lora.metrics import StepMetrics
 from rl_lora.rollout.base import RolloutBackend, SamplingParams
-from rl_lora.rollout.hf import tokenize_prompts
 from rl_lora.rollouts import build_rollouts
 from rl_lora.types import collate
 
@@ -54,8 +52,8 @@ def rl_step(parts: RunParts, step: int) -> StepMetrics:
     scored = parts.scorer.score([c.text for c in completions], [s for s in samples for _ in range(group_size)])
     scored_at = time.perf_counter()
 
-    rollouts = build_rollouts([s.id for s in samples], tokenize_prompts(parts.tokenizer, prompts), groups,
-                              scored.rewards, config.algo.baseline, config.algo.normalize_std)
+    rollouts = build_rollouts([s.id for s in samples], groups, scored.rewards, config.algo.baseline,
+                              config.algo.normalize_std)
     if not rollouts:
         raise UserError(f"step {step}: the reward failed on every completion (reward.on_error=skip); see the log")
     learned = parts.learner.step(collate(rollouts, parts.pad_id))

@@ -24,7 +24,7 @@ def fresh(tiny_model):
 def make_batch(backend, tokenizer, rewards_fn, n=4, temperature=1.0):
     groups = backend.generate(PROMPTS, n, SamplingParams(temperature, 12, seed=0))
     rewards = [rewards_fn(c) for g in groups for c in g]
-    rollouts = build_rollouts(["a", "b"], tokenize_prompts(tokenizer, PROMPTS), groups, rewards, "group_mean", False)
+    rollouts = build_rollouts(["a", "b"], groups, rewards, "group_mean", False)
     return collate(rollouts, backend.pad_id), rollouts
 
 

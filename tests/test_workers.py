@@ -4,7 +4,6 @@ import pytest
 from rl_lora.config import AlgoConfig, LoraConfig, ModelConfig, RewardConfig
 from rl_lora.learner import Learner
 from rl_lora.rollout.base import SamplingParams
-from rl_lora.rollout.hf import tokenize_prompts
 from rl_lora.rollouts import build_rollouts
 from rl_lora.sync import Probe, StaleWeightsError, check_probe, probe_logprobs
 from rl_lora.types import collate
@@ -39,8 +38,7 @@ def test_workers_sample_score_and_serve_each_update(ray_cluster, workers, tiny_m
         assert {c.version for g in groups for c in g} == {step - 1}
         scored_rewards = list(scored.rewards)
         scored_rewards[0] = 1.0 - (scored_rewards[1] or 0.0)  # make sure the first group carries signal
-        rollouts = build_rollouts([s.id for s in SAMPLES], tokenize_prompts(tokenizer, prompts), groups,
-                                  scored_rewards, "group_mean", False)
+        rollouts = build_rollouts([s.id for s in SAMPLES], groups, scored_rewards, "group_mean", False)
         learner.step(collate(rollouts, tokenizer.pad_token_id))
         update = ray.put(learner.export_update())  # once into the object store, read by every worker
         assert ray.get([w.load_update.remote(update) for w in workers]) == [step, step]

@@ -17,6 +17,7 @@ class SamplingParams:
 @dataclass(frozen=True)
 class Completion:
     prompt_index: int
+    prompt_ids: tuple[int, ...]  # the prompt exactly as the sampler tokenized it (the learner scores the same ids)
     token_ids: tuple[int, ...]  # up to and including the first end-of-sequence token, if one was sampled
     logprobs: tuple[float, ...]  # the sampler's log-prob of each token, from the distribution it sampled
     text: str

@@ -115,7 +115,7 @@ class HFBackend:
         return next(self.model.parameters()).device
 
     def generate(self, prompts: list[str], n: int, sampling: SamplingParams) -> list[list[Completion]]:
-        prompt_ids = tokenize_prompts(self.tokenizer, prompts)
+        prompt_ids = [tuple(ids) for ids in tokenize_prompts(self.tokenizer, prompts)]
         generator = None
         if sampling.seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(sampling.seed)
@@ -128,19 +128,22 @@ class HFBackend:
                                       self.eos_ids, self.pad_id, generator)
             for row, (row_tokens, row_logprobs) in enumerate(zip(tokens.tolist(), logprobs.tolist())):
                 prompt_index = indices[row // n]
-                grouped[prompt_index].append(self._completion(prompt_index, row_tokens, row_logprobs))
+                grouped[prompt_index].append(
+                    self._completion(prompt_index, prompt_ids[prompt_index], row_tokens, row_logprobs))
             if self.progress:
                 self.progress(len(indices) * n)
         return grouped
 
-    def _completion(self, prompt_index: int, tokens: list[int], logprobs: list[float]) -> Completion:
+    def _completion(self, prompt_index: int, prompt_ids: tuple[int, ...], tokens: list[int],
+                    logprobs: list[float]) -> Completion:
         end = next((i + 1 for i, t in enumerate(tokens) if t in self.eos_ids), len(tokens))
         return Completion(
             prompt_index=prompt_index,
+            prompt_ids=prompt_ids,
             token_ids=tuple(tokens[:end]),
             logprobs=tuple(logprobs[:end]),
             text=self.tokenizer.decode(tokens[:end], skip_special_tokens=True),
-            finished=end <= len(tokens) and tokens[end - 1] in self.eos_ids,
+            finished=end > 0 and tokens[end - 1] in self.eos_ids,
             version=self.version,
         )
 
