@@ -8,7 +8,7 @@ import sys
 
 from rl_lora.config import RunConfig, describe, load_config
 from rewards.protocol import RewardError
-from rl_lora.errors import UserError
+from rl_lora.errors import RunStopped, UserError
 
 
 def _config_epilog() -> str:
@@ -87,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except RewardError as e:
         print(f"rl-lora: error: {e} (reward.on_error=stop; skip or zero keep the run going)", file=sys.stderr)
+        return 1
+    except RunStopped as e:
+        print(f"rl-lora: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("rl-lora: interrupted", file=sys.stderr)

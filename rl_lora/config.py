@@ -82,6 +82,29 @@ class RolloutConfig:
     temperature: float = opt(0.7, "sampling temperature (no top-k/top-p: the sampler samples the policy)", min=0.0)
     max_new_tokens: int = opt(24, "completion length limit during training", min=1)
     batch_size: int = opt(64, "completions generated per forward batch", min=1)
+    num_workers: int = opt(0, "rollout worker actors on Ray (0: sampler and learner in this process, no Ray; "
+                           ">= 1: N RolloutWorker actors and a Learner actor, see the ray section)", min=0)
+    max_lag: int = opt(0, "off-policy depth: workers sample up to k steps ahead of the learner (0: strictly "
+                       "on-policy; >= 1 needs num_workers >= 1); the importance ratio corrects for the lag", min=0)
+    probe: bool = opt(True, "after every sync, check that each sampler's log-probs of a fixed probe equal the "
+                      "learner's (catches samplers that silently keep old weights; one small forward pass)")
+
+
+@dataclass
+class RayConfig:
+    address: Optional[str] = opt(None, "Ray cluster to join: an address, or auto (unset: $RAY_ADDRESS if set, "
+                                 "as under `ray job submit`, else a local cluster started in-process)")
+    placement: str = opt("separate", "colocated: learner and workers packed on one node, sharing its GPU "
+                         "(fractional GPUs); separate: one bundle per actor, spread over the cluster's nodes",
+                         choices=("separate", "colocated"))
+    worker_cpus: float = opt(1.0, "CPUs each rollout worker asks for", min=0.0)
+    worker_gpus: float = opt(0.0, "GPUs each rollout worker asks for (fractions share a GPU)", min=0.0)
+    learner_cpus: float = opt(1.0, "CPUs the learner asks for", min=0.0)
+    learner_gpus: float = opt(0.0, "GPUs the learner asks for", min=0.0)
+    worker_threads: int = opt(1, "torch threads per rollout worker (share the node's cores)", min=1)
+    max_restarts: int = opt(3, "times Ray restarts a dead rollout worker before the run stops", min=0)
+    num_cpus: Optional[int] = opt(None, "CPUs of the in-process local cluster (unset: all of this machine's)",
+                                  min=1)
 
 
 @dataclass
@@ -123,6 +146,7 @@ class RunConfig:
     reward: RewardConfig = field(default_factory=RewardConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
     algo: AlgoConfig = field(default_factory=AlgoConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

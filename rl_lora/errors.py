@@ -3,3 +3,8 @@
 
 class UserError(Exception):
     pass
+
+
+class RunStopped(RuntimeError):
+    """A part of the run failed beyond recovery (the learner actor, a worker out of restarts): stop with the
+    message, resumable from the last checkpoint."""

@@ -10,7 +10,8 @@ from rl_lora.config import AlgoConfig, LoraConfig
 from rl_lora.errors import UserError
 from rl_lora.logprobs import batch_logprobs
 from rl_lora.losses import policy_loss, token_weights
-from rl_lora.rollout.base import AdapterUpdate
+from rl_lora.rollout.base import AdapterUpdate, lora_parameters
+from rl_lora.sync import Probe, probe_logprobs
 from rl_lora.types import Batch
 
 
@@ -24,6 +25,7 @@ class LearnMetrics:
     entropy: float
     tokens: int
     seconds: float
+    learning_rate: float
 
 
 def peft_lora_config(lora: LoraConfig) -> dict:
@@ -46,6 +48,7 @@ class Learner:
             torch.manual_seed(seed)  # A's random init
             self.lora_config = peft_lora_config(lora)
             model = get_peft_model(model, PeftLoraConfig(**self.lora_config))
+            self._lora = lora_parameters(model)
         else:
             self.lora_config = None
             if algo.kl_coef > 0:
@@ -84,6 +87,7 @@ class Learner:
             totals["entropy"] += (entropy * micro.completion_mask).sum().item()
         max_norm = self.algo.max_grad_norm if self.algo.max_grad_norm > 0 else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm).item()
+        learning_rate = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()
         self.scheduler.step()
         self.version += 1
@@ -91,7 +95,8 @@ class Learner:
         return LearnMetrics(
             loss=totals["loss"], grad_norm=grad_norm, sampler_kl=totals["sampler_kl"] / max(tokens, 1),
             base_kl=totals["base_kl"] / max(tokens, 1), clip_fraction=totals["clipped"] / max(tokens, 1),
-            entropy=totals["entropy"] / max(tokens, 1), tokens=tokens, seconds=time.perf_counter() - start)
+            entropy=totals["entropy"] / max(tokens, 1), tokens=tokens, seconds=time.perf_counter() - start,
+            learning_rate=learning_rate)
 
     @torch.no_grad()
     def _base_logprobs(self, batch: Batch) -> torch.Tensor:
@@ -100,13 +105,19 @@ class Learner:
             logprobs, _ = batch_logprobs(self.model, batch, self.temperature)
         return logprobs
 
+    def probe_logprobs(self, probe: Probe) -> list[float]:
+        """What every sampler must reproduce after a sync (eval mode: LoRA dropout off, as in the samplers)."""
+        self.model.eval()
+        try:
+            return probe_logprobs(self.model, probe)
+        finally:
+            self.model.train()
+
     def export_update(self) -> AdapterUpdate:
         if self.lora_config is None:
             # No copy of 0.5 GB: whoever receives the update copies it (load_state_dict, or Ray's ray.put).
             return AdapterUpdate(self.version, "full", {k: v.detach() for k, v in self.model.state_dict().items()})
-        from peft import get_peft_model_state_dict
-
-        tensors = {k: v.detach().clone() for k, v in get_peft_model_state_dict(self.model).items()}
+        tensors = {key: parameter.detach().clone() for key, parameter in self._lora.items()}
         return AdapterUpdate(self.version, "lora", tensors, dict(self.lora_config))
 
     # -- checkpoints --------------------------------------------------------------------------------------

@@ -23,12 +23,17 @@ class StepMetrics:
     truncated_fraction: float
     tokens_per_s: float  # sampled tokens per second of generation
     lag: int  # learner version minus the version that sampled the batch
-    time_generate: float
+    time_generate: float  # the slowest sampler's generation time
     time_score: float
+    time_wait: float  # the driver waiting for this step's rollouts (less than generate+score when sampled ahead)
     time_learn: float
-    time_sync: float
+    time_sync: float  # learner export -> every sampler serves the new version
+    time_probe: float  # the post-sync check
     time_step: float
     learning_rate: float
+    sampler_version: int = 0  # the oldest policy version among this step's completions
+    probe_gap: float | None = None  # largest |sampler - learner| probe log-prob after the sync (None: probe off)
+    worker_restarts: int = 0  # rollout workers restarted during the step (their prompts re-sampled)
     test_accuracy: float | None = None
 
 

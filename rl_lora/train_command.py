@@ -7,6 +7,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -26,6 +27,8 @@ from rl_lora.models import load_causal_lm, load_tokenizer, resolve_model
 from rl_lora.plots import plot_run
 from rl_lora.rollout.base import AdapterUpdate
 from rl_lora.rollout.hf import HFBackend
+from rl_lora.samplers import LocalSampler
+from rl_lora.sync import Probe
 from rl_lora.trainer import RunParts, test_accuracy, train_loop
 
 
@@ -39,6 +42,9 @@ def check_run_config(config: RunConfig) -> None:
                         "so there is nothing to learn from; use a temperature > 0 (0.7 is the default)")
     if config.learning_rate() <= 0:
         raise UserError(f"learning rate must be > 0 (got {config.learning_rate()})")
+    if config.rollout.max_lag > 0 and config.rollout.num_workers == 0:
+        raise UserError("rollout.max_lag > 0 samples ahead while the learner trains, which needs Ray rollout "
+                        "workers: set rollout.num_workers >= 1 (or max_lag=0)")
     if config.algo.kl_coef > 0 and config.lora.mode == "full":
         raise UserError("algo.kl_coef > 0 needs the base model as reference; with lora.mode=full that is a second "
                         "full copy, which rl-lora does not keep: use lora.mode=lora or algo.kl_coef=0")
@@ -84,20 +90,38 @@ class StopFlag:
         self.console.print("[yellow]stopping after this step (Ctrl-C again to abort without a checkpoint)")
 
 
-def build_parts(config: RunConfig, console: Console) -> RunParts:
+def build_parts(config: RunConfig, console: Console, run_name: str) -> tuple[RunParts, Callable[[], None]]:
+    """The run's parts, and how to release them (Ray actors and, if this process started it, Ray itself)."""
     resolve_model(config.model.name)
     task = load_task(config.task)
     scorer = RewardScorer.for_task(config.reward, task)
-    with console.status(f"loading {config.model.name} (learner and sampler)"):
-        tokenizer = load_tokenizer(config.model.name)
-        learner = Learner(load_causal_lm(config.model.name, config.model.dtype, config.model.device), config.lora,
-                          config.algo, config.learning_rate(), config.rollout.temperature, seed=config.train.seed)
-        backend = HFBackend(load_causal_lm(config.model.name, config.model.dtype, config.model.device), tokenizer,
-                            batch_size=config.rollout.batch_size)
+    tokenizer = load_tokenizer(config.model.name)
+    probe = Probe.for_tokenizer(tokenizer) if config.rollout.probe else None
+    if config.rollout.num_workers == 0:
+        with console.status(f"loading {config.model.name} (learner and sampler)"):
+            learner = Learner(load_causal_lm(config.model.name, config.model.dtype, config.model.device),
+                              config.lora, config.algo, config.learning_rate(), config.rollout.temperature,
+                              seed=config.train.seed)
+            backend = HFBackend(load_causal_lm(config.model.name, config.model.dtype, config.model.device),
+                                tokenizer, batch_size=config.rollout.batch_size)
+        sampler, release = LocalSampler(backend, scorer, probe), scorer.close
+    else:
+        from rl_lora import cluster
+
+        print(cluster.describe_requests(config))
+        with console.status(f"starting Ray actors: a learner and {config.rollout.num_workers} rollout worker(s), "
+                            f"each loading {config.model.name}"):
+            ray_parts = cluster.start(config, probe, config.reward.name or task.reward, run_name)
+        learner, sampler = ray_parts.learner, ray_parts.pool
+
+        def release() -> None:
+            scorer.close()
+            ray_parts.shutdown()
     renderer = PromptRenderer(tokenizer, config.task.render, config.task.system_prompt)
-    return RunParts(config=config, task=task, renderer=renderer, tokenizer=tokenizer, scorer=scorer, learner=learner,
-                    backend=backend, order=DataOrder(len(task.train), config.train.seed),
-                    pad_id=backend.pad_id)
+    parts = RunParts(config=config, task=task, renderer=renderer, tokenizer=tokenizer, learner=learner,
+                     sampler=sampler, scorer=scorer, order=DataOrder(len(task.train), config.train.seed),
+                     pad_id=sampler.pad_id)
+    return parts, release
 
 
 def train_main(config: RunConfig | None, resume: str | None, overrides: list[str]) -> int:
@@ -113,14 +137,21 @@ def train_main(config: RunConfig | None, resume: str | None, overrides: list[str
     check_run_config(config)
     if resume:
         atomic_write_text(run_dir / "config.yaml", to_yaml(config))  # keep --set changes (e.g. more steps)
-    parts = build_parts(config, console)
+    parts, release = build_parts(config, console, run_dir.name)
+    try:
+        return _start(parts, run_dir, checkpoint, console)
+    finally:
+        release()  # Ray too: Ctrl-C, a failure or the end of the run all leave no actors behind
 
+
+def _start(parts: RunParts, run_dir: Path, checkpoint: Path | None, console: Console) -> int:
+    config = parts.config
     if checkpoint is not None:
         state, tensors, optimizer_state = load_checkpoint(checkpoint)
         kind = "lora" if config.lora.mode == "lora" else "full"
         update = AdapterUpdate(state.step, kind, tensors, parts.learner.lora_config)
         parts.learner.load_state(update, optimizer_state)
-        parts.backend.load_update(parts.learner.export_update())
+        parts.sampler.sync(parts.learner)
         parts.order.position = state.data_position
         base_accuracy, first_step = state.base_accuracy, state.step + 1
         console.print(f"resuming {run_dir} after step {state.step}")
@@ -175,15 +206,14 @@ def _run(parts: RunParts, run_dir: Path, resumed: bool, first_step: int, base_ac
                 last_eval["result"] = result
                 print(_eval_line(f"step {step}", result, config.eval.max_new_tokens))
 
-            def on_checkpoint(step):
-                save_checkpoint(run_dir, parts.learner, TrainerState(step, parts.order.position, base_accuracy),
+            def on_checkpoint(step, data_position):
+                save_checkpoint(run_dir, parts.learner, TrainerState(step, data_position, base_accuracy),
                                 parts.tokenizer)
 
             last_step = train_loop(parts, first_step, on_step, on_eval, on_checkpoint, lambda: stop.requested)
     finally:
         signal.signal(signal.SIGINT, previous_handler)
         log.close()
-        parts.scorer.close()
 
     metrics = read_metrics(run_dir)
     plot = plot_run(metrics, base_accuracy, run_dir / "plots" / "curve.png",

@@ -3,67 +3,83 @@ update the policy, hand the update to the sampler. Everything it calls has one j
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass
 from statistics import mean, pstdev
 from typing import Callable
 
 from envs.render import PromptRenderer
+from envs.sample import Sample
 from envs.task import Task
 from rewards.scoring import RewardScorer
+from rl_lora.cluster import RemoteLearner
 from rl_lora.config import RunConfig
 from rl_lora.data_order import DataOrder
 from rl_lora.errors import UserError
 from rl_lora.evaluate import EvalResult, evaluate
 from rl_lora.learner import Learner
 from rl_lora.metrics import StepMetrics
-from rl_lora.rollout.base import RolloutBackend, SamplingParams
+from rl_lora.rollout.base import SamplingParams
 from rl_lora.rollouts import build_rollouts
+from rl_lora.samplers import LocalSampler, WorkerPool
 from rl_lora.types import collate
 
 
 @dataclass
 class RunParts:
-    """Everything a step touches, built once by the run setup."""
+    """Everything a step touches, built once by the run setup. In process (rollout.num_workers = 0) the learner
+    is a Learner and the sampler a LocalSampler; on Ray, a RemoteLearner and a WorkerPool of actors."""
     config: RunConfig
     task: Task
     renderer: PromptRenderer
     tokenizer: object
-    scorer: RewardScorer
-    learner: Learner
-    backend: RolloutBackend
+    learner: Learner | RemoteLearner
+    sampler: LocalSampler | WorkerPool
+    scorer: RewardScorer  # for evaluation in this process (rollouts are scored where they are sampled)
     order: DataOrder
     pad_id: int
 
 
-def rl_step(parts: RunParts, step: int) -> StepMetrics:
-    config, started = parts.config, time.perf_counter()
-    samples = [parts.task.train[i] for i in parts.order.take(config.rollout.prompts_per_step)]
-    prompts = [parts.renderer(s) for s in samples]
-    group_size = config.rollout.group_size
+@dataclass
+class PendingStep:
+    """A step whose rollouts were submitted (with max_lag, while the learner still trains an earlier step)."""
+    step: int
+    samples: list[Sample]
+    rollouts: object  # the sampler's handle for collect()
+    data_position: int  # DataOrder position after this step's prompts: what a checkpoint after it records
 
-    # Sample with the weights the sampler serves now; a fixed per-step seed makes a resumed run repeat itself.
+
+def submit_step(parts: RunParts, step: int) -> PendingStep:
+    config = parts.config
+    samples = [parts.task.train[i] for i in parts.order.take(config.rollout.prompts_per_step)]
+    # A fixed per-step seed makes a resumed run repeat itself.
     sampling = SamplingParams(config.rollout.temperature, config.rollout.max_new_tokens,
                               seed=config.train.seed * 100_003 + step)
-    groups = parts.backend.generate(prompts, group_size, sampling)
-    generated = time.perf_counter()
-    completions = [c for group in groups for c in group]
+    handle = parts.sampler.submit([parts.renderer(s) for s in samples], samples, config.rollout.group_size, sampling)
+    return PendingStep(step, samples, handle, parts.order.position)
+
+
+def rl_step(parts: RunParts, pending: PendingStep, submit_ahead: Callable[[], None] = lambda: None) -> StepMetrics:
+    config, step, samples, started = parts.config, pending.step, pending.samples, time.perf_counter()
+    group_size = config.rollout.group_size
+
+    sampled = parts.sampler.collect(pending.rollouts)
+    collected = time.perf_counter()
+    submit_ahead()  # max_lag > 0: the workers sample the next step(s) while the learner trains on this one
+    completions = [c for group in sampled.groups for c in group]
     lag = parts.learner.version - min(c.version for c in completions)  # 0: strictly on-policy
 
-    scored = parts.scorer.score([c.text for c in completions], [s for s in samples for _ in range(group_size)])
-    scored_at = time.perf_counter()
-
-    rollouts = build_rollouts([s.id for s in samples], groups, scored.rewards, config.algo.baseline,
+    rollouts = build_rollouts([s.id for s in samples], sampled.groups, sampled.scored.rewards, config.algo.baseline,
                               config.algo.normalize_std)
     if not rollouts:
         raise UserError(f"step {step}: the reward failed on every completion (reward.on_error=skip); see the log")
     learned = parts.learner.step(collate(rollouts, parts.pad_id))
     learned_at = time.perf_counter()
 
-    parts.backend.load_update(parts.learner.export_update())
-    synced = time.perf_counter()
+    synced = parts.sampler.sync(parts.learner)
 
     rewards = [r.reward for r in rollouts]
-    group_rewards = [[r for r in scored.rewards[i * group_size:(i + 1) * group_size] if r is not None]
+    group_rewards = [[r for r in sampled.scored.rewards[i * group_size:(i + 1) * group_size] if r is not None]
                      for i in range(len(samples))]
     sampled_tokens = sum(len(c.token_ids) for c in completions)
     return StepMetrics(
@@ -71,32 +87,48 @@ def rl_step(parts: RunParts, step: int) -> StepMetrics:
         reward_mean=mean(rewards) if rewards else 0.0,
         reward_std=pstdev(rewards) if rewards else 0.0,
         zero_variance_groups=sum(len(set(g)) <= 1 for g in group_rewards) / len(group_rewards),
-        reward_failures=len(scored.failures),
+        reward_failures=len(sampled.scored.failures),
         loss=learned.loss, grad_norm=learned.grad_norm, sampler_kl=learned.sampler_kl, base_kl=learned.base_kl,
         clip_fraction=learned.clip_fraction, entropy=learned.entropy,
         completion_tokens_mean=sampled_tokens / len(completions),
         truncated_fraction=sum(not c.finished for c in completions) / len(completions),
-        tokens_per_s=sampled_tokens / max(generated - started, 1e-9),
+        tokens_per_s=sampled_tokens / max(sampled.generate_s, 1e-9),
         lag=lag,
-        time_generate=generated - started, time_score=scored_at - generated, time_learn=learned_at - scored_at,
-        time_sync=synced - learned_at, time_step=synced - started,
-        learning_rate=parts.learner.optimizer.param_groups[0]["lr"],
+        time_generate=sampled.generate_s, time_score=sampled.score_s, time_wait=collected - started,
+        time_learn=learned_at - collected, time_sync=synced.seconds, time_probe=synced.probe_seconds,
+        time_step=time.perf_counter() - started,
+        learning_rate=learned.learning_rate,
+        sampler_version=min(c.version for c in completions), probe_gap=synced.probe_gap,
+        worker_restarts=sampled.restarts,
     )
 
 
 def test_accuracy(parts: RunParts) -> EvalResult:
     samples = list(parts.task.test[: parts.config.train.eval_size])
-    return evaluate(parts.backend, [parts.renderer(s) for s in samples], samples, parts.scorer,
+    return evaluate(parts.sampler, [parts.renderer(s) for s in samples], samples, parts.scorer,
                     parts.config.eval.max_new_tokens, parts.config.eval.batch_size)
 
 
 def train_loop(parts: RunParts, first_step: int, on_step: Callable[[StepMetrics], None],
                on_eval: Callable[[int, EvalResult], None], on_checkpoint: Callable[[int], None],
                stop_requested: Callable[[], bool]) -> int:
-    """Run steps first_step..config.train.steps; returns the last completed step."""
+    """Run steps first_step..config.train.steps; returns the last completed step. on_checkpoint gets the step
+    and the data position after it (with max_lag the order has already moved on to the steps sampled ahead)."""
     config, step = parts.config, first_step - 1
+    pending: deque[PendingStep] = deque()
+    next_to_submit = first_step
+
+    def submit_through(last_step: int) -> None:
+        nonlocal next_to_submit
+        while next_to_submit <= min(last_step, config.train.steps):
+            pending.append(submit_step(parts, next_to_submit))
+            next_to_submit += 1
+
     for step in range(first_step, config.train.steps + 1):
-        metrics = rl_step(parts, step)
+        submit_through(step)
+        current = pending.popleft()
+        # max_lag = k: steps up to step + k are sampled before this one is learned from (k = 0: after the sync).
+        metrics = rl_step(parts, current, lambda: submit_through(step + config.rollout.max_lag))
         last = step == config.train.steps
         if last or (config.train.eval_every and step % config.train.eval_every == 0):
             result = test_accuracy(parts)
@@ -104,7 +136,7 @@ def train_loop(parts: RunParts, first_step: int, on_step: Callable[[StepMetrics]
             on_eval(step, result)
         on_step(metrics)
         if last or step % config.train.checkpoint_every == 0 or stop_requested():
-            on_checkpoint(step)
+            on_checkpoint(step, current.data_position)
         if stop_requested():
             break
     return step

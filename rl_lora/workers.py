@@ -1,17 +1,42 @@
-"""RolloutWorker: one inference backend and the reward next to it, run as a Ray actor.
+"""The two kinds of Ray actor: RolloutWorker (one inference backend and the reward next to it) and LearnerWorker
+(the trainable model). Plain classes: `ray.remote(...)` wraps them in rl_lora.cluster, and tests can too.
 
-The driver sends prompts and Samples; the worker samples a group per prompt, scores the completions where
-they were made, and returns both. New weights arrive as an AdapterUpdate through the object store (kB for
-LoRA) and are swapped in memory.
+New weights reach a RolloutWorker as an AdapterUpdate through the object store (kB for LoRA) and are copied
+into the live tensors; no files, no engine restart.
 """
 from __future__ import annotations
+
+import time
+from dataclasses import dataclass
 
 from envs.sample import Sample
 from rewards.protocol import ScoredBatch
 from rewards.scoring import RewardScorer
-from rl_lora.config import ModelConfig, RewardConfig
+from rl_lora.config import ModelConfig, RewardConfig, RunConfig
 from rl_lora.rollout.base import AdapterUpdate, Completion, SamplingParams
 from rl_lora.sync import Probe, probe_logprobs
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    """One worker's share of a step: its prompts' groups, scored where they were sampled."""
+    groups: list[list[Completion]]
+    scored: ScoredBatch
+    generate_s: float
+    score_s: float
+
+
+def node_id() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
+
+
+def _device(model: ModelConfig) -> str:
+    """An actor granted a GPU by Ray sees it as cuda:0 (CUDA_VISIBLE_DEVICES), whatever model.device says."""
+    import ray
+
+    return "cuda" if ray.is_initialized() and ray.get_gpu_ids() else model.device
 
 
 class RolloutWorker:
@@ -25,15 +50,24 @@ class RolloutWorker:
         # Several workers share the machine's cores; each takes its share, not all of them.
         torch.set_num_threads(torch_threads)
         tokenizer = load_tokenizer(model.name)
-        self.backend = HFBackend(load_causal_lm(model.name, model.dtype, model.device), tokenizer, batch_size)
+        self.backend = HFBackend(load_causal_lm(model.name, model.dtype, _device(model)), tokenizer, batch_size)
         self.scorer = RewardScorer.from_name(reward_name, timeout_s=reward.timeout_s, on_error=reward.on_error,
                                              task_name=task_name)
 
-    def rollout(self, prompts: list[str], samples: list[Sample], n: int,
-                sampling: SamplingParams) -> tuple[list[list[Completion]], ScoredBatch]:
+    def rollout(self, prompts: list[str], samples: list[Sample], n: int, sampling: SamplingParams,
+                expected_version: int | None = None) -> ShardResult | None:
+        """None when this worker does not serve `expected_version` (it was restarted and lost its weights): the
+        caller syncs it again rather than train on samples from the wrong policy."""
+        if expected_version is not None and self.backend.version != expected_version:
+            return None
+        start = time.perf_counter()
         groups = self.backend.generate(prompts, n, sampling)
-        texts = [c.text for group in groups for c in group]
-        return groups, self.scorer.score(texts, [s for s in samples for _ in range(n)])
+        generated = time.perf_counter()
+        scored = self.scorer.score([c.text for group in groups for c in group], [s for s in samples for _ in range(n)])
+        return ShardResult(groups, scored, generated - start, time.perf_counter() - generated)
+
+    def generate(self, prompts: list[str], n: int, sampling: SamplingParams) -> list[list[Completion]]:
+        return self.backend.generate(prompts, n, sampling)
 
     def load_update(self, update: AdapterUpdate) -> int:
         self.backend.load_update(update)
@@ -44,3 +78,47 @@ class RolloutWorker:
 
     def version(self) -> int:
         return self.backend.version
+
+    def pad_id(self) -> int:
+        return self.backend.pad_id
+
+    def node(self) -> str:
+        return node_id()
+
+
+class LearnerWorker:
+    """The Learner in its own process (and on its own GPU when the placement gives it one)."""
+
+    def __init__(self, config: RunConfig, torch_threads: int = 1):
+        import torch
+
+        from rl_lora.learner import Learner
+        from rl_lora.models import load_causal_lm
+
+        torch.set_num_threads(torch_threads)
+        model = load_causal_lm(config.model.name, config.model.dtype, _device(config.model))
+        self.learner = Learner(model, config.lora, config.algo, config.learning_rate(), config.rollout.temperature,
+                               seed=config.train.seed)
+
+    def describe(self) -> dict:
+        return {"trainable_parameters": self.learner.trainable_parameters, "lora_config": self.learner.lora_config,
+                "version": self.learner.version, "node": node_id()}
+
+    def step(self, batch):
+        return self.learner.step(batch)
+
+    def export_update(self) -> AdapterUpdate:
+        return self.learner.export_update()
+
+    def probe(self, probe: Probe) -> list[float]:
+        return self.learner.probe_logprobs(probe)
+
+    def save_weights(self, folder: str) -> None:
+        self.learner.save_weights(folder)
+
+    def optimizer_state(self) -> dict:
+        return self.learner.optimizer_state()
+
+    def load_state(self, update: AdapterUpdate, optimizer_state: dict) -> int:
+        self.learner.load_state(update, optimizer_state)
+        return self.learner.version

@@ -37,6 +37,50 @@ class AdapterUpdate:
     def num_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.tensors.values())
 
+    # Pickled (Ray's object store, a file) as ONE byte buffer plus a layout, not a pickle per tensor: a rank-1
+    # adapter is ~200 tiny tensors, and pickle protocol 5 hands a numpy buffer to Ray out of band (zero-copy
+    # reads from shared memory on the same node).
+    def __getstate__(self) -> dict:
+        layout, chunks, offset = [], [], 0
+        for key, tensor in self.tensors.items():
+            raw = tensor.detach().contiguous().cpu().reshape(-1).view(torch.uint8)
+            padding = -offset % _ALIGN
+            if padding:
+                chunks.append(torch.zeros(padding, dtype=torch.uint8))
+                offset += padding
+            layout.append((key, tuple(tensor.shape), str(tensor.dtype).removeprefix("torch."), offset))
+            chunks.append(raw)
+            offset += raw.numel()
+        flat = torch.cat(chunks) if chunks else torch.zeros(0, dtype=torch.uint8)
+        return {"version": self.version, "kind": self.kind, "lora_config": self.lora_config, "layout": layout,
+                "buffer": flat.numpy()}
+
+    def __setstate__(self, state: dict) -> None:
+        import warnings
+
+        with warnings.catch_warnings():  # a zero-copy read-only buffer: receivers only copy out of it
+            warnings.simplefilter("ignore", UserWarning)
+            flat = torch.from_numpy(state["buffer"])
+        tensors = {}
+        for key, shape, dtype, offset in state["layout"]:
+            dtype = getattr(torch, dtype)
+            size = torch.Size(shape).numel() * torch.empty(0, dtype=dtype).element_size()
+            tensors[key] = flat[offset:offset + size].view(dtype).reshape(shape)
+        object.__setattr__(self, "tensors", tensors)
+        for name in ("version", "kind", "lora_config"):
+            object.__setattr__(self, name, state[name])
+
+
+_ALIGN = 16
+
+
+def lora_parameters(model) -> dict[str, torch.Tensor]:
+    """A PEFT model's LoRA weights under the key names of `get_peft_model_state_dict` (adapter name dropped),
+    as the live parameters: copying into them swaps an adapter in place with no PEFT bookkeeping."""
+    adapter = f".{getattr(model, 'active_adapter', 'default')}."
+    return {name.replace(adapter, "."): parameter for name, parameter in model.named_parameters()
+            if ".lora_A." in name or ".lora_B." in name}
+
 
 class RolloutBackend(Protocol):
     version: int

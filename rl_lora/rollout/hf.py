@@ -10,7 +10,7 @@ from typing import Sequence
 
 import torch
 
-from rl_lora.rollout.base import AdapterUpdate, Completion, SamplingParams
+from rl_lora.rollout.base import AdapterUpdate, Completion, SamplingParams, lora_parameters
 
 
 def eos_token_ids(tokenizer, model) -> list[int]:
@@ -148,14 +148,24 @@ class HFBackend:
         )
 
     def load_update(self, update: AdapterUpdate) -> None:
-        if update.kind == "full":
-            self.model.load_state_dict(update.tensors, strict=True)
-        else:
-            from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
-
-            if not hasattr(self.model, "peft_config"):
-                self.model = get_peft_model(self.model, LoraConfig(**update.lora_config)).eval()
-            result = set_peft_model_state_dict(self.model, update.tensors)
-            if getattr(result, "unexpected_keys", None):
-                raise ValueError(f"adapter update has keys this model lacks: {result.unexpected_keys[:3]}")
+        with torch.no_grad():
+            if update.kind == "full":
+                self.model.load_state_dict(update.tensors, strict=True)
+            else:
+                targets = self._adapter_parameters(update)
+                for key, tensor in update.tensors.items():
+                    targets[key].copy_(tensor)
         self.version = update.version
+
+    def _adapter_parameters(self, update: AdapterUpdate) -> dict[str, torch.Tensor]:
+        """The first adapter builds the PEFT wrapper; every version after it is copied into the same tensors."""
+        if not hasattr(self.model, "peft_config"):
+            from peft import LoraConfig, get_peft_model
+
+            self.model = get_peft_model(self.model, LoraConfig(**update.lora_config)).eval()
+            self._lora = lora_parameters(self.model)
+        if set(update.tensors) != set(self._lora):
+            unknown = sorted(set(update.tensors) - set(self._lora)) or sorted(set(self._lora) - set(update.tensors))
+            raise ValueError(f"adapter update does not match this sampler's adapter (e.g. {unknown[:2]}); "
+                             "was it made for another model, rank or target_modules?")
+        return self._lora

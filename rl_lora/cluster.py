@@ -1,0 +1,155 @@
+"""Ray for a run: join or start a cluster, place the learner and the rollout workers, and hand the trainer a
+learner proxy and a WorkerPool. `rl-lora train` is the same command locally and on a cluster.
+
+Placement: one placement group, bundle 0 the learner, bundles 1..N the workers.
+- separate (default): SPREAD, so actors go to different nodes where the cluster has them;
+- colocated: STRICT_PACK, all on one node, sharing its GPU when GPU requests are fractions.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from rl_lora.config import RayConfig, RunConfig
+from rl_lora.errors import RunStopped, UserError
+from rl_lora.learner import LearnMetrics
+from rl_lora.samplers import WorkerPool
+from rl_lora.sync import Probe
+
+PLACEMENT_TIMEOUT_S = 120
+
+
+def _requests(ray_config: RayConfig, num_workers: int) -> tuple[dict, dict]:
+    learner = {"CPU": ray_config.learner_cpus, "GPU": ray_config.learner_gpus}
+    worker = {"CPU": ray_config.worker_cpus, "GPU": ray_config.worker_gpus}
+    # Ray refuses empty bundles and zero entries; an actor that asks for nothing still takes a sliver of CPU.
+    return tuple({k: v for k, v in bundle.items() if v > 0} or {"CPU": 0.01} for bundle in (learner, worker))
+
+
+def connect(config: RunConfig) -> bool:
+    """Join the configured cluster, or start a local one; True when this process started Ray (and stops it)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    address = config.ray.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+        return True
+    learner, worker = _requests(config.ray, config.rollout.num_workers)
+    asked = learner.get("CPU", 0) + config.rollout.num_workers * worker.get("CPU", 0)
+    # Logical CPUs are a scheduling count: a local cluster sized to what the run asks for always places it
+    # (more workers than cores simply share them).
+    num_cpus = config.ray.num_cpus or max(os.cpu_count() or 1, int(asked + 0.999))
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True,
+             runtime_env={"env_vars": {"OMP_NUM_THREADS": str(config.ray.worker_threads)}})
+    return True
+
+
+class RemoteLearner:
+    """The Learner's interface, forwarded to the LearnerWorker actor. `export_update` returns an ObjectRef: the
+    update goes learner -> object store -> workers, never through the driver."""
+
+    def __init__(self, actor):
+        import ray
+
+        self.ray, self.actor = ray, actor
+        info = self._get(actor.describe.remote())
+        self.trainable_parameters, self.lora_config = info["trainable_parameters"], info["lora_config"]
+        self.version, self.node = info["version"], info["node"]
+
+    def _get(self, ref):
+        try:
+            return self.ray.get(ref)
+        except self.ray.exceptions.RayActorError as error:
+            raise RunStopped(f"the learner actor died ({type(error).__name__}: {str(error).splitlines()[0]}); "
+                                   "the run stops at its last checkpoint") from None
+
+    def step(self, batch) -> LearnMetrics:
+        metrics = self._get(self.actor.step.remote(batch))
+        self.version += 1
+        return metrics
+
+    def export_update(self):
+        return self.actor.export_update.remote()
+
+    def probe_logprobs(self, probe: Probe) -> list[float]:
+        return self._get(self.actor.probe.remote(probe))
+
+    def save_weights(self, folder) -> None:
+        self._get(self.actor.save_weights.remote(str(folder)))
+
+    def optimizer_state(self) -> dict:
+        return self._get(self.actor.optimizer_state.remote())
+
+    def load_state(self, update, optimizer_state: dict) -> None:
+        self.version = self._get(self.actor.load_state.remote(update, optimizer_state))
+
+
+@dataclass
+class RayParts:
+    learner: RemoteLearner
+    pool: WorkerPool
+    placement_group: object
+    started_ray: bool
+
+    def shutdown(self) -> None:
+        import ray
+
+        try:
+            self.pool.close()
+            ray.kill(self.learner.actor, no_restart=True)
+            ray.util.remove_placement_group(self.placement_group)
+        finally:
+            if self.started_ray:
+                ray.shutdown()
+
+
+def describe_requests(config: RunConfig) -> str:
+    learner, worker = _requests(config.ray, config.rollout.num_workers)
+    return (f"Ray: learner {learner}, {config.rollout.num_workers} rollout worker(s) {worker} each, "
+            f"placement {config.ray.placement}")
+
+
+def start(config: RunConfig, probe: Probe | None, reward_name: str, run_name: str) -> RayParts:
+    """Actors are named <run_name>/learner and <run_name>/rollout-worker-<i> (ray.get_actor finds them)."""
+    import ray
+    from ray.util.placement_group import placement_group
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    from rl_lora.workers import LearnerWorker, RolloutWorker
+
+    started = connect(config)
+    try:
+        learner_bundle, worker_bundle = _requests(config.ray, config.rollout.num_workers)
+        bundles = [learner_bundle] + [worker_bundle] * config.rollout.num_workers
+        group = placement_group(bundles, strategy="STRICT_PACK" if config.ray.placement == "colocated" else "SPREAD")
+        try:
+            ray.get(group.ready(), timeout=PLACEMENT_TIMEOUT_S)
+        except ray.exceptions.GetTimeoutError:
+            ray.util.remove_placement_group(group)
+            raise UserError(f"the Ray cluster cannot place this run within {PLACEMENT_TIMEOUT_S} s: it asks for "
+                            f"{bundles} ({config.ray.placement}); the cluster has {ray.cluster_resources()}. "
+                            "Lower ray.*_cpus / ray.*_gpus or rollout.num_workers, or add nodes") from None
+
+        def on(bundle: int) -> PlacementGroupSchedulingStrategy:
+            return PlacementGroupSchedulingStrategy(placement_group=group, placement_group_bundle_index=bundle)
+
+        learner_threads = max(1, int(config.ray.learner_cpus))
+        learner_actor = ray.remote(LearnerWorker).options(
+            num_cpus=learner_bundle.get("CPU", 0), num_gpus=learner_bundle.get("GPU", 0), max_restarts=0,
+            scheduling_strategy=on(0), name=f"{run_name}/learner").remote(config, learner_threads)
+        workers = [ray.remote(RolloutWorker).options(
+            num_cpus=worker_bundle.get("CPU", 0), num_gpus=worker_bundle.get("GPU", 0),
+            max_restarts=config.ray.max_restarts, max_task_retries=0, scheduling_strategy=on(1 + index),
+            name=f"{run_name}/rollout-worker-{index}").remote(config.model, config.reward, reward_name, config.task.name, config.rollout.batch_size,
+                 config.ray.worker_threads) for index in range(config.rollout.num_workers)]
+        parts = RayParts(RemoteLearner(learner_actor), WorkerPool(workers, probe), group, started)
+        nodes = ray.get([w.node.remote() for w in workers])
+        print(f"placed on {len(set(nodes) | {parts.learner.node})} node(s): learner on node "
+              f"{parts.learner.node[:8]}, rollout workers on " + ", ".join(n[:8] for n in nodes))
+        return parts
+    except BaseException:
+        if started:
+            ray.shutdown()
+        raise
