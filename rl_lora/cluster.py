@@ -77,7 +77,12 @@ class RemoteLearner:
         return self._get(self.actor.probe.remote(probe))
 
     def save_weights(self, folder) -> None:
-        self._get(self.actor.save_weights.remote(str(folder)))
+        from pathlib import Path
+
+        for name, data in self._get(self.actor.saved_weights.remote()).items():
+            path = Path(folder) / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
 
     def optimizer_state(self) -> dict:
         return self._get(self.actor.optimizer_state.remote())

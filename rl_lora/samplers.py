@@ -96,6 +96,9 @@ def _shards(count: int, workers: int) -> list[slice]:
     return slices
 
 
+RESTART_TIMEOUT_S = 600  # a restarted worker loads its model again
+
+
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -205,16 +208,24 @@ class WorkerPool:
             return self.ray.get(self.workers[index].version.remote())
 
     def _resync(self, index: int) -> None:
-        """Blocks until Ray has restarted the worker; stops the run when its restarts are used up."""
-        worker = self.workers[index]
-        try:
-            if self.update_ref is not None:
-                self.ray.get(worker.load_update.remote(self.update_ref))
-            else:  # nothing learned yet: the restarted worker's base weights are version 0
-                self.ray.get(worker.version.remote())
-        except self.ray.exceptions.RayActorError as error:
-            raise RunStopped(f"rollout worker {index} died and could not be restarted (ray.max_restarts used up?): "
-                             f"{str(error).splitlines()[0]}") from None
+        """Blocks until Ray has restarted the worker and it serves the current weights; stops the run when the
+        worker is gone for good (ray.max_restarts used up) or does not come back within RESTART_TIMEOUT_S."""
+        worker, deadline = self.workers[index], time.monotonic() + RESTART_TIMEOUT_S
+        while True:
+            try:
+                if self.update_ref is not None:
+                    self.ray.get(worker.load_update.remote(self.update_ref))
+                else:  # nothing learned yet: the restarted worker's base weights are version 0
+                    self.ray.get(worker.version.remote())
+                return
+            except self.ray.exceptions.ActorUnavailableError:  # restarting (loading its model): ask again
+                if time.monotonic() > deadline:
+                    raise RunStopped(f"rollout worker {index} did not come back within {RESTART_TIMEOUT_S} s "
+                                     "of a restart") from None
+                time.sleep(0.2)
+            except self.ray.exceptions.RayActorError as error:
+                raise RunStopped(f"rollout worker {index} died and was not restarted (ray.max_restarts used up): "
+                                 f"{str(error).splitlines()[0]}") from None
 
     def close(self) -> None:
         for worker in self.workers:

@@ -113,8 +113,15 @@ class LearnerWorker:
     def probe(self, probe: Probe) -> list[float]:
         return self.learner.probe_logprobs(probe)
 
-    def save_weights(self, folder: str) -> None:
-        self.learner.save_weights(folder)
+    def saved_weights(self) -> dict[str, bytes]:
+        """The files of `Learner.save_weights`, as bytes: the driver writes them into the run folder, so
+        checkpoints land on the driver's node even when the learner runs on another one (no shared disk needed)."""
+        import tempfile
+        from pathlib import Path
+
+        with tempfile.TemporaryDirectory() as folder:
+            self.learner.save_weights(folder)
+            return {str(p.relative_to(folder)): p.read_bytes() for p in Path(folder).rglob("*") if p.is_file()}
 
     def optimizer_state(self) -> dict:
         return self.learner.optimizer_state()

@@ -1,0 +1,137 @@
+"""`rl-lora train` on Ray (the session's real local cluster, 2 CPUs): a learner actor and 2 rollout worker actors
+on the real 260K Llama. Versions advance, the lag is logged, the probe passes; a killed worker is restarted and
+the step completes; a dead learner stops the run at a checkpoint it resumes from."""
+import threading
+import time
+
+import pytest
+
+from rl_lora.cli import main
+from tests.test_train import metrics, train
+
+# Small resource requests: the learner and 2 workers fit the session cluster's 2 CPUs.
+RAY_RUN = ["--set", "rollout.num_workers=2", "--set", "ray.worker_cpus=0.5", "--set", "ray.learner_cpus=0.5"]
+
+
+def test_two_workers_learn_sync_and_log_the_lag(ray_cluster, tiny_model_dir, tmp_path, capsys):
+    code, out, _ = train(tmp_path, capsys, *RAY_RUN, "--set", "train.steps=4", "--set", "train.name=ray")
+    assert code == 0
+    steps = metrics(tmp_path / "ray")
+    assert [m["step"] for m in steps] == [1, 2, 3, 4]
+    assert [m["sampler_version"] for m in steps] == [0, 1, 2, 3]  # each step sampled with the previous update
+    assert all(m["lag"] == 0 and m["sampler_kl"] < 1e-4 for m in steps)  # on-policy: workers serve the learner
+    assert all(m["probe_gap"] is not None and m["probe_gap"] <= 1e-3 for m in steps)
+    rewards = [m["reward_mean"] for m in steps]
+    assert rewards[-1] >= rewards[0] + 0.3, rewards
+    assert "placed on 1 node(s)" in out and (tmp_path / "ray" / "checkpoints" / "step_4" / "adapter").is_dir()
+
+
+def test_max_lag_samples_ahead_and_the_ratio_corrects(ray_cluster, tiny_model_dir, tmp_path, capsys):
+    code, _, _ = train(tmp_path, capsys, *RAY_RUN, "--set", "rollout.max_lag=1", "--set", "train.steps=4",
+                       "--set", "train.name=lag")
+    assert code == 0
+    steps = metrics(tmp_path / "lag")
+    assert [m["lag"] for m in steps] == [0, 1, 1, 1]
+    assert [m["sampler_version"] for m in steps] == [0, 0, 1, 2]
+    assert all(m["sampler_kl"] > 1e-4 for m in steps[1:])  # the learner moved on: the ratio is not 1
+
+
+def _when_steps_done(run_dir, count: int, action) -> threading.Thread:
+    def watch():
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if (run_dir / "metrics.jsonl").is_file() and len(metrics(run_dir)) >= count:
+                action()
+                return
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_killed_worker_is_restarted_and_every_step_completes(ray_cluster, tiny_model_dir, tmp_path, capsys):
+    ray = ray_cluster
+    # Longer completions keep the workers busy, so the kill lands while step 2 samples.
+    watcher = _when_steps_done(tmp_path / "kill", 1,
+                               lambda: ray.kill(ray.get_actor("kill/rollout-worker-0"), no_restart=False))
+    code, _, err = train(tmp_path, capsys, *RAY_RUN, "--set", "train.steps=4", "--set", "train.name=kill",
+                         "--set", "rollout.max_new_tokens=48")
+    watcher.join()
+    assert code == 0, err
+    steps = metrics(tmp_path / "kill")
+    assert [m["step"] for m in steps] == [1, 2, 3, 4]
+    assert "rollout worker 0" in err and ("reloads version" in err or "died while loading" in err), err
+    assert all(m["probe_gap"] <= 1e-3 for m in steps)  # the restarted worker serves the learner's weights again
+
+
+def test_a_dead_learner_stops_the_run_at_a_checkpoint_that_resumes(ray_cluster, tiny_model_dir, tmp_path, capsys):
+    ray = ray_cluster
+    watcher = _when_steps_done(tmp_path / "learner", 2, lambda: ray.kill(ray.get_actor("learner/learner")))
+    code, _, err = train(tmp_path, capsys, *RAY_RUN, "--set", "train.steps=6", "--set", "train.name=learner",
+                         "--set", "train.checkpoint_every=1", "--set", "rollout.max_new_tokens=48")
+    watcher.join()
+    assert code == 1 and "the learner actor died" in err and "--resume" in err, err
+    done = len(metrics(tmp_path / "learner"))
+    assert 2 <= done < 6
+    assert main(["train", "--resume", str(tmp_path / "learner")]) == 0
+    assert [m["step"] for m in metrics(tmp_path / "learner")] == [1, 2, 3, 4, 5, 6]
+
+
+def test_max_lag_without_workers_is_refused(tiny_model_dir, tmp_path, capsys):
+    code, _, err = train(tmp_path, capsys, "--set", "rollout.max_lag=1")
+    assert code == 2 and "num_workers" in err and not list(tmp_path.iterdir())
+
+
+def test_a_run_the_cluster_cannot_place_fails_with_what_it_asked_for(ray_cluster, tiny_model_dir, tmp_path, capsys,
+                                                                   monkeypatch):
+    monkeypatch.setattr("rl_lora.cluster.PLACEMENT_TIMEOUT_S", 2)
+    code, _, err = train(tmp_path, capsys, *RAY_RUN, "--set", "ray.worker_gpus=1", "--set", "train.name=gpu")
+    assert code == 2 and "cannot place" in err and "GPU" in err
+    assert not (tmp_path / "gpu").exists()
+
+
+def test_ctrl_c_checkpoints_and_shuts_ray_down(tiny_model_dir, tmp_path):
+    """A terminal's Ctrl-C reaches the whole process group: the driver (its own local Ray here) and Ray's
+    processes. The run stops after the step with a checkpoint, and no Ray process outlives it."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.test_train import TINY_RUN
+
+    argv = [sys.executable, "-m", "rl_lora.cli", "train", *TINY_RUN, "--set", "rollout.num_workers=2",
+            "--set", "train.steps=50", "--set", f"train.runs_dir={tmp_path}", "--set", "train.name=stop",
+            "--set", "rollout.max_new_tokens=48"]
+    child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    run_dir = tmp_path / "stop"
+    deadline = time.time() + 180
+    while time.time() < deadline and not ((run_dir / "metrics.jsonl").is_file() and metrics(run_dir)):
+        time.sleep(0.1)
+    os.killpg(child.pid, signal.SIGINT)
+    out, err = child.communicate(timeout=120)
+    assert child.returncode == 0, err[-2000:]
+    assert "stopped after step" in out
+    state = json.loads(next((run_dir / "checkpoints").glob("step_*/trainer_state.json")).read_text())
+    assert 1 <= state["step"] < 50
+    time.sleep(1)
+    leftovers = subprocess.run(["pgrep", "-s", str(child.pid)], capture_output=True, text=True).stdout.split()
+    assert not leftovers, f"processes left in the run's session: {leftovers}"
+
+
+def test_two_nodes_spread_the_actors(tiny_model_dir, tmp_path):
+    """A real 2-raylet cluster on loopback (scripts/ray_multinode_smoke.py); the run joins it via RAY_ADDRESS."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, str(root / "scripts" / "ray_multinode_smoke.py"), "--steps", "2",
+                             "--out", str(tmp_path / "multinode.json")], cwd=root, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "multinode.json").read_text())
+    assert report["nodes_used"] == 2 and report["sampler_versions"] == [0, 1]
