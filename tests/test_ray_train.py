@@ -27,8 +27,9 @@ def test_two_workers_learn_sync_and_log_the_lag(ray_cluster, tiny_model_dir, tmp
 
 
 def test_max_lag_samples_ahead_and_the_ratio_corrects(ray_cluster, tiny_model_dir, tmp_path, capsys):
-    code, _, _ = train(tmp_path, capsys, *RAY_RUN, "--set", "rollout.max_lag=1", "--set", "train.steps=4",
-                       "--set", "train.name=lag")
+    code, out, _ = train(tmp_path, capsys, *RAY_RUN, "--set", "rollout.max_lag=1", "--set", "train.steps=4",
+                         "--set", "train.name=lag", "--set", "ray.placement=colocated")
+    assert "placement colocated" in out
     assert code == 0
     steps = metrics(tmp_path / "lag")
     assert [m["lag"] for m in steps] == [0, 1, 1, 1]
