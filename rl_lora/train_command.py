@@ -26,7 +26,7 @@ from rl_lora.metrics import MetricsLog, read_metrics
 from rl_lora.models import load_causal_lm, load_tokenizer, resolve_model
 from rl_lora.plots import plot_run
 from rl_lora.rollout.base import AdapterUpdate
-from rl_lora.rollout.hf import HFBackend
+from rl_lora.rollout import make_backend
 from rl_lora.samplers import LocalSampler
 from rl_lora.sync import Probe
 from rl_lora.trainer import RunParts, test_accuracy, train_loop
@@ -42,6 +42,10 @@ def check_run_config(config: RunConfig) -> None:
                         "so there is nothing to learn from; use a temperature > 0 (0.7 is the default)")
     if config.learning_rate() <= 0:
         raise UserError(f"learning rate must be > 0 (got {config.learning_rate()})")
+    if config.rollout.backend == "vllm":
+        from rl_lora.rollout.vllm import require_vllm
+
+        require_vllm()
     if config.rollout.max_lag > 0 and config.rollout.num_workers == 0:
         raise UserError("rollout.max_lag > 0 samples ahead while the learner trains, which needs Ray rollout "
                         "workers: set rollout.num_workers >= 1 (or max_lag=0)")
@@ -102,8 +106,7 @@ def build_parts(config: RunConfig, console: Console, run_name: str) -> tuple[Run
             learner = Learner(load_causal_lm(config.model.name, config.model.dtype, config.model.device),
                               config.lora, config.algo, config.learning_rate(), config.rollout.temperature,
                               seed=config.train.seed)
-            backend = HFBackend(load_causal_lm(config.model.name, config.model.dtype, config.model.device),
-                                tokenizer, batch_size=config.rollout.batch_size)
+            backend = make_backend(config.model, config.rollout, tokenizer, config.model.device, config.train.seed)
         sampler, release = LocalSampler(backend, scorer, probe), scorer.close
     else:
         from rl_lora import cluster

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from envs.sample import Sample
 from rewards.protocol import ScoredBatch
 from rewards.scoring import RewardScorer
-from rl_lora.config import ModelConfig, RewardConfig, RunConfig
+from rl_lora.config import ModelConfig, RewardConfig, RolloutConfig, RunConfig
 from rl_lora.rollout.base import AdapterUpdate, Completion, SamplingParams
-from rl_lora.sync import Probe, probe_logprobs
+from rl_lora.sync import Probe
 
 
 @dataclass(frozen=True)
@@ -41,16 +41,16 @@ def _device(model: ModelConfig) -> str:
 
 class RolloutWorker:
     def __init__(self, model: ModelConfig, reward: RewardConfig, reward_name: str, task_name: str,
-                 batch_size: int = 64, torch_threads: int = 1):
+                 rollout: RolloutConfig | None = None, torch_threads: int = 1, seed: int = 0):
         import torch
 
-        from rl_lora.models import load_causal_lm, load_tokenizer
-        from rl_lora.rollout.hf import HFBackend
+        from rl_lora.models import load_tokenizer
+        from rl_lora.rollout import make_backend
 
         # Several workers share the machine's cores; each takes its share, not all of them.
         torch.set_num_threads(torch_threads)
-        tokenizer = load_tokenizer(model.name)
-        self.backend = HFBackend(load_causal_lm(model.name, model.dtype, _device(model)), tokenizer, batch_size)
+        self.backend = make_backend(model, rollout or RolloutConfig(), load_tokenizer(model.name), _device(model),
+                                    seed)
         self.scorer = RewardScorer.from_name(reward_name, timeout_s=reward.timeout_s, on_error=reward.on_error,
                                              task_name=task_name)
 
@@ -74,7 +74,7 @@ class RolloutWorker:
         return self.backend.version
 
     def probe(self, probe: Probe) -> tuple[int, list[float]]:
-        return self.backend.version, probe_logprobs(self.backend.model, probe)
+        return self.backend.version, self.backend.probe_logprobs(probe)
 
     def version(self) -> int:
         return self.backend.version

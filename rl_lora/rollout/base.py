@@ -90,3 +90,6 @@ class RolloutBackend(Protocol):
 
     def load_update(self, update: AdapterUpdate) -> None:
         """Serve the weights of `update` from now on."""
+
+    def probe_logprobs(self, probe) -> list[float]:
+        """Log-probs of the probe completion under the weights served now (rl_lora.sync)."""

@@ -11,6 +11,7 @@ from typing import Sequence
 import torch
 
 from rl_lora.rollout.base import AdapterUpdate, Completion, SamplingParams, lora_parameters
+from rl_lora.sync import Probe, probe_logprobs
 
 
 def eos_token_ids(tokenizer, model) -> list[int]:
@@ -146,6 +147,9 @@ class HFBackend:
             finished=end > 0 and tokens[end - 1] in self.eos_ids,
             version=self.version,
         )
+
+    def probe_logprobs(self, probe: Probe) -> list[float]:
+        return probe_logprobs(self.model, probe)
 
     def load_update(self, update: AdapterUpdate) -> None:
         with torch.no_grad():
