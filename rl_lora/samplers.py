@@ -47,15 +47,17 @@ class LocalSampler:
     def pad_id(self) -> int:
         return self.backend.pad_id
 
-    def submit(self, prompts: list[str], samples: list[Sample], n: int, sampling: SamplingParams) -> StepRollouts:
+    def submit(self, prompts: list[str], samples: list[Sample], n: int, sampling: SamplingParams) -> tuple:
+        # Nothing runs beside the learner in one process: the work happens in collect, inside the step's clock.
+        return prompts, samples, n, sampling
+
+    def collect(self, pending: tuple) -> StepRollouts:
+        prompts, samples, n, sampling = pending
         start = time.perf_counter()
         groups = self.backend.generate(prompts, n, sampling)
         generated = time.perf_counter()
         scored = self.scorer.score([c.text for g in groups for c in g], [s for s in samples for _ in range(n)])
         return StepRollouts(groups, scored, generated - start, time.perf_counter() - generated, restarts=0)
-
-    def collect(self, pending: StepRollouts) -> StepRollouts:
-        return pending
 
     def sync(self, learner) -> SyncResult:
         start = time.perf_counter()

@@ -32,6 +32,7 @@ def test_reward_rises_and_the_run_folder_is_complete(tiny_model_dir, tmp_path, c
     assert len(rewards) == 8
     assert sum(rewards[-3:]) / 3 >= rewards[0] + 0.3, rewards
     assert metrics(run)[0]["sampler_kl"] < 1e-4  # on-policy: the sampler serves the learner's weights
+    assert all(m["time_step"] >= m["time_generate"] + m["time_learn"] for m in metrics(run))  # the step's clock
     for name in ("config.yaml", "plots/curve.png", "summary.json", "checkpoints/step_8/adapter/adapter_config.json",
                  "checkpoints/step_8/optimizer.pt", "checkpoints/step_8/trainer_state.json", "evals/step_0.jsonl"):
         assert (run / name).is_file(), name
