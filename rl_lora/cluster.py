@@ -19,7 +19,7 @@ from rl_lora.sync import Probe
 PLACEMENT_TIMEOUT_S = 120
 
 
-def _requests(ray_config: RayConfig, num_workers: int) -> tuple[dict, dict]:
+def _requests(ray_config: RayConfig) -> tuple[dict, dict]:
     learner = {"CPU": ray_config.learner_cpus, "GPU": ray_config.learner_gpus}
     worker = {"CPU": ray_config.worker_cpus, "GPU": ray_config.worker_gpus}
     # Ray refuses empty bundles and zero entries; an actor that asks for nothing still takes a sliver of CPU.
@@ -36,7 +36,7 @@ def connect(config: RunConfig) -> bool:
     if address:
         ray.init(address=address, log_to_driver=True)
         return True
-    learner, worker = _requests(config.ray, config.rollout.num_workers)
+    learner, worker = _requests(config.ray)
     asked = learner.get("CPU", 0) + config.rollout.num_workers * worker.get("CPU", 0)
     # Logical CPUs are a scheduling count: a local cluster sized to what the run asks for always places it
     # (more workers than cores simply share them).
@@ -111,7 +111,7 @@ class RayParts:
 
 
 def describe_requests(config: RunConfig) -> str:
-    learner, worker = _requests(config.ray, config.rollout.num_workers)
+    learner, worker = _requests(config.ray)
     return (f"Ray: learner {learner}, {config.rollout.num_workers} rollout worker(s) {worker} each, "
             f"placement {config.ray.placement}")
 
@@ -126,7 +126,7 @@ def start(config: RunConfig, probe: Probe | None, reward_name: str, run_name: st
 
     started = connect(config)
     try:
-        learner_bundle, worker_bundle = _requests(config.ray, config.rollout.num_workers)
+        learner_bundle, worker_bundle = _requests(config.ray)
         bundles = [learner_bundle] + [worker_bundle] * config.rollout.num_workers
         group = placement_group(bundles, strategy="STRICT_PACK" if config.ray.placement == "colocated" else "SPREAD")
         try:

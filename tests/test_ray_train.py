@@ -4,7 +4,6 @@ the step completes; a dead learner stops the run at a checkpoint it resumes from
 import threading
 import time
 
-import pytest
 
 from rl_lora.cli import main
 from tests.test_train import metrics, train
