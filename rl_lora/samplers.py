@@ -26,7 +26,17 @@ class StepRollouts:
     scored: ScoredBatch
     generate_s: float  # the slowest worker's generation time
     score_s: float
-    restarts: int  # rollout workers that died during this step and were restarted (their prompts re-sampled)
+    restarts: int = 0  # rollout workers that died during this step and were restarted (their prompts re-sampled)
+
+
+def sample_and_score(backend, scorer: RewardScorer, prompts: list[str], samples: list[Sample], n: int,
+                     sampling: SamplingParams) -> StepRollouts:
+    """n completions per prompt, scored where they were sampled (in this process, or in a RolloutWorker)."""
+    start = time.perf_counter()
+    groups = backend.generate(prompts, n, sampling)
+    generated = time.perf_counter()
+    scored = scorer.score([c.text for group in groups for c in group], [s for s in samples for _ in range(n)])
+    return StepRollouts(groups, scored, generated - start, time.perf_counter() - generated)
 
 
 @dataclass(frozen=True)
@@ -52,12 +62,7 @@ class LocalSampler:
         return prompts, samples, n, sampling
 
     def collect(self, pending: tuple) -> StepRollouts:
-        prompts, samples, n, sampling = pending
-        start = time.perf_counter()
-        groups = self.backend.generate(prompts, n, sampling)
-        generated = time.perf_counter()
-        scored = self.scorer.score([c.text for g in groups for c in g], [s for s in samples for _ in range(n)])
-        return StepRollouts(groups, scored, generated - start, time.perf_counter() - generated, restarts=0)
+        return sample_and_score(self.backend, self.scorer, *pending)
 
     def sync(self, learner) -> SyncResult:
         start = time.perf_counter()

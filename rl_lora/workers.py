@@ -6,24 +6,12 @@ into the live tensors; no files, no engine restart.
 """
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
-
 from envs.sample import Sample
-from rewards.protocol import ScoredBatch
 from rewards.scoring import RewardScorer
 from rl_lora.config import ModelConfig, RewardConfig, RolloutConfig, RunConfig
 from rl_lora.rollout.base import AdapterUpdate, Completion, SamplingParams
+from rl_lora.samplers import StepRollouts, sample_and_score
 from rl_lora.sync import Probe
-
-
-@dataclass(frozen=True)
-class ShardResult:
-    """One worker's share of a step: its prompts' groups, scored where they were sampled."""
-    groups: list[list[Completion]]
-    scored: ScoredBatch
-    generate_s: float
-    score_s: float
 
 
 def node_id() -> str:
@@ -55,16 +43,12 @@ class RolloutWorker:
                                              task_name=task_name)
 
     def rollout(self, prompts: list[str], samples: list[Sample], n: int, sampling: SamplingParams,
-                expected_version: int | None = None) -> ShardResult | None:
+                expected_version: int | None = None) -> StepRollouts | None:
         """None when this worker does not serve `expected_version` (it was restarted and lost its weights): the
         caller syncs it again rather than train on samples from the wrong policy."""
         if expected_version is not None and self.backend.version != expected_version:
             return None
-        start = time.perf_counter()
-        groups = self.backend.generate(prompts, n, sampling)
-        generated = time.perf_counter()
-        scored = self.scorer.score([c.text for group in groups for c in group], [s for s in samples for _ in range(n)])
-        return ShardResult(groups, scored, generated - start, time.perf_counter() - generated)
+        return sample_and_score(self.backend, self.scorer, prompts, samples, n, sampling)
 
     def generate(self, prompts: list[str], n: int, sampling: SamplingParams) -> list[list[Completion]]:
         return self.backend.generate(prompts, n, sampling)

@@ -20,6 +20,8 @@ sys.path.insert(0, str(ROOT))
 
 
 def measure(mode: str, repeats: int) -> dict:
+    import ray
+
     from envs.registry import load_task
     from rl_lora import cluster
     from rl_lora.config import load_config
@@ -50,8 +52,7 @@ def measure(mode: str, repeats: int) -> dict:
             sync_s.append(result.seconds)
             probe_s.append(result.probe_seconds)
             gaps.append(result.probe_gap)
-        update_bytes = sum(t.numel() * t.element_size() for t in
-                           __import__("ray").get(learner.export_update()).tensors.values())
+        update_bytes = ray.get(learner.export_update()).num_bytes
     finally:
         parts.shutdown()
     return {"update_bytes": update_bytes, "sync_ms_median": 1000 * statistics.median(sync_s),

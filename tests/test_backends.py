@@ -110,7 +110,6 @@ def test_sampler_logprobs_equal_the_learners(backend, llama, temperature):
     rollouts = build_rollouts([str(i) for i in range(len(PROMPTS))], groups, [0.0] * 6, "none", False)
     batch = collate(rollouts, tokenizer.pad_token_id or 0)
     with torch.no_grad():
-        learner.temperature = temperature
         logprobs, _ = batch_logprobs(learner.model, batch, temperature)
     assert (logprobs - batch.sampler_logprobs).abs().mul(batch.completion_mask).max() < 1e-3
 

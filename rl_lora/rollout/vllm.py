@@ -61,14 +61,12 @@ class VLLMBackend:
             os.environ.setdefault(key, value)
         from vllm import LLM
 
-        self.device = device
         self.serve = serve if serve != "auto" else ("merged" if device == "cpu" else "lora")
         self.tokenizer = tokenizer
         self.model_path = model_path
         # The LoRA slot machinery is needed for serve=lora and for extra adapters (several runs in one engine).
         # One slot more than adapters in use: with every slot filled, the CPU LoRA op gave base-model rows of a
         # mixed batch the adapter of the last slot (it indexes weights with -1 for "no LoRA").
-        self.max_loras = max_loras
         self.llm = LLM(model=model_path, tokenizer=model_path, dtype=dtype, max_model_len=max_model_len,
                        enforce_eager=device == "cpu", seed=seed, logprobs_mode="processed_logprobs",
                        enable_lora=True, max_loras=max_loras + 1, max_lora_rank=max_lora_rank)
