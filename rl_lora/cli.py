@@ -47,6 +47,20 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--adapter", help="a PEFT adapter folder (a run's checkpoints/step_N/adapter)")
     ev.add_argument("--limit", type=int, help="same as --set eval.limit=N")
     ev.add_argument("--out", help="same as --set eval.output=PATH")
+    cp = commands.add_parser(
+        "compare", help="rank-1 vs rank-8 vs FullFT (x LR sweep x seeds) from one config, one report",
+        description="Run arms x learning rates x seeds from one base config (each a normal run folder under "
+                    "OUT/runs; finished arms are skipped, interrupted ones resume), then write OUT/report.md with "
+                    "a table and PNG plots. With --report, rebuild the report from existing run folders only.",
+        epilog=_config_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common(cp)
+    cp.add_argument("--arms", default="lora:1,lora:8,full", help="comma-separated arms: lora:RANK or full "
+                    "(default: lora:1,lora:8,full)")
+    cp.add_argument("--lr-sweep", type=int, default=1, metavar="N", help="learning rates per arm, half a decade "
+                    "apart, centred on algo.full_lr for FullFT and 10x it for LoRA (default 1: the centre only)")
+    cp.add_argument("--seeds", type=int, default=1, metavar="N", help="seeds per arm and LR (default 1)")
+    cp.add_argument("--out", default="runs/compare", help="where runs/ and the report go (default runs/compare)")
+    cp.add_argument("--report", nargs="+", metavar="RUN_DIR", help="only rebuild the report from these run folders")
     return parser
 
 
@@ -74,14 +88,39 @@ def run_train(args: argparse.Namespace) -> int:
     return train_main(load_config(args.config, overrides), None, overrides)
 
 
+def run_compare(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rl_lora.compare import parse_arms, plan, run_all
+    from rl_lora.compare_report import write_report
+
+    import shlex
+
+    command = "rl-lora " + shlex.join(args.argv)
+    out = Path(args.out)
+    if args.report:
+        print(f"report: {write_report([Path(d) for d in args.report], out, command)}")
+        return 0
+    if args.lr_sweep < 1 or args.seeds < 1:
+        raise UserError("--lr-sweep and --seeds must be >= 1")
+    overrides = _flag_overrides(args, {"reward": "reward.name"}) + args.overrides
+    runs = plan(load_config(args.config, overrides), parse_arms(args.arms), args.lr_sweep, args.seeds)
+    folders = run_all(load_config(args.config, overrides), runs, out)
+    print(f"report: {write_report(folders, out, command)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("RL_LORA_LOG", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in reports
     try:
         if args.command == "eval":
             return run_eval(args)
         if args.command == "train":
             return run_train(args)
+        if args.command == "compare":
+            return run_compare(args)
     except UserError as e:
         print(f"rl-lora: error: {e}", file=sys.stderr)
         return 2

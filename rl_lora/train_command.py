@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import resource
 import shutil
 import signal
 import sys
@@ -176,7 +177,7 @@ def _start(parts: RunParts, run_dir: Path, checkpoint: Path | None, console: Con
 
 def _run(parts: RunParts, run_dir: Path, resumed: bool, first_step: int, base_accuracy: float | None,
          console: Console) -> int:
-    config = parts.config
+    config, started = parts.config, time.perf_counter()
     print(capacity_line(parts.learner, config))
     (run_dir / "evals").mkdir(exist_ok=True)
 
@@ -224,8 +225,15 @@ def _run(parts: RunParts, run_dir: Path, resumed: bool, first_step: int, base_ac
                     (f"LoRA r={config.lora.rank}" if config.lora.mode == "lora" else "FullFT") +
                     f" · lr {config.learning_rate():g}")
     final = last_eval.get("result")
+    params = parts.learner.trainable_parameters
     summary = {"run_dir": str(run_dir), "steps": last_step, "base_accuracy": base_accuracy,
-               "final_accuracy": final.accuracy if final else None}
+               "final_accuracy": final.accuracy if final else None,
+               # What `rl-lora compare` reports: this process's peak RSS (with Ray: the driver only), the time of
+               # this session of the run (a resumed run counts from its resume), the update's size.
+               "wall_s": time.perf_counter() - started,
+               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+               "trainable_parameters": params,
+               "update_bytes": params * (4 if config.model.dtype == "float32" else 2)}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     if stop.requested and last_step < config.train.steps:
         print(f"stopped after step {last_step}; resume with: rl-lora train --resume {run_dir}")

@@ -1,0 +1,211 @@
+"""The compare report: run folders -> one table (report.md, report.json) and PNG plots. Works on any run folders
+(`rl-lora compare --report RUN_DIRS...`), so a report can be rebuilt without training."""
+from __future__ import annotations
+
+import json
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from rl_lora.errors import UserError
+from rl_lora.io import atomic_write_text
+from rl_lora.metrics import read_metrics
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    arm: str
+    lr: float
+    seed: int
+    steps: int
+    accuracy_curve: list[tuple[int, float]]  # (step, greedy test accuracy), step 0 = base model
+    reward_curve: list[tuple[int, float]]
+    final_accuracy: float | None
+    wall_s: float | None
+    peak_rss_mb: float | None
+    update_bytes: int | None
+    step_s: float
+    sync_ms: float
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def read_run(run_dir: Path) -> RunRecord:
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise UserError(f"{run_dir} is not a run folder (no config.yaml)")
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").is_file() else {}
+    metrics = read_metrics(run_dir)
+    if not metrics:
+        raise UserError(f"{run_dir} has no metrics.jsonl steps yet")
+    lora, algo = config["lora"], config["algo"]
+    arm = f"lora:{lora['rank']}" if lora["mode"] == "lora" else "full"
+    lr = algo["lr"] if algo["lr"] is not None else algo["full_lr"] * (
+        algo["lora_lr_multiplier"] if lora["mode"] == "lora" else 1.0)
+    curve = [(m["step"], m["test_accuracy"]) for m in metrics if m.get("test_accuracy") is not None]
+    if summary.get("base_accuracy") is not None:
+        curve = [(0, summary["base_accuracy"])] + curve
+    return RunRecord(
+        arm=arm, lr=float(lr), seed=config["train"]["seed"], steps=metrics[-1]["step"], accuracy_curve=curve,
+        reward_curve=[(m["step"], m["reward_mean"]) for m in metrics],
+        final_accuracy=summary.get("final_accuracy"), wall_s=summary.get("wall_s"),
+        peak_rss_mb=summary.get("peak_rss_mb"), update_bytes=summary.get("update_bytes"),
+        step_s=_median([m["time_step"] for m in metrics]), sync_ms=1000 * _median([m["time_sync"] for m in metrics]))
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.mean(values), (statistics.pstdev(values) if len(values) > 1 else 0.0)
+
+
+def steps_to_90(curve: list[tuple[int, float]]) -> int | None:
+    """First evaluated step whose accuracy reaches 90 % of the final gain over the base model."""
+    if len(curve) < 2:
+        return None
+    base, final = curve[0][1], curve[-1][1]
+    target = base + 0.9 * (final - base)
+    return next(step for step, accuracy in curve if accuracy >= target) if final > base else None
+
+
+def summarise(records: list[RunRecord]) -> list[dict]:
+    """One row per arm at its best LR (highest mean final accuracy over seeds)."""
+    by_arm: dict[str, dict[float, list[RunRecord]]] = defaultdict(lambda: defaultdict(list))
+    for record in records:
+        by_arm[record.arm][record.lr].append(record)
+    rows = []
+    for arm, by_lr in by_arm.items():
+        def score(lr: float) -> float:
+            finals = [r.final_accuracy for r in by_lr[lr] if r.final_accuracy is not None]
+            return statistics.mean(finals) if finals else float("-inf")
+
+        best_lr = max(by_lr, key=score)
+        runs = by_lr[best_lr]
+        finals = [r.final_accuracy for r in runs if r.final_accuracy is not None]
+        bests = [max(a for _, a in r.accuracy_curve) for r in runs if r.accuracy_curve]
+        reach = [s for s in (steps_to_90(r.accuracy_curve) for r in runs) if s is not None]
+        rows.append({
+            "arm": arm, "best_lr": best_lr, "seeds": len(runs),
+            "final_accuracy": _mean_std(finals) if finals else None,
+            "best_accuracy": _mean_std(bests) if bests else None,
+            "steps_to_90pct": _median(reach) if reach else None,
+            "wall_s": _median([r.wall_s for r in runs if r.wall_s is not None]),
+            "peak_rss_mb": _median([r.peak_rss_mb for r in runs if r.peak_rss_mb is not None]),
+            "step_s": _median([r.step_s for r in runs]),
+            "update_bytes": runs[0].update_bytes, "sync_ms": _median([r.sync_ms for r in runs]),
+            "lr_finals": {lr: score(lr) for lr in sorted(by_lr)},
+        })
+    return sorted(rows, key=lambda row: 10**9 if row["arm"] == "full" else int(row["arm"].split(":")[1]))
+
+
+def best_lr_ratios(rows: list[dict]) -> dict[str, float]:
+    """Each LoRA arm's best LR over FullFT's best LR (the published finding: about 10)."""
+    full = next((row["best_lr"] for row in rows if row["arm"] == "full"), None)
+    return {row["arm"]: row["best_lr"] / full for row in rows if full and row["arm"] != "full"}
+
+
+def _pm(pair) -> str:
+    return "—" if pair is None else f"{pair[0]:.3f} ± {pair[1]:.3f}"
+
+
+def _bytes(count) -> str:
+    if count is None:
+        return "—"
+    return f"{count / 1e6:.1f} MB" if count >= 1e6 else f"{count / 1e3:.1f} kB"
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| arm | best LR | seeds | final test acc | best test acc | steps to 90 % | wall / run | peak RSS | "
+             "step time | update size | sync |", "|" + "---|" * 11]
+    for row in rows:
+        reach = "—" if row["steps_to_90pct"] is None else f"{row['steps_to_90pct']:g}"
+        lines.append(f"| {row['arm']} | {row['best_lr']:.3g} | {row['seeds']} | {_pm(row['final_accuracy'])} | "
+                     f"{_pm(row['best_accuracy'])} | {reach} | {row['wall_s']:.0f} s | {row['peak_rss_mb']:.0f} MB | "
+                     f"{row['step_s']:.2f} s | {_bytes(row['update_bytes'])} | {row['sync_ms']:.1f} ms |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(run_dirs: list[Path], out: Path, command: str) -> Path:
+    records = [read_run(d) for d in run_dirs]
+    rows = summarise(records)
+    out.mkdir(parents=True, exist_ok=True)
+    plots = plot_all(records, rows, out)
+    text = (f"# rl-lora compare\n\n`{command}`\n\n{len(records)} runs. Each arm at its best LR (highest mean final "
+            f"greedy test accuracy over seeds); ± is the spread over seeds. Peak RSS is each run's own process "
+            f"(learner and sampler together in one process; with Ray, the driver).\n\n" + table(rows) + "\n"
+            + "".join(f"Best LR / FullFT's best LR: {arm} {ratio:.3g}x\n\n"
+                      for arm, ratio in best_lr_ratios(rows).items())
+            + "".join(f"![{p.stem}]({p.name})\n" for p in plots)
+            + "\nRuns:\n" + "".join(f"- `{d}`\n" for d in run_dirs))
+    atomic_write_text(out / "report.md", text)
+    atomic_write_text(out / "report.json", json.dumps({"command": command, "rows": rows,
+                                                       "best_lr_over_full": best_lr_ratios(rows),
+                                                       "runs": [str(d) for d in run_dirs]}, indent=1) + "\n")
+    return out / "report.md"
+
+
+def plot_all(records: list[RunRecord], rows: list[dict], out: Path) -> list[Path]:
+    from rl_lora.plots import plt
+
+    best = {row["arm"]: row["best_lr"] for row in rows}
+    colors = {row["arm"]: f"C{i}" for i, row in enumerate(rows)}
+    paths = []
+
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    for axis, key, ylabel in ((axes[0], "reward_curve", "mean sampled reward"),
+                              (axes[1], "accuracy_curve", "greedy test accuracy")):
+        for arm, lr in best.items():
+            curves = [getattr(r, key) for r in records if r.arm == arm and r.lr == lr]
+            steps = sorted(set.intersection(*(set(s for s, _ in c) for c in curves)))
+            values = [[dict(c)[s] for c in curves] for s in steps]
+            mean = [statistics.mean(v) for v in values]
+            spread = [statistics.pstdev(v) if len(v) > 1 else 0.0 for v in values]
+            axis.plot(steps, mean, marker="." if key == "reward_curve" else "o", color=colors[arm],
+                      label=f"{arm} (lr {lr:.3g}, {len(curves)} seed{'s' if len(curves) > 1 else ''})")
+            axis.fill_between(steps, [m - s for m, s in zip(mean, spread)], [m + s for m, s in zip(mean, spread)],
+                              color=colors[arm], alpha=0.2)
+        axis.set(xlabel="RL step", ylabel=ylabel, ylim=(-0.02, 1.02))
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    figure.suptitle("each arm at its best LR: mean ± spread over seeds")
+    paths.append(_save(figure, out / "curves.png", plt))
+
+    from matplotlib.ticker import NullFormatter
+
+    figure, axis = plt.subplots(figsize=(6.5, 4.2))
+    for row in rows:
+        lrs = list(row["lr_finals"])
+        axis.plot(lrs, [row["lr_finals"][lr] for lr in lrs], marker="o", color=colors[row["arm"]], label=row["arm"])
+        axis.plot([row["best_lr"]], [row["lr_finals"][row["best_lr"]]], marker="*", markersize=16,
+                  color=colors[row["arm"]])
+    ratios = best_lr_ratios(rows)
+    axis.set(xscale="log", xlabel="learning rate (★ best per arm)",
+             ylabel="final greedy test accuracy (mean over seeds)",
+             title="final accuracy vs LR" + ("; best LR / FullFT's: " + ", ".join(
+                 f"{arm} {ratio:.3g}x" for arm, ratio in ratios.items()) if ratios else ""))
+    axis.xaxis.set_minor_formatter(NullFormatter())
+    axis.grid(alpha=0.3, which="both")
+    axis.legend()
+    paths.append(_save(figure, out / "lr.png", plt))
+
+    figure, (memory_axis, time_axis) = plt.subplots(1, 2, figsize=(10, 3.8))
+    labels = [row["arm"] for row in rows]
+    memory_axis.bar(labels, [row["peak_rss_mb"] / 1024 for row in rows], color=[colors[a] for a in labels])
+    memory_axis.set(ylabel="GB", title="peak RSS per run")
+    time_axis.bar(labels, [row["step_s"] for row in rows], color=[colors[a] for a in labels])
+    time_axis.set(ylabel="seconds", title="median RL step time")
+    for axis in (memory_axis, time_axis):
+        axis.grid(alpha=0.3, axis="y")
+    paths.append(_save(figure, out / "cost.png", plt))
+    return paths
+
+
+def _save(figure, path: Path, plt) -> Path:
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
