@@ -100,6 +100,7 @@ def run_all(base: RunConfig, runs: list[ArmRun], out: Path) -> list[Path]:
     """Each arm in turn (one at a time: on a small machine arms side by side would only share its cores)."""
     runs_dir = out / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
+    (out / "compare.yaml").write_text(to_yaml(base))  # the base config every arm was made from
     folders = []
     for index, run in enumerate(runs, 1):
         config = arm_config(base, run, runs_dir)
@@ -120,5 +121,4 @@ def run_all(base: RunConfig, runs: list[ArmRun], out: Path) -> list[Path]:
         config_path.parent.mkdir(exist_ok=True)
         config_path.write_text(to_yaml(config))
         _train([str(config_path)], prefix)
-    (out / "compare.yaml").write_text(to_yaml(base))
     return folders
