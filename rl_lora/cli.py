@@ -59,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--lr-sweep", type=int, default=1, metavar="N", help="learning rates per arm, half a decade "
                     "apart, centred on algo.full_lr for FullFT and 10x it for LoRA (default 1: the centre only)")
     cp.add_argument("--seeds", type=int, default=1, metavar="N", help="seeds per arm and LR (default 1)")
+    cp.add_argument("--seeds-at-best", type=int, default=0, metavar="N", help="after the sweep, more seeds at "
+                    "each arm's best LR, up to N in all (e.g. --seeds 1 --seeds-at-best 3: sweep with one seed, "
+                    "then confirm the best with three)")
+    cp.add_argument("--lr-extend", type=int, default=2, metavar="N", help="with --lr-sweep >= 3, when the LR at "
+                    "an end of an arm's grid beats all the others (so the best may lie past it), try up to N more "
+                    "LRs past that end, half a decade each (default 2)")
     cp.add_argument("--out", default="runs/compare", help="where runs/ and the report go (default runs/compare)")
     cp.add_argument("--report", nargs="+", metavar="RUN_DIR", help="only rebuild the report from these run folders")
     return parser
@@ -91,7 +97,7 @@ def run_train(args: argparse.Namespace) -> int:
 def run_compare(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from rl_lora.compare import parse_arms, plan, run_all
+    from rl_lora.compare import parse_arms, plan, run_compare
     from rl_lora.compare_report import write_report
 
     import shlex
@@ -101,11 +107,13 @@ def run_compare(args: argparse.Namespace) -> int:
     if args.report:
         print(f"report: {write_report([Path(d) for d in args.report], out, command)}")
         return 0
-    if args.lr_sweep < 1 or args.seeds < 1:
-        raise UserError("--lr-sweep and --seeds must be >= 1")
+    if args.lr_sweep < 1 or args.seeds < 1 or args.seeds_at_best < 0 or args.lr_extend < 0:
+        raise UserError("--lr-sweep and --seeds must be >= 1, --seeds-at-best and --lr-extend >= 0")
     overrides = _flag_overrides(args, {"reward": "reward.name"}) + args.overrides
-    runs = plan(load_config(args.config, overrides), parse_arms(args.arms), args.lr_sweep, args.seeds)
-    folders = run_all(load_config(args.config, overrides), runs, out)
+    base = load_config(args.config, overrides)
+    plan(base, parse_arms(args.arms), args.lr_sweep, args.seeds)  # refuses a bad plan before anything runs
+    folders = run_compare(base, parse_arms(args.arms), args.lr_sweep, args.seeds, out, args.lr_extend,
+                          args.seeds_at_best)
     print(f"report: {write_report(folders, out, command)}")
     return 0
 

@@ -58,12 +58,19 @@ def parse_arms(text: str) -> list[Arm]:
     return arms
 
 
-def lr_grid(config: RunConfig, arm: Arm, points: int) -> list[float]:
-    """Half-decade steps centred on the FullFT LR (full_lr) for FullFT, and on lora_lr_multiplier x that for
-    LoRA: the published 10x shift shows as the two arms' best LRs landing on different grid points."""
+def lr_at(config: RunConfig, arm: Arm, offset: int) -> float:
+    """The LR `offset` half-decades from the arm's centre: algo.full_lr for FullFT, lora_lr_multiplier x that for
+    LoRA, so the published 10x shift shows as the two arms' best LRs landing on different grid points."""
     centre = config.algo.full_lr * (config.algo.lora_lr_multiplier if arm.mode == "lora" else 1.0)
-    first = -(points // 2)
-    return [float(f"{centre * 10 ** ((first + i) / 2):.3g}") for i in range(points)]
+    return float(f"{centre * 10 ** (offset / 2):.3g}")
+
+
+def grid_offsets(points: int) -> list[int]:
+    return [i - points // 2 for i in range(points)]
+
+
+def lr_grid(config: RunConfig, arm: Arm, points: int) -> list[float]:
+    return [lr_at(config, arm, offset) for offset in grid_offsets(points)]
 
 
 def plan(config: RunConfig, arms: list[Arm], lr_points: int, seeds: int) -> list[ArmRun]:
@@ -97,7 +104,7 @@ def _train(argv: list[str], prefix: str) -> None:
 
 
 def run_all(base: RunConfig, runs: list[ArmRun], out: Path) -> list[Path]:
-    """Each arm in turn (one at a time: on a small machine arms side by side would only share its cores)."""
+    """Each run in turn (one at a time: on a small machine arms side by side would only share its cores)."""
     runs_dir = out / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
     (out / "compare.yaml").write_text(to_yaml(base))  # the base config every arm was made from
@@ -122,3 +129,75 @@ def run_all(base: RunConfig, runs: list[ArmRun], out: Path) -> list[Path]:
         config_path.write_text(to_yaml(config))
         _train([str(config_path)], prefix)
     return folders
+
+
+def final_accuracy(run_dir: Path) -> float | None:
+    summary = run_dir / "summary.json"
+    return json.loads(summary.read_text()).get("final_accuracy") if summary.is_file() else None
+
+
+def lr_scores(base: RunConfig, arm: Arm, offsets: list[int], seeds: int, out: Path) -> dict[int, float]:
+    """Mean final accuracy over the sweep's seeds at each grid point (-inf where none finished)."""
+    scores = {}
+    for offset in offsets:
+        finals = [final_accuracy(out / "runs" / ArmRun(arm, lr_at(base, arm, offset), seed).name)
+                  for seed in range(seeds)]
+        finals = [f for f in finals if f is not None]
+        scores[offset] = sum(finals) / len(finals) if finals else float("-inf")
+    return scores
+
+
+def best_offset(scores: dict[int, float]) -> int:
+    return max(sorted(scores), key=scores.__getitem__)  # ties: the lower LR
+
+
+def edge_to_extend(scores: dict[int, float]) -> int | None:
+    """The next grid point past an end whose LR beat its inner neighbour outright (a tie says nothing)."""
+    offsets = sorted(scores)
+    if len(offsets) < 3:
+        return None
+    if scores[offsets[0]] > max(scores[o] for o in offsets[1:]):
+        return offsets[0] - 1
+    if scores[offsets[-1]] > max(scores[o] for o in offsets[:-1]):
+        return offsets[-1] + 1
+    return None
+
+
+def run_compare(base: RunConfig, arms: list[Arm], lr_points: int, seeds: int, out: Path, lr_extend: int = 0,
+                seeds_at_best: int = 0, learner_memory: bool = True) -> list[Path]:
+    """The sweep (arms x LR grid x seeds); then, per arm, up to lr_extend more LRs past a grid end that won (a
+    best LR on the edge is only a bound), and more seeds at the best LR up to seeds_at_best. Last, each arm's
+    learner alone, for its memory. Every decision is read back from finished run folders, so a re-run after a
+    crash makes the same ones."""
+    folders = run_all(base, plan(base, arms, lr_points, seeds), out)
+    for arm in arms:
+        offsets = grid_offsets(lr_points)
+        for _ in range(lr_extend):
+            scores = lr_scores(base, arm, offsets, seeds, out)
+            offset = edge_to_extend(scores)
+            if offset is None:
+                break
+            print(f"[compare] {arm.label}: the best LR, {lr_at(base, arm, best_offset(scores)):.3g}, is at the end "
+                  f"of the grid; trying {lr_at(base, arm, offset):.3g}", flush=True)
+            offsets = sorted(offsets + [offset])
+            folders += run_all(base, [ArmRun(arm, lr_at(base, arm, offset), s) for s in range(seeds)], out)
+        if seeds_at_best > seeds:
+            lr = lr_at(base, arm, best_offset(lr_scores(base, arm, offsets, seeds, out)))
+            print(f"[compare] {arm.label}: seeds {seeds}..{seeds_at_best - 1} at its best LR, {lr:.3g}", flush=True)
+            folders += run_all(base, [ArmRun(arm, lr, s) for s in range(seeds, seeds_at_best)], out)
+    if learner_memory:
+        measure_learners(arms, folders)
+    return folders
+
+
+def measure_learners(arms: list[Arm], folders: list[Path]) -> None:
+    """One learner-only measurement per arm (memory does not depend on the LR or the seed), kept in the arm's
+    first run folder, where `--report` finds it too."""
+    from rl_lora.learner_memory import FILENAME, measure_run
+
+    for arm in arms:
+        prefix = ArmRun(arm, 1.0, 0).name.split("-lr")[0] + "-lr"
+        mine = [f for f in folders if f.name.startswith(prefix)]
+        if mine and not any((f / FILENAME).is_file() for f in mine):
+            print(f"[compare] {arm.label}: measuring the learner alone (memory, step time)", flush=True)
+            measure_run(mine[0])

@@ -12,6 +12,7 @@ import yaml
 
 from rl_lora.errors import UserError
 from rl_lora.io import atomic_write_text
+from rl_lora.learner_memory import FILENAME as LEARNER_MEMORY
 from rl_lora.metrics import read_metrics
 
 
@@ -29,6 +30,7 @@ class RunRecord:
     update_bytes: int | None
     step_s: float
     sync_ms: float
+    learner_peak_mb: float | None = None  # from a learner-only measurement (rl_lora.learner_memory), if made
 
 
 def _median(values: list[float]) -> float:
@@ -42,6 +44,8 @@ def read_run(run_dir: Path) -> RunRecord:
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").is_file() else {}
     metrics = read_metrics(run_dir)
+    learner = run_dir / LEARNER_MEMORY
+    learner_peak_mb = json.loads(learner.read_text())["learner_peak_mb"] if learner.is_file() else None
     if not metrics:
         raise UserError(f"{run_dir} has no metrics.jsonl steps yet")
     lora, algo = config["lora"], config["algo"]
@@ -56,7 +60,12 @@ def read_run(run_dir: Path) -> RunRecord:
         reward_curve=[(m["step"], m["reward_mean"]) for m in metrics],
         final_accuracy=summary.get("final_accuracy"), wall_s=summary.get("wall_s"),
         peak_rss_mb=summary.get("peak_rss_mb"), update_bytes=summary.get("update_bytes"),
-        step_s=_median([m["time_step"] for m in metrics]), sync_ms=1000 * _median([m["time_sync"] for m in metrics]))
+        step_s=_median([m["time_step"] for m in metrics]), sync_ms=1000 * _median([m["time_sync"] for m in metrics]),
+        learner_peak_mb=learner_peak_mb)
+
+
+def _median_or_none(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -73,14 +82,18 @@ def steps_to_90(curve: list[tuple[int, float]]) -> int | None:
 
 
 def summarise(records: list[RunRecord]) -> list[dict]:
-    """One row per arm at its best LR (highest mean final accuracy over seeds)."""
+    """One row per arm at its best LR: the highest mean final accuracy over the seeds every LR of the arm ran
+    (so extra seeds at one LR do not tilt the choice); the row then shows all seeds at that LR."""
     by_arm: dict[str, dict[float, list[RunRecord]]] = defaultdict(lambda: defaultdict(list))
     for record in records:
         by_arm[record.arm][record.lr].append(record)
     rows = []
     for arm, by_lr in by_arm.items():
+        common_seeds = set.intersection(*({r.seed for r in runs} for runs in by_lr.values()))
+
         def score(lr: float) -> float:
-            finals = [r.final_accuracy for r in by_lr[lr] if r.final_accuracy is not None]
+            finals = [r.final_accuracy for r in by_lr[lr]
+                      if r.final_accuracy is not None and (not common_seeds or r.seed in common_seeds)]
             return statistics.mean(finals) if finals else float("-inf")
 
         best_lr = max(by_lr, key=score)
@@ -97,6 +110,8 @@ def summarise(records: list[RunRecord]) -> list[dict]:
             "peak_rss_mb": _median([r.peak_rss_mb for r in runs if r.peak_rss_mb is not None]),
             "step_s": _median([r.step_s for r in runs]),
             "update_bytes": runs[0].update_bytes, "sync_ms": _median([r.sync_ms for r in runs]),
+            "learner_peak_mb": _median_or_none([r.learner_peak_mb for lr_runs in by_lr.values() for r in lr_runs
+                                                if r.learner_peak_mb is not None]),
             "lr_finals": {lr: score(lr) for lr in sorted(by_lr)},
         })
     return sorted(rows, key=lambda row: 10**9 if row["arm"] == "full" else int(row["arm"].split(":")[1]))
@@ -106,6 +121,20 @@ def best_lr_ratios(rows: list[dict]) -> dict[str, float]:
     """Each LoRA arm's best LR over FullFT's best LR (the published finding: about 10)."""
     full = next((row["best_lr"] for row in rows if row["arm"] == "full"), None)
     return {row["arm"]: row["best_lr"] / full for row in rows if full and row["arm"] != "full"}
+
+
+def cost_ratios(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """Each LoRA arm's learner peak memory and RL step time over FullFT's."""
+    full = next((row for row in rows if row["arm"] == "full"), None)
+    if full is None:
+        return {}
+    return {row["arm"]: {"learner_memory": (row["learner_peak_mb"] / full["learner_peak_mb"]
+                                            if row["learner_peak_mb"] and full["learner_peak_mb"] else None),
+                         "step_time": row["step_s"] / full["step_s"]} for row in rows if row["arm"] != "full"}
+
+
+def _mb(value: float | None) -> str:
+    return "—" if value is None else f"{value:.0f} MB"
 
 
 def _pm(pair) -> str:
@@ -119,12 +148,13 @@ def _bytes(count) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| arm | best LR | seeds | final test acc | best test acc | steps to 90 % | wall / run | peak RSS | "
-             "step time | update size | sync |", "|" + "---|" * 11]
+    lines = ["| arm | best LR | seeds | final test acc | best test acc | steps to 90 % | wall / run | learner peak | "
+             "run peak RSS | step time | update size | sync |", "|" + "---|" * 12]
     for row in rows:
         reach = "—" if row["steps_to_90pct"] is None else f"{row['steps_to_90pct']:g}"
         lines.append(f"| {row['arm']} | {row['best_lr']:.3g} | {row['seeds']} | {_pm(row['final_accuracy'])} | "
-                     f"{_pm(row['best_accuracy'])} | {reach} | {row['wall_s']:.0f} s | {row['peak_rss_mb']:.0f} MB | "
+                     f"{_pm(row['best_accuracy'])} | {reach} | {row['wall_s']:.0f} s | {_mb(row['learner_peak_mb'])} | "
+                     f"{_mb(row['peak_rss_mb'])} | "
                      f"{row['step_s']:.2f} s | {_bytes(row['update_bytes'])} | {row['sync_ms']:.1f} ms |")
     return "\n".join(lines) + "\n"
 
@@ -135,15 +165,21 @@ def write_report(run_dirs: list[Path], out: Path, command: str) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     plots = plot_all(records, rows, out)
     text = (f"# rl-lora compare\n\n`{command}`\n\n{len(records)} runs. Each arm at its best LR (highest mean final "
-            f"greedy test accuracy over seeds); ± is the spread over seeds. Peak RSS is each run's own process "
-            f"(learner and sampler together in one process; with Ray, the driver).\n\n" + table(rows) + "\n"
+            f"greedy test accuracy over the seeds every LR ran); ± is the spread over the seeds at that LR. "
+            f"Learner peak: the arm's learner alone on a step-sized batch, in a fresh process "
+            f"(`python -m rl_lora.learner_memory RUN_DIR`). Run peak RSS: each run's own process (learner and "
+            f"sampler together; with Ray, the driver). Step time: the runs' median RL step.\n\n" + table(rows) + "\n"
             + "".join(f"Best LR / FullFT's best LR: {arm} {ratio:.3g}x\n\n"
                       for arm, ratio in best_lr_ratios(rows).items())
+            + "".join(f"{arm} / FullFT: learner peak memory "
+                      f"{'—' if r['learner_memory'] is None else format(r['learner_memory'], '.2f') + 'x'}, "
+                      f"step time {r['step_time']:.2f}x\n\n" for arm, r in cost_ratios(rows).items())
             + "".join(f"![{p.stem}]({p.name})\n" for p in plots)
             + "\nRuns:\n" + "".join(f"- `{d}`\n" for d in run_dirs))
     atomic_write_text(out / "report.md", text)
     atomic_write_text(out / "report.json", json.dumps({"command": command, "rows": rows,
                                                        "best_lr_over_full": best_lr_ratios(rows),
+                                                       "cost_over_full": cost_ratios(rows),
                                                        "runs": [str(d) for d in run_dirs]}, indent=1) + "\n")
     return out / "report.md"
 
@@ -194,8 +230,13 @@ def plot_all(records: list[RunRecord], rows: list[dict], out: Path) -> list[Path
 
     figure, (memory_axis, time_axis) = plt.subplots(1, 2, figsize=(10, 3.8))
     labels = [row["arm"] for row in rows]
-    memory_axis.bar(labels, [row["peak_rss_mb"] / 1024 for row in rows], color=[colors[a] for a in labels])
-    memory_axis.set(ylabel="GB", title="peak RSS per run")
+    positions = range(len(rows))
+    memory_axis.bar([x - 0.2 for x in positions], [(row["learner_peak_mb"] or 0) / 1024 for row in rows], width=0.4,
+                    color=[colors[a] for a in labels], label="learner alone")
+    memory_axis.bar([x + 0.2 for x in positions], [row["peak_rss_mb"] / 1024 for row in rows], width=0.4,
+                    color=[colors[a] for a in labels], alpha=0.4, hatch="//", label="whole run (+ sampler)")
+    memory_axis.set(ylabel="GB", title="peak memory", xticks=list(positions), xticklabels=labels)
+    memory_axis.legend(fontsize=8)
     time_axis.bar(labels, [row["step_s"] for row in rows], color=[colors[a] for a in labels])
     time_axis.set(ylabel="seconds", title="median RL step time")
     for axis in (memory_axis, time_axis):

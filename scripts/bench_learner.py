@@ -10,59 +10,20 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def measure(mode: str, rank: int, steps: int, micro_batch_size: int) -> dict:
-    import torch
-
-    from envs.arithmetic import ArithmeticSpec, arithmetic_task
-    from envs.render import PromptRenderer
     from rl_lora.config import AlgoConfig, LoraConfig, RunConfig
-    from rl_lora.learner import Learner
-    from rl_lora.models import load_causal_lm, load_tokenizer
-    from rl_lora.rollout.hf import tokenize_prompts
-    from rl_lora.types import Rollout, collate
+    from rl_lora.learner_memory import measure as measure_learner
 
-    tokenizer = load_tokenizer("smollm2-135m")
-    before_model_mb = rss_mb()  # python + torch + transformers imported: not the learner's
-    model = load_causal_lm("smollm2-135m")
-    loaded_mb = rss_mb()
-    renderer = PromptRenderer(tokenizer)
-    samples = arithmetic_task(ArithmeticSpec(train_size=8, test_size=8)).train
-    prompt_ids = tokenize_prompts(tokenizer, [renderer(s) for s in samples])
-    generator = torch.Generator().manual_seed(0)
-    rollouts = [Rollout(s.id, tuple(prompt_ids[i]), tuple(torch.randint(100, 40000, (24,), generator=generator).tolist()),
-                        (-1.0,) * 24, 0.0, (j % 2) - 0.5, 0)
-                for i, s in enumerate(samples) for j in range(8)]
-    batch = collate(rollouts, tokenizer.pad_token_id)
-    config = RunConfig(lora=LoraConfig(mode=mode, rank=rank))
-    learner = Learner(model, config.lora, AlgoConfig(micro_batch_size=micro_batch_size), config.learning_rate(),
-                      temperature=0.7)
-    times = []
-    for _ in range(steps + 1):  # the first step warms up allocators and the optimizer state
-        start = time.perf_counter()
-        learner.step(batch)
-        times.append(time.perf_counter() - start)
-    return {"mode": mode, "rank": rank if mode == "lora" else None, "trainable_params": learner.trainable_parameters,
-            "step_s_median": statistics.median(times[1:]), "step_s_all": times, "peak_rss_mb": rss_mb(),
-            "rss_after_model_load_mb": loaded_mb, "rss_before_model_mb": before_model_mb,
-            "learner_peak_mb": rss_mb() - before_model_mb, "micro_batch_size": micro_batch_size,
-            "batch": {"prompts": 8, "completions_per_prompt": 8, "completion_tokens": 24,
-                      "prompt_tokens": [len(p) for p in prompt_ids]},
-            "torch_threads": torch.get_num_threads()}
+    return measure_learner(RunConfig(lora=LoraConfig(mode=mode, rank=rank),
+                                     algo=AlgoConfig(micro_batch_size=micro_batch_size)), steps)
 
 
 def main() -> None:

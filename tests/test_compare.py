@@ -60,6 +60,31 @@ def test_a_killed_compare_skips_finished_arms_and_resumes_the_rest(tiny_model_di
     assert (out / "report.md").is_file()
 
 
+def test_a_winning_grid_end_is_extended_and_the_best_lr_gets_more_seeds(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "cmp"
+    lora = [*COMPARE[:COMPARE.index("--arms")], "--arms", "lora:1", *COMPARE[COMPARE.index("--arms") + 2:],
+            "--lr-sweep", "3", "--out", str(out)]
+    assert main([*lora, "--lr-extend", "0"]) == 0
+    sweep = ["lora-r1-lr0.00158-s0", "lora-r1-lr0.005-s0", "lora-r1-lr0.0158-s0"]
+    assert sorted(r.name for r in (out / "runs").iterdir()) == sweep
+    # As if the sweep had found the top of the grid best: the optimum may lie past it.
+    for name, final in zip(sweep, (0.1, 0.2, 0.9)):
+        summary = out / "runs" / name / "summary.json"
+        summary.write_text(json.dumps({**json.loads(summary.read_text()), "final_accuracy": final}))
+    capsys.readouterr()
+    assert main([*lora, "--lr-extend", "1", "--seeds-at-best", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "the best LR, 0.0158, is at the end of the grid; trying 0.05" in printed
+    extended = json.loads((out / "runs" / "lora-r1-lr0.05-s0" / "summary.json").read_text())["final_accuracy"]
+    best = "0.05" if extended > 0.9 else "0.0158"
+    assert (out / "runs" / f"lora-r1-lr{best}-s1" / "summary.json").is_file()
+    assert len(list((out / "runs").iterdir())) == 5
+    memory = json.loads((out / "runs" / sweep[0] / "learner_memory.json").read_text())
+    assert memory["mode"] == "lora" and memory["learner_peak_mb"] > 0
+    report = (out / "report.md").read_text()
+    assert f"| lora:1 | {best} | 2 |" in report and f"{memory['learner_peak_mb']:.0f} MB" in report
+
+
 def test_bad_arms_are_refused_before_anything_runs(tmp_path, capsys):
     assert main(["compare", "--arms", "lora:0,full", "--out", str(tmp_path / "x")]) == 2
     assert "lora:RANK" in capsys.readouterr().err and not (tmp_path / "x").exists()

@@ -1,0 +1,106 @@
+"""The learner alone on one step-sized batch: its step time and its peak memory, apart from any sampler.
+
+A run's own peak RSS counts the learner and the sampler together (one process, two model copies), so the
+learner's memory is measured here in a fresh process: the run's model, adapter, optimizer and micro-batching on a
+batch of the run's shape (prompts_per_step real prompts x group_size completions of max_new_tokens tokens each,
+the longest a step can be). Learner peak = peak RSS less the RSS before the model loaded (interpreter, torch,
+tokenizer), so it holds weights, gradients, optimizer state and activations.
+
+    python -m rl_lora.learner_memory RUN_DIR       # writes RUN_DIR/learner_memory.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from rl_lora.config import RunConfig, load_config
+from rl_lora.io import atomic_write_text
+
+FILENAME = "learner_memory.json"
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure(config: RunConfig, steps: int = 2) -> dict:
+    """Time `steps` learner steps after one warm-up step (allocators, optimizer state) and report peak memory."""
+    import torch
+
+    from envs.registry import load_task
+    from envs.render import PromptRenderer
+    from rl_lora.learner import Learner
+    from rl_lora.models import load_causal_lm, load_tokenizer
+    from rl_lora.rollout.hf import tokenize_prompts
+    from rl_lora.types import Rollout, collate
+
+    rollout = config.rollout
+    tokenizer = load_tokenizer(config.model.name)
+    samples = load_task(config.task).train[:rollout.prompts_per_step]
+    renderer = PromptRenderer(tokenizer, config.task.render, config.task.system_prompt)
+    prompt_ids = tokenize_prompts(tokenizer, [renderer(s) for s in samples])
+    generator = torch.Generator().manual_seed(0)
+    rollouts = [Rollout(s.id, tuple(prompt_ids[i]),
+                        tuple(torch.randint(100, len(tokenizer) - 1, (rollout.max_new_tokens,),
+                                            generator=generator).tolist()),
+                        (-1.0,) * rollout.max_new_tokens, 0.0, (j % 2) - 0.5, 0)
+                for i, s in enumerate(samples) for j in range(rollout.group_size)]
+    batch = collate(rollouts, tokenizer.pad_token_id)
+    before_model_mb = peak_rss_mb()
+    learner = Learner(load_causal_lm(config.model.name, config.model.dtype, config.model.device), config.lora,
+                      config.algo, config.learning_rate(), rollout.temperature, seed=config.train.seed)
+    times = []
+    for _ in range(steps + 1):
+        start = time.perf_counter()
+        learner.step(batch)
+        times.append(time.perf_counter() - start)
+    return {"mode": config.lora.mode, "rank": config.lora.rank if config.lora.mode == "lora" else None,
+            "trainable_params": learner.trainable_parameters, "step_s_median": statistics.median(times[1:]),
+            "step_s_all": times, "peak_rss_mb": peak_rss_mb(), "rss_before_model_mb": before_model_mb,
+            "learner_peak_mb": peak_rss_mb() - before_model_mb, "micro_batch_size": config.algo.micro_batch_size,
+            "batch": {"prompts": len(samples), "completions_per_prompt": rollout.group_size,
+                      "completion_tokens": rollout.max_new_tokens, "prompt_tokens": [len(p) for p in prompt_ids]},
+            "torch_threads": torch.get_num_threads()}
+
+
+def measure_in_subprocess(config_path: Path, steps: int = 2) -> dict:
+    """measure() in a fresh process, so that the peak is the learner's and not the caller's."""
+    out = subprocess.run([sys.executable, "-m", "rl_lora.learner_memory", "--config", str(config_path),
+                          "--steps", str(steps), "--print"], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"learner memory measurement failed (exit {out.returncode}):\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def measure_run(run_dir: Path, steps: int = 2) -> Path:
+    """Measure a run folder's learner (its config.yaml) and keep the result beside its summary."""
+    result = measure_in_subprocess(Path(run_dir) / "config.yaml", steps)
+    atomic_write_text(Path(run_dir) / FILENAME, json.dumps(result, indent=1) + "\n")
+    return Path(run_dir) / FILENAME
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir", nargs="?", help="a run folder: writes RUN_DIR/learner_memory.json")
+    parser.add_argument("--config", help="a config file instead of a run folder (prints the JSON)")
+    parser.add_argument("--steps", type=int, default=2, help="timed learner steps after one warm-up step")
+    parser.add_argument("--print", action="store_true", help=argparse.SUPPRESS)  # in-process: the caller's child
+    args = parser.parse_args()
+    if args.config and args.print:
+        print(json.dumps(measure(load_config(args.config, []), args.steps)))
+    elif args.config:
+        print(json.dumps(measure_in_subprocess(Path(args.config), args.steps), indent=1))
+    elif args.run_dir:
+        print(measure_run(Path(args.run_dir), args.steps))
+    else:
+        parser.error("give a run folder or --config")
+
+
+if __name__ == "__main__":
+    main()
