@@ -66,7 +66,8 @@ def backend(request, llama, llama_dir):
 
     serve = name.split(":")[1]
     if serve not in _engines:
-        _engines[serve] = VLLMBackend(str(llama_dir), tokenizer, serve=serve, max_model_len=256, max_lora_rank=8)
+        _engines[serve] = VLLMBackend(str(llama_dir), tokenizer, serve=serve, max_model_len=256, max_lora_rank=8,
+                                      lora_slots=2 if serve == "lora" else None)
     engine = _engines[serve]
     base = Learner(copy.deepcopy(model), LoraConfig(rank=2), AlgoConfig(), lr=1e-3)  # B = 0: the base weights
     engine.load_update(base.export_update())
@@ -149,7 +150,8 @@ def test_base_and_two_adapters_in_one_batch_match_their_single_requests(llama, l
     from rl_lora.rollout.vllm import VLLMBackend
 
     model, tokenizer = llama
-    engine = _engines.get("lora") or VLLMBackend(str(llama_dir), tokenizer, serve="lora", max_model_len=256)
+    engine = _engines.get("lora") or VLLMBackend(str(llama_dir), tokenizer, serve="lora", max_model_len=256,
+                                                 lora_slots=2)
     _engines["lora"] = engine
     adapters = []
     for index in range(2):
@@ -165,6 +167,19 @@ def test_base_and_two_adapters_in_one_batch_match_their_single_requests(llama, l
         assert row[0].token_ids == single[0].token_ids
         assert gap(row[0].logprobs, single[0].logprobs) <= 1e-4
     assert len({row[0].token_ids for row in mixed}) == 3  # the three weight sets really differ
+
+
+@pytest.mark.skipif("not vllm_installed()")
+def test_a_merged_engine_carries_no_lora_layers_and_refuses_adapters_clearly(llama, llama_dir):
+    """serve=merged needs no LoRA machinery, and it would slow every forward pass: the engine starts without it."""
+    from rl_lora.rollout.vllm import VLLMBackend
+
+    model, tokenizer = llama
+    engine = _engines.get("merged") or VLLMBackend(str(llama_dir), tokenizer, serve="merged", max_model_len=256)
+    _engines["merged"] = engine
+    assert engine.llm.llm_engine.vllm_config.lora_config is None
+    with pytest.raises(ValueError, match="lora_slots"):
+        engine.adapter_request(learner_for(model).export_update(), "extra", 7)
 
 
 @pytest.mark.skipif("not vllm_installed()")
