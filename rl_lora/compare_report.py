@@ -31,6 +31,7 @@ class RunRecord:
     step_s: float
     sync_ms: float
     learner_peak_mb: float | None = None  # from a learner-only measurement (rl_lora.learner_memory), if made
+    learner_step_s: float | None = None
 
 
 def _median(values: list[float]) -> float:
@@ -45,7 +46,7 @@ def read_run(run_dir: Path) -> RunRecord:
     summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").is_file() else {}
     metrics = read_metrics(run_dir)
     learner = run_dir / LEARNER_MEMORY
-    learner_peak_mb = json.loads(learner.read_text())["learner_peak_mb"] if learner.is_file() else None
+    learner_alone = json.loads(learner.read_text()) if learner.is_file() else {}
     if not metrics:
         raise UserError(f"{run_dir} has no metrics.jsonl steps yet")
     lora, algo = config["lora"], config["algo"]
@@ -61,7 +62,7 @@ def read_run(run_dir: Path) -> RunRecord:
         final_accuracy=summary.get("final_accuracy"), wall_s=summary.get("wall_s"),
         peak_rss_mb=summary.get("peak_rss_mb"), update_bytes=summary.get("update_bytes"),
         step_s=_median([m["time_step"] for m in metrics]), sync_ms=1000 * _median([m["time_sync"] for m in metrics]),
-        learner_peak_mb=learner_peak_mb)
+        learner_peak_mb=learner_alone.get("learner_peak_mb"), learner_step_s=learner_alone.get("step_s_median"))
 
 
 def _median_or_none(values: list[float]) -> float | None:
@@ -112,6 +113,8 @@ def summarise(records: list[RunRecord]) -> list[dict]:
             "update_bytes": runs[0].update_bytes, "sync_ms": _median([r.sync_ms for r in runs]),
             "learner_peak_mb": _median_or_none([r.learner_peak_mb for lr_runs in by_lr.values() for r in lr_runs
                                                 if r.learner_peak_mb is not None]),
+            "learner_step_s": _median_or_none([r.learner_step_s for lr_runs in by_lr.values() for r in lr_runs
+                                               if r.learner_step_s is not None]),
             "lr_finals": {lr: score(lr) for lr in sorted(by_lr)},
         })
     return sorted(rows, key=lambda row: 10**9 if row["arm"] == "full" else int(row["arm"].split(":")[1]))
@@ -123,14 +126,34 @@ def best_lr_ratios(rows: list[dict]) -> dict[str, float]:
     return {row["arm"]: row["best_lr"] / full for row in rows if full and row["arm"] != "full"}
 
 
+def _mean(value):
+    """A (mean, spread) pair's mean; a plain number as it is."""
+    return value[0] if isinstance(value, (list, tuple)) else value
+
+
 def cost_ratios(rows: list[dict]) -> dict[str, dict[str, float]]:
-    """Each LoRA arm's learner peak memory and RL step time over FullFT's."""
+    """Each LoRA arm over FullFT: final accuracy (means at the best LRs), learner peak memory, learner step time
+    and RL step time (sampling included, which is the same work for every arm)."""
     full = next((row for row in rows if row["arm"] == "full"), None)
     if full is None:
         return {}
-    return {row["arm"]: {"learner_memory": (row["learner_peak_mb"] / full["learner_peak_mb"]
-                                            if row["learner_peak_mb"] and full["learner_peak_mb"] else None),
-                         "step_time": row["step_s"] / full["step_s"]} for row in rows if row["arm"] != "full"}
+
+    def ratio(row: dict, key: str) -> float | None:
+        mine, theirs = (_mean(row[key]), _mean(full[key]))
+        return mine / theirs if mine is not None and theirs else None
+
+    return {row["arm"]: {"final_accuracy": ratio(row, "final_accuracy"),
+                         "learner_memory": ratio(row, "learner_peak_mb"),
+                         "learner_step_time": ratio(row, "learner_step_s"), "step_time": ratio(row, "step_s")}
+            for row in rows if row["arm"] != "full"}
+
+
+def _ratio(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}x"
+
+
+def _seconds(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f} s"
 
 
 def _mb(value: float | None) -> str:
@@ -149,12 +172,12 @@ def _bytes(count) -> str:
 
 def table(rows: list[dict]) -> str:
     lines = ["| arm | best LR | seeds | final test acc | best test acc | steps to 90 % | wall / run | learner peak | "
-             "run peak RSS | step time | update size | sync |", "|" + "---|" * 12]
+             "run peak RSS | learner step | RL step | update size | sync |", "|" + "---|" * 13]
     for row in rows:
         reach = "—" if row["steps_to_90pct"] is None else f"{row['steps_to_90pct']:g}"
         lines.append(f"| {row['arm']} | {row['best_lr']:.3g} | {row['seeds']} | {_pm(row['final_accuracy'])} | "
                      f"{_pm(row['best_accuracy'])} | {reach} | {row['wall_s']:.0f} s | {_mb(row['learner_peak_mb'])} | "
-                     f"{_mb(row['peak_rss_mb'])} | "
+                     f"{_mb(row['peak_rss_mb'])} | {_seconds(row['learner_step_s'])} | "
                      f"{row['step_s']:.2f} s | {_bytes(row['update_bytes'])} | {row['sync_ms']:.1f} ms |")
     return "\n".join(lines) + "\n"
 
@@ -171,9 +194,9 @@ def write_report(run_dirs: list[Path], out: Path, command: str) -> Path:
             f"sampler together; with Ray, the driver). Step time: the runs' median RL step.\n\n" + table(rows) + "\n"
             + "".join(f"Best LR / FullFT's best LR: {arm} {ratio:.3g}x\n\n"
                       for arm, ratio in best_lr_ratios(rows).items())
-            + "".join(f"{arm} / FullFT: learner peak memory "
-                      f"{'—' if r['learner_memory'] is None else format(r['learner_memory'], '.2f') + 'x'}, "
-                      f"step time {r['step_time']:.2f}x\n\n" for arm, r in cost_ratios(rows).items())
+            + "".join(f"{arm} / FullFT: final accuracy {_ratio(r['final_accuracy'])}, learner peak memory "
+                      f"{_ratio(r['learner_memory'])}, learner step time {_ratio(r['learner_step_time'])}, RL step "
+                      f"time {_ratio(r['step_time'])}\n\n" for arm, r in cost_ratios(rows).items())
             + "".join(f"![{p.stem}]({p.name})\n" for p in plots)
             + "\nRuns:\n" + "".join(f"- `{d}`\n" for d in run_dirs))
     atomic_write_text(out / "report.md", text)
@@ -237,8 +260,12 @@ def plot_all(records: list[RunRecord], rows: list[dict], out: Path) -> list[Path
                     color=[colors[a] for a in labels], alpha=0.4, hatch="//", label="whole run (+ sampler)")
     memory_axis.set(ylabel="GB", title="peak memory", xticks=list(positions), xticklabels=labels)
     memory_axis.legend(fontsize=8)
-    time_axis.bar(labels, [row["step_s"] for row in rows], color=[colors[a] for a in labels])
-    time_axis.set(ylabel="seconds", title="median RL step time")
+    time_axis.bar([x - 0.2 for x in positions], [row["learner_step_s"] or 0 for row in rows], width=0.4,
+                  color=[colors[a] for a in labels], label="learner step alone")
+    time_axis.bar([x + 0.2 for x in positions], [row["step_s"] for row in rows], width=0.4,
+                  color=[colors[a] for a in labels], alpha=0.4, hatch="//", label="RL step (+ sampling)")
+    time_axis.set(ylabel="seconds", title="median step time", xticks=list(positions), xticklabels=labels)
+    time_axis.legend(fontsize=8)
     for axis in (memory_axis, time_axis):
         axis.grid(alpha=0.3, axis="y")
     paths.append(_save(figure, out / "cost.png", plt))
