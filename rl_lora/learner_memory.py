@@ -3,8 +3,9 @@
 A run's own peak RSS counts the learner and the sampler together (one process, two model copies), so the
 learner's memory is measured here in a fresh process: the run's model, adapter, optimizer and micro-batching on a
 batch of the run's shape (prompts_per_step real prompts x group_size completions of max_new_tokens tokens each,
-the longest a step can be). Learner peak = peak RSS less the RSS before the model loaded (interpreter, torch,
-tokenizer), so it holds weights, gradients, optimizer state and activations.
+the longest a step can be). Learner peak = the peak RSS from the model's loading on (the kernel's high-water
+mark is reset there) less the RSS just before it (interpreter, torch, tokenizer, task), so it holds weights,
+gradients, optimizer state and activations.
 
     python -m rl_lora.learner_memory RUN_DIR       # writes RUN_DIR/learner_memory.json
 """
@@ -27,6 +28,27 @@ FILENAME = "learner_memory.json"
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _status_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise KeyError(field)
+
+
+def start_peak() -> tuple[float, bool]:
+    """(RSS now, whether the high-water mark could be reset to it). Without a reset, as off Linux, a tiny model's
+    learner can stay under the peak that imports and data loading already set, and would read as 0 MB."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return _status_mb("VmRSS"), True
+    except OSError:
+        return peak_rss_mb(), False
+
+
+def peak_since(reset: bool) -> float:
+    return _status_mb("VmHWM") if reset else peak_rss_mb()
 
 
 def measure(config: RunConfig, steps: int = 2) -> dict:
@@ -52,7 +74,7 @@ def measure(config: RunConfig, steps: int = 2) -> dict:
                         (-1.0,) * rollout.max_new_tokens, 0.0, (j % 2) - 0.5, 0)
                 for i, s in enumerate(samples) for j in range(rollout.group_size)]
     batch = collate(rollouts, tokenizer.pad_token_id)
-    before_model_mb = peak_rss_mb()
+    before_model_mb, reset = start_peak()
     learner = Learner(load_causal_lm(config.model.name, config.model.dtype, config.model.device), config.lora,
                       config.algo, config.learning_rate(), rollout.temperature, seed=config.train.seed)
     times = []
@@ -63,7 +85,8 @@ def measure(config: RunConfig, steps: int = 2) -> dict:
     return {"mode": config.lora.mode, "rank": config.lora.rank if config.lora.mode == "lora" else None,
             "trainable_params": learner.trainable_parameters, "step_s_median": statistics.median(times[1:]),
             "step_s_all": times, "peak_rss_mb": peak_rss_mb(), "rss_before_model_mb": before_model_mb,
-            "learner_peak_mb": peak_rss_mb() - before_model_mb, "micro_batch_size": config.algo.micro_batch_size,
+            "learner_peak_mb": peak_since(reset) - before_model_mb, "peak_reset": reset,
+            "micro_batch_size": config.algo.micro_batch_size,
             "batch": {"prompts": len(samples), "completions_per_prompt": rollout.group_size,
                       "completion_tokens": rollout.max_new_tokens, "prompt_tokens": [len(p) for p in prompt_ids]},
             "torch_threads": torch.get_num_threads()}
