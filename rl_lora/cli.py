@@ -97,7 +97,7 @@ def run_train(args: argparse.Namespace) -> int:
 def run_compare(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from rl_lora.compare import parse_arms, plan, run_compare
+    from rl_lora.compare import parse_arms, run_compare
     from rl_lora.compare_report import write_report
 
     import shlex
@@ -110,10 +110,8 @@ def run_compare(args: argparse.Namespace) -> int:
     if args.lr_sweep < 1 or args.seeds < 1 or args.seeds_at_best < 0 or args.lr_extend < 0:
         raise UserError("--lr-sweep and --seeds must be >= 1, --seeds-at-best and --lr-extend >= 0")
     overrides = _flag_overrides(args, {"reward": "reward.name"}) + args.overrides
-    base = load_config(args.config, overrides)
-    plan(base, parse_arms(args.arms), args.lr_sweep, args.seeds)  # refuses a bad plan before anything runs
-    folders = run_compare(base, parse_arms(args.arms), args.lr_sweep, args.seeds, out, args.lr_extend,
-                          args.seeds_at_best)
+    folders = run_compare(load_config(args.config, overrides), parse_arms(args.arms), args.lr_sweep, args.seeds,
+                          out, args.lr_extend, args.seeds_at_best)
     print(f"report: {write_report(folders, out, command)}")
     return 0
 

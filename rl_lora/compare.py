@@ -27,6 +27,11 @@ class Arm:
     def label(self) -> str:
         return f"lora:{self.rank}" if self.mode == "lora" else "full"
 
+    @property
+    def slug(self) -> str:
+        """The label as it starts a run folder's name."""
+        return self.label.replace(":", "-r")
+
     @classmethod
     def parse(cls, text: str) -> "Arm":
         text = text.strip()
@@ -46,7 +51,7 @@ class ArmRun:
 
     @property
     def name(self) -> str:
-        return f"{self.arm.label.replace(':', '-r')}-lr{self.lr:.3g}-s{self.seed}"
+        return f"{self.arm.slug}-lr{self.lr:.3g}-s{self.seed}"
 
 
 def parse_arms(text: str) -> list[Arm]:
@@ -196,8 +201,7 @@ def measure_learners(arms: list[Arm], folders: list[Path]) -> None:
     from rl_lora.learner_memory import FILENAME, measure_run
 
     for arm in arms:
-        prefix = ArmRun(arm, 1.0, 0).name.split("-lr")[0] + "-lr"
-        mine = [f for f in folders if f.name.startswith(prefix)]
+        mine = [f for f in folders if f.name.startswith(f"{arm.slug}-lr")]
         if mine and not any((f / FILENAME).is_file() for f in mine):
             print(f"[compare] {arm.label}: measuring the learner alone (memory, step time)", flush=True)
             measure_run(mine[0])
