@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -22,33 +21,9 @@ from pathlib import Path
 
 from rl_lora.config import RunConfig, load_config
 from rl_lora.io import atomic_write_text
+from rl_lora.memory import peak_rss_mb, peak_since, start_peak
 
 FILENAME = "learner_memory.json"
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _status_mb(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise KeyError(field)
-
-
-def start_peak() -> tuple[float, bool]:
-    """(RSS now, whether the high-water mark could be reset to it). Without a reset, as off Linux, a tiny model's
-    learner can stay under the peak that imports and data loading already set, and would read as 0 MB."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return _status_mb("VmRSS"), True
-    except OSError:
-        return peak_rss_mb(), False
-
-
-def peak_since(reset: bool) -> float:
-    return _status_mb("VmHWM") if reset else peak_rss_mb()
 
 
 def measure(config: RunConfig, steps: int = 2) -> dict:

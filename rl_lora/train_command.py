@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import resource
 import shutil
 import signal
 import sys
@@ -23,6 +22,7 @@ from rl_lora.errors import UserError
 from rl_lora.evaluate import EvalResult, write_records
 from rl_lora.io import atomic_write_text
 from rl_lora.learner import Learner
+from rl_lora.memory import peak_rss_mb
 from rl_lora.metrics import MetricsLog, read_metrics
 from rl_lora.models import load_causal_lm, load_tokenizer, resolve_model
 from rl_lora.plots import plot_run
@@ -231,7 +231,7 @@ def _run(parts: RunParts, run_dir: Path, resumed: bool, first_step: int, base_ac
                # What `rl-lora compare` reports: this process's peak RSS (with Ray: the driver only), the time of
                # this session of the run (a resumed run counts from its resume), the update's size.
                "wall_s": time.perf_counter() - started,
-               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+               "peak_rss_mb": peak_rss_mb(),
                "trainable_parameters": params,
                "update_bytes": params * (4 if config.model.dtype == "float32" else 2)}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))

@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shlex
 import statistics
 import subprocess
@@ -35,14 +34,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from rl_lora.memory import peak_rss_mb  # noqa: E402
+
 CLI = [sys.executable, "-m", "rl_lora.cli"]
 TARGETS = {"step_time_ratio_rl_lora_over_trl": 0.25, "peak_rss_ratio_rl_lora_over_trl": 0.35}
 SEED = 0
 LR = 5e-4
-
-
-def rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run(argv: list[str], log: Path | None = None) -> str:
@@ -114,7 +112,7 @@ def trl_worker(args: argparse.Namespace, work: Path) -> dict:
 
         def on_step_end(self, args, state, control, **kwargs):
             self.times.append(time.perf_counter() - self._start)
-            self.rss.append(rss_mb())
+            self.rss.append(peak_rss_mb())
 
     completions_per_step = args.prompts_per_step * args.group_size
     if completions_per_step % args.trl_micro_batch:
@@ -144,7 +142,7 @@ def trl_worker(args: argparse.Namespace, work: Path) -> dict:
     )
     set_seed(SEED)
     model = load_causal_lm(args.model)
-    loaded_mb = rss_mb()
+    loaded_mb = peak_rss_mb()
     timer = StepTimer()
     trainer = GRPOTrainer(model=model, reward_funcs=arithmetic_reward, args=GRPOConfig(**grpo_fields),
                           train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config,
@@ -170,7 +168,7 @@ def trl_worker(args: argparse.Namespace, work: Path) -> dict:
         "reward_per_step": [entry["reward"] for entry in logs],
         "reward_per_step_from_grader": [sum(b) / len(b) for b in scored_batches],
         "completion_length_mean": [entry.get("completions/mean_length") for entry in logs],
-        "peak_rss_mb": rss_mb(),
+        "peak_rss_mb": peak_rss_mb(),
         "rss_after_model_load_mb": loaded_mb,
         "rss_after_each_step_mb": timer.rss,
         "train_s": train_s,

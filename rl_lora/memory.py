@@ -1,0 +1,30 @@
+"""This process's memory: its peak RSS, and peaks measured from a point on."""
+from __future__ import annotations
+
+import resource
+from pathlib import Path
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _status_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise KeyError(field)
+
+
+def start_peak() -> tuple[float, bool]:
+    """(RSS now, whether the high-water mark could be reset to it). Without a reset, as off Linux, a tiny model's
+    learner can stay under the peak that imports and data loading already set, and would read as 0 MB."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return _status_mb("VmRSS"), True
+    except OSError:
+        return peak_rss_mb(), False
+
+
+def peak_since(reset: bool) -> float:
+    return _status_mb("VmHWM") if reset else peak_rss_mb()
