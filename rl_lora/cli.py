@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--lr-extend", type=int, default=2, metavar="N", help="with --lr-sweep >= 3, when the LR at "
                     "an end of an arm's grid beats all the others (so the best may lie past it), try up to N more "
                     "LRs past that end, half a decade each (default 2)")
+    cp.add_argument("--share-engine", action="store_true", help="with rollout.backend=vllm: train each seed's LoRA "
+                    "runs (every rank and LR) side by side in one process on one vLLM engine, each adapter in its "
+                    "own LoRA slot, instead of one run (and one engine) at a time; FullFT runs still run alone")
     cp.add_argument("--out", default="runs/compare", help="where runs/ and the report go (default runs/compare)")
     cp.add_argument("--report", nargs="+", metavar="RUN_DIR", help="only rebuild the report from these run folders")
     return parser
@@ -111,7 +114,7 @@ def run_compare(args: argparse.Namespace) -> int:
         raise UserError("--lr-sweep and --seeds must be >= 1, --seeds-at-best and --lr-extend >= 0")
     overrides = _flag_overrides(args, {"reward": "reward.name"}) + args.overrides
     folders = run_compare(load_config(args.config, overrides), parse_arms(args.arms), args.lr_sweep, args.seeds,
-                          out, args.lr_extend, args.seeds_at_best)
+                          out, args.lr_extend, args.seeds_at_best, share_engine=args.share_engine)
     print(f"report: {write_report(folders, out, command)}")
     return 0
 

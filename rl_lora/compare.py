@@ -101,19 +101,59 @@ def finished(run_dir: Path, steps: int) -> bool:
     return summary.is_file() and json.loads(summary.read_text()).get("steps") == steps
 
 
-def _train(argv: list[str], prefix: str) -> None:
+@dataclass(frozen=True)
+class PendingRun:
+    """A run compare still has to start (config_path) or resume (resume_dir)."""
+    run: ArmRun
+    prefix: str  # "[compare i/n] name:"
+    config_path: Path | None = None
+    resume_dir: Path | None = None
+
+
+def _train(pending: PendingRun) -> None:
     """One arm in its own process: its peak memory is its own, and a crash stops only that arm."""
+    print(f"{pending.prefix} {'resuming' if pending.resume_dir else 'starting'}", flush=True)
+    argv = ["--resume", str(pending.resume_dir)] if pending.resume_dir else [str(pending.config_path)]
     code = subprocess.run([sys.executable, "-m", "rl_lora.cli", "train", *argv]).returncode
     if code != 0:
-        raise UserError(f"{prefix} the run failed (exit {code}); re-run compare to resume it")
+        raise UserError(f"{pending.prefix} the run failed (exit {code}); re-run compare to resume it")
 
 
-def run_all(base: RunConfig, runs: list[ArmRun], out: Path) -> list[Path]:
-    """Each run in turn (one at a time: on a small machine arms side by side would only share its cores)."""
+def _train_shared(group: list[PendingRun]) -> None:
+    """Runs that differ only in their adapter, side by side on one vLLM engine, in a process of their own."""
+    argv = []
+    for pending in group:
+        print(f"{pending.prefix} {'resuming' if pending.resume_dir else 'starting'} on a shared engine", flush=True)
+        argv += ["--resume", str(pending.resume_dir)] if pending.resume_dir else ["--start", str(pending.config_path)]
+    code = subprocess.run([sys.executable, "-m", "rl_lora.shared_runs", *argv]).returncode
+    if code != 0:
+        names = ", ".join(p.run.name for p in group)
+        raise UserError(f"[compare] the shared-engine runs {names} failed (exit {code}); re-run compare to resume "
+                        "them (finished ones are kept)")
+
+
+def engine_groups(pending: list[PendingRun], share_engine: bool) -> list[list[PendingRun]]:
+    """With share_engine, the LoRA runs of one seed (every rank and LR) form one group on one engine; FullFT runs
+    push all weights into their engine, so they always run alone."""
+    if not share_engine:
+        return [[p] for p in pending]
+    groups: dict[int, list[PendingRun]] = {}
+    alone = []
+    for p in pending:
+        if p.run.arm.mode == "lora":
+            groups.setdefault(p.run.seed, []).append(p)
+        else:
+            alone.append([p])
+    return list(groups.values()) + alone
+
+
+def run_all(base: RunConfig, runs: list[ArmRun], out: Path, share_engine: bool = False) -> list[Path]:
+    """Each run in turn (one at a time: on a small machine arms side by side would only share its cores), or
+    with share_engine, each seed's LoRA runs side by side on one engine."""
     runs_dir = out / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
     (out / "compare.yaml").write_text(to_yaml(base))  # the base config every arm was made from
-    folders = []
+    folders, pending = [], []
     for index, run in enumerate(runs, 1):
         config = arm_config(base, run, runs_dir)
         run_dir = runs_dir / run.name
@@ -123,16 +163,19 @@ def run_all(base: RunConfig, runs: list[ArmRun], out: Path) -> list[Path]:
             print(f"{prefix} finished earlier, not re-run")
             continue
         if (run_dir / "config.yaml").is_file() and any((run_dir / "checkpoints").glob("step_*/trainer_state.json")):
-            print(f"{prefix} resuming", flush=True)
-            _train(["--resume", str(run_dir)], prefix)
+            pending.append(PendingRun(run, prefix, resume_dir=run_dir))
             continue
         if run_dir.exists():  # killed before its first checkpoint: nothing there to keep
             shutil.rmtree(run_dir)
-        print(f"{prefix} starting", flush=True)
         config_path = out / "configs" / f"{run.name}.yaml"
         config_path.parent.mkdir(exist_ok=True)
         config_path.write_text(to_yaml(config))
-        _train([str(config_path)], prefix)
+        pending.append(PendingRun(run, prefix, config_path=config_path))
+    for group in engine_groups(pending, share_engine):
+        if len(group) == 1:
+            _train(group[0])
+        else:
+            _train_shared(group)
     return folders
 
 
@@ -169,12 +212,15 @@ def edge_to_extend(scores: dict[int, float]) -> int | None:
 
 
 def run_compare(base: RunConfig, arms: list[Arm], lr_points: int, seeds: int, out: Path, lr_extend: int = 0,
-                seeds_at_best: int = 0, learner_memory: bool = True) -> list[Path]:
+                seeds_at_best: int = 0, learner_memory: bool = True, share_engine: bool = False) -> list[Path]:
     """The sweep (arms x LR grid x seeds); then, per arm, up to lr_extend more LRs past a grid end that won (a
     best LR on the edge is only a bound), and more seeds at the best LR up to seeds_at_best. Last, each arm's
     learner alone, for its memory. Every decision is read back from finished run folders, so a re-run after a
-    crash makes the same ones."""
-    folders = run_all(base, plan(base, arms, lr_points, seeds), out)
+    crash makes the same ones. share_engine: LoRA runs of one seed train side by side on one vLLM engine."""
+    if share_engine and (base.rollout.backend != "vllm" or base.rollout.num_workers != 0):
+        raise UserError("--share-engine puts several runs' adapters in one vLLM engine's LoRA slots: it needs "
+                        "rollout.backend=vllm and rollout.num_workers=0 (--set rollout.backend=vllm)")
+    folders = run_all(base, plan(base, arms, lr_points, seeds), out, share_engine)
     for arm in arms:
         offsets = grid_offsets(lr_points)
         for _ in range(lr_extend):
@@ -185,11 +231,12 @@ def run_compare(base: RunConfig, arms: list[Arm], lr_points: int, seeds: int, ou
             print(f"[compare] {arm.label}: the best LR, {lr_at(base, arm, best_offset(scores)):.3g}, is at the end "
                   f"of the grid; trying {lr_at(base, arm, offset):.3g}", flush=True)
             offsets = sorted(offsets + [offset])
-            folders += run_all(base, [ArmRun(arm, lr_at(base, arm, offset), s) for s in range(seeds)], out)
+            folders += run_all(base, [ArmRun(arm, lr_at(base, arm, offset), s) for s in range(seeds)], out,
+                               share_engine)
         if seeds_at_best > seeds:
             lr = lr_at(base, arm, best_offset(lr_scores(base, arm, offsets, seeds, out)))
             print(f"[compare] {arm.label}: seeds {seeds}..{seeds_at_best - 1} at its best LR, {lr:.3g}", flush=True)
-            folders += run_all(base, [ArmRun(arm, lr, s) for s in range(seeds, seeds_at_best)], out)
+            folders += run_all(base, [ArmRun(arm, lr, s) for s in range(seeds, seeds_at_best)], out, share_engine)
     if learner_memory:
         measure_learners(arms, folders)
     return folders

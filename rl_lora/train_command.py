@@ -6,6 +6,7 @@ import shutil
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -95,8 +96,20 @@ class StopFlag:
         self.console.print("[yellow]stopping after this step (Ctrl-C again to abort without a checkpoint)")
 
 
-def build_parts(config: RunConfig, console: Console, run_name: str) -> tuple[RunParts, Callable[[], None]]:
-    """The run's parts, and how to release them (Ray actors and, if this process started it, Ray itself)."""
+@dataclass(frozen=True)
+class HostedRun:
+    """A run driven by a host that trains several runs side by side in one process (rl_lora.shared_runs): its
+    sampler's backend comes from the host (a slot of a shared engine), the host's Ctrl-C handler stops it, and it
+    prints a line per step instead of drawing a progress bar of its own."""
+    backend: object
+    stop_requested: Callable[[], bool]
+    peers: tuple[str, ...] = ()  # the other runs on the same engine, recorded in the summary
+
+
+def build_parts(config: RunConfig, console: Console, run_name: str,
+                backend=None) -> tuple[RunParts, Callable[[], None]]:
+    """The run's parts, and how to release them (Ray actors and, if this process started it, Ray itself).
+    `backend`: the in-process sampler's backend, if the caller has one already (a shared engine's slot)."""
     resolve_model(config.model.name)
     task = load_task(config.task)
     scorer = RewardScorer.for_task(config.reward, task)
@@ -107,7 +120,9 @@ def build_parts(config: RunConfig, console: Console, run_name: str) -> tuple[Run
             learner = Learner(load_causal_lm(config.model.name, config.model.dtype, config.model.device),
                               config.lora, config.algo, config.learning_rate(), config.rollout.temperature,
                               seed=config.train.seed)
-            backend = make_backend(config.model, config.rollout, tokenizer, config.model.device, config.train.seed)
+            if backend is None:
+                backend = make_backend(config.model, config.rollout, tokenizer, config.model.device,
+                                       config.train.seed)
         sampler, release = LocalSampler(backend, scorer, probe), scorer.close
     else:
         from rl_lora import cluster
@@ -128,7 +143,8 @@ def build_parts(config: RunConfig, console: Console, run_name: str) -> tuple[Run
     return parts, release
 
 
-def train_main(config: RunConfig | None, resume: str | None, overrides: list[str]) -> int:
+def train_main(config: RunConfig | None, resume: str | None, overrides: list[str],
+               hosted: HostedRun | None = None) -> int:
     console = Console(stderr=True)
     if resume:
         run_dir = Path(resume)
@@ -141,14 +157,17 @@ def train_main(config: RunConfig | None, resume: str | None, overrides: list[str
     check_run_config(config)
     if resume:
         atomic_write_text(run_dir / "config.yaml", to_yaml(config))  # keep --set changes (e.g. more steps)
-    parts, release = build_parts(config, console, run_dir.name)
+    if hosted is not None and config.rollout.num_workers:
+        raise UserError("a run on a shared engine samples in the host process: rollout.num_workers must be 0")
+    parts, release = build_parts(config, console, run_dir.name, hosted.backend if hosted else None)
     try:
-        return _start(parts, run_dir, checkpoint, console)
+        return _start(parts, run_dir, checkpoint, console, hosted)
     finally:
         release()  # Ray too: Ctrl-C, a failure or the end of the run all leave no actors behind
 
 
-def _start(parts: RunParts, run_dir: Path, checkpoint: Path | None, console: Console) -> int:
+def _start(parts: RunParts, run_dir: Path, checkpoint: Path | None, console: Console,
+           hosted: HostedRun | None) -> int:
     config = parts.config
     if checkpoint is not None:
         state, tensors, optimizer_state = load_checkpoint(checkpoint)
@@ -164,7 +183,7 @@ def _start(parts: RunParts, run_dir: Path, checkpoint: Path | None, console: Con
         (run_dir / "config.yaml").write_text(to_yaml(config))
         first_step, base_accuracy = 1, None
     try:
-        return _run(parts, run_dir, checkpoint is not None, first_step, base_accuracy, console)
+        return _run(parts, run_dir, checkpoint is not None, first_step, base_accuracy, console, hosted)
     except BaseException:
         # A run that dies before its first checkpoint leaves nothing to resume: leave no folder behind either.
         if checkpoint is None and not any((run_dir / "checkpoints").glob("step_*")):
@@ -176,9 +195,11 @@ def _start(parts: RunParts, run_dir: Path, checkpoint: Path | None, console: Con
 
 
 def _run(parts: RunParts, run_dir: Path, resumed: bool, first_step: int, base_accuracy: float | None,
-         console: Console) -> int:
+         console: Console, hosted: HostedRun | None) -> int:
     config, started = parts.config, time.perf_counter()
-    print(capacity_line(parts.learner, config))
+    # Hosted runs print side by side: each line says whose it is.
+    tag = f"{run_dir.name}: " if hosted else ""
+    print(tag + capacity_line(parts.learner, config))
     (run_dir / "evals").mkdir(exist_ok=True)
 
     if base_accuracy is None:
@@ -187,36 +208,41 @@ def _run(parts: RunParts, run_dir: Path, resumed: bool, first_step: int, base_ac
             base = test_accuracy(parts)
         write_records(run_dir / "evals" / "step_0.jsonl", base)
         base_accuracy = base.accuracy
-        print(_eval_line("base model", base, config.eval.max_new_tokens))
+        print(tag + _eval_line("base model", base, config.eval.max_new_tokens))
 
     log = MetricsLog(run_dir, resume_after_step=first_step - 1 if resumed else None)
     stop = StopFlag(console)
-    previous_handler = signal.signal(signal.SIGINT, stop)
+    # Only the main thread may set a signal handler; a hosted run's host owns Ctrl-C.
+    previous_handler = signal.signal(signal.SIGINT, stop) if hosted is None else None
+    stop_requested = hosted.stop_requested if hosted else (lambda: stop.requested)
     last_eval: dict = {}
     columns = (TextColumn("step"), MofNCompleteColumn(), BarColumn(), TextColumn("{task.fields[status]}"),
                TimeElapsedColumn(), TimeRemainingColumn())
     try:
-        with Progress(*columns, console=console) as progress:
+        with Progress(*columns, console=console, disable=hosted is not None) as progress:
             bar = progress.add_task("train", total=config.train.steps, completed=first_step - 1, status="")
 
             def on_step(metrics):
                 log.write(metrics)
                 accuracy = "" if metrics.test_accuracy is None else f" test {metrics.test_accuracy:.0%}"
-                progress.update(bar, completed=metrics.step, status=f"reward {metrics.reward_mean:.2f}{accuracy} "
-                                f"| {metrics.time_step:.1f} s/step")
+                status = f"reward {metrics.reward_mean:.2f}{accuracy} | {metrics.time_step:.1f} s/step"
+                progress.update(bar, completed=metrics.step, status=status)
+                if hosted:
+                    print(f"{tag}step {metrics.step}/{config.train.steps} {status}", flush=True)
 
             def on_eval(step, result):
                 write_records(run_dir / "evals" / f"step_{step}.jsonl", result)
                 last_eval["result"] = result
-                print(_eval_line(f"step {step}", result, config.eval.max_new_tokens))
+                print(tag + _eval_line(f"step {step}", result, config.eval.max_new_tokens))
 
             def on_checkpoint(step, data_position):
                 save_checkpoint(run_dir, parts.learner, TrainerState(step, data_position, base_accuracy),
                                 parts.tokenizer)
 
-            last_step = train_loop(parts, first_step, on_step, on_eval, on_checkpoint, lambda: stop.requested)
+            last_step = train_loop(parts, first_step, on_step, on_eval, on_checkpoint, stop_requested)
     finally:
-        signal.signal(signal.SIGINT, previous_handler)
+        if previous_handler is not None:
+            signal.signal(signal.SIGINT, previous_handler)
         log.close()
 
     metrics = read_metrics(run_dir)
@@ -234,11 +260,13 @@ def _run(parts: RunParts, run_dir: Path, resumed: bool, first_step: int, base_ac
                "peak_rss_mb": peak_rss_mb(),
                "trainable_parameters": params,
                "update_bytes": params * (4 if config.model.dtype == "float32" else 2)}
+    if hosted:  # peak RSS above is then the host process's: every run on the engine, and the engine
+        summary["engine_shared_with"] = list(hosted.peers)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
-    if stop.requested and last_step < config.train.steps:
+    if stop_requested() and last_step < config.train.steps:
         print(f"stopped after step {last_step}; resume with: rl-lora train --resume {run_dir}")
     if final is not None:
-        print(f"test accuracy: base {base_accuracy:.1%} -> final {final.accuracy:.1%} "
+        print(f"{tag}test accuracy: base {base_accuracy:.1%} -> final {final.accuracy:.1%} "
               f"({(final.accuracy - base_accuracy) * 100:+.1f} points) after {last_step} steps")
-    print(f"run folder: {run_dir} (metrics.jsonl, plots/{plot.name}, checkpoints/, tensorboard/)")
+    print(f"{tag}run folder: {run_dir} (metrics.jsonl, plots/{plot.name}, checkpoints/, tensorboard/)")
     return 0

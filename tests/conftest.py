@@ -30,6 +30,26 @@ def tiny_model_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def llama_dir(tmp_path_factory, tiny_model_dir):
+    """A real Llama architecture with random weights and head_dim 32 (the 260K model's head_dim 8 is below what
+    vLLM's CPU attention accepts), with the 260K model's tokenizer, saved as safetensors."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         tie_word_embeddings=False)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    folder = tmp_path_factory.mktemp("llama-hd32")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def tiny_model(tiny_model_dir):
     from rl_lora.models import load_causal_lm, load_tokenizer
 

