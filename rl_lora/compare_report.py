@@ -32,6 +32,7 @@ class RunRecord:
     sync_ms: float
     learner_peak_mb: float | None = None  # from a learner-only measurement (rl_lora.learner_memory), if made
     learner_step_s: float | None = None
+    engine_shared_with: tuple[str, ...] = ()  # runs that trained beside this one on one vLLM engine
 
 
 def _median(values: list[float]) -> float:
@@ -62,7 +63,8 @@ def read_run(run_dir: Path) -> RunRecord:
         final_accuracy=summary.get("final_accuracy"), wall_s=summary.get("wall_s"),
         peak_rss_mb=summary.get("peak_rss_mb"), update_bytes=summary.get("update_bytes"),
         step_s=_median([m["time_step"] for m in metrics]), sync_ms=1000 * _median([m["time_sync"] for m in metrics]),
-        learner_peak_mb=learner_alone.get("learner_peak_mb"), learner_step_s=learner_alone.get("step_s_median"))
+        learner_peak_mb=learner_alone.get("learner_peak_mb"), learner_step_s=learner_alone.get("step_s_median"),
+        engine_shared_with=tuple(summary.get("engine_shared_with", ())))
 
 
 def _median_or_none(values: list[float]) -> float | None:
@@ -191,7 +193,8 @@ def write_report(run_dirs: list[Path], out: Path, command: str) -> Path:
             f"greedy test accuracy over the seeds every LR ran); ± is the spread over the seeds at that LR. "
             f"Learner peak: the arm's learner alone on a step-sized batch, in a fresh process "
             f"(`python -m rl_lora.learner_memory RUN_DIR`). Run peak RSS: each run's own process (learner and "
-            f"sampler together; with Ray, the driver). Step time: the runs' median RL step.\n\n" + table(rows) + "\n"
+            f"sampler together; with Ray, the driver). Step time: the runs' median RL step.{_shared_note(records)}"
+            f"\n\n" + table(rows) + "\n"
             + "".join(f"Best LR / FullFT's best LR: {arm} {ratio:.3g}x\n\n"
                       for arm, ratio in best_lr_ratios(rows).items())
             + "".join(f"{arm} / FullFT: final accuracy {_ratio(r['final_accuracy'])}, learner peak memory "
@@ -205,6 +208,15 @@ def write_report(run_dirs: list[Path], out: Path, command: str) -> Path:
                                                        "cost_over_full": cost_ratios(rows),
                                                        "runs": [str(d) for d in run_dirs]}, indent=1) + "\n")
     return out / "report.md"
+
+
+def _shared_note(records: list[RunRecord]) -> str:
+    shared = sum(bool(r.engine_shared_with) for r in records)
+    if not shared:
+        return ""
+    return (f" {shared} of the runs trained side by side with others on one vLLM engine (`--share-engine`): their "
+            "run peak RSS is that process's (every run on the engine, and the engine), and their wall and step times "
+            "overlap with the other runs'.")
 
 
 def plot_all(records: list[RunRecord], rows: list[dict], out: Path) -> list[Path]:

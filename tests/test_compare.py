@@ -114,7 +114,7 @@ def test_share_engine_trains_each_seeds_lora_runs_side_by_side_on_one_vllm_engin
         assert [m["sampler_version"] for m in steps] == [0, 1]  # each step sampled by the run's own last update
         assert all(m["probe_gap"] <= 1e-3 for m in steps)
     assert "engine_shared_with" not in json.loads((out / "runs" / "full-lr0.0005-s0" / "summary.json").read_text())
-    assert (out / "report.md").is_file()
+    assert "2 of the runs trained side by side" in (out / "report.md").read_text()
 
     assert main(argv) == 0
     assert capfd.readouterr().out.count("finished earlier, not re-run") == 3
