@@ -85,9 +85,10 @@ def run_shared(specs: list[RunSpec]) -> int:
             codes[spec.name] = 1
 
     threads = []
-    for spec in specs:
+    for index, spec in enumerate(specs):
         peers = tuple(s.name for s in specs if s is not spec)
-        hosted = HostedRun(shared.slot(spec.name), stop.is_set, peers)
+        # The slot name is its adapter's folder: unique even for runs whose train.name is unset.
+        hosted = HostedRun(shared.slot(f"{index}-{spec.name}"), stop.is_set, peers)
         threads.append(threading.Thread(target=run, args=(spec, hosted), name=spec.name, daemon=True))
     print(f"[shared engine] {len(specs)} runs on one vLLM engine: {', '.join(s.name for s in specs)}", flush=True)
     for thread in threads:
