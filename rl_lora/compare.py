@@ -109,12 +109,18 @@ class PendingRun:
     config_path: Path | None = None
     resume_dir: Path | None = None
 
+    @property
+    def action(self) -> str:
+        return "resuming" if self.resume_dir else "starting"
+
+    def argv(self, start_flag: tuple[str, ...] = ()) -> list[str]:
+        return ["--resume", str(self.resume_dir)] if self.resume_dir else [*start_flag, str(self.config_path)]
+
 
 def _train(pending: PendingRun) -> None:
     """One arm in its own process: its peak memory is its own, and a crash stops only that arm."""
-    print(f"{pending.prefix} {'resuming' if pending.resume_dir else 'starting'}", flush=True)
-    argv = ["--resume", str(pending.resume_dir)] if pending.resume_dir else [str(pending.config_path)]
-    code = subprocess.run([sys.executable, "-m", "rl_lora.cli", "train", *argv]).returncode
+    print(f"{pending.prefix} {pending.action}", flush=True)
+    code = subprocess.run([sys.executable, "-m", "rl_lora.cli", "train", *pending.argv()]).returncode
     if code != 0:
         raise UserError(f"{pending.prefix} the run failed (exit {code}); re-run compare to resume it")
 
@@ -123,8 +129,8 @@ def _train_shared(group: list[PendingRun]) -> None:
     """Runs that differ only in their adapter, side by side on one vLLM engine, in a process of their own."""
     argv = []
     for pending in group:
-        print(f"{pending.prefix} {'resuming' if pending.resume_dir else 'starting'} on a shared engine", flush=True)
-        argv += ["--resume", str(pending.resume_dir)] if pending.resume_dir else ["--start", str(pending.config_path)]
+        print(f"{pending.prefix} {pending.action} on a shared engine", flush=True)
+        argv += pending.argv(("--start",))
     code = subprocess.run([sys.executable, "-m", "rl_lora.shared_runs", *argv]).returncode
     if code != 0:
         names = ", ".join(p.run.name for p in group)

@@ -7,15 +7,14 @@ so a slot takes the engine's lock for each call, and one run's learner trains wh
 """
 from __future__ import annotations
 
-import dataclasses
 import threading
 
 from rl_lora.errors import UserError
 from rl_lora.rollout.base import AdapterUpdate, Completion, SamplingParams
 from rl_lora.sync import Probe
 
-# The LoRA ranks this vLLM accepts for max_lora_rank.
-VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+# The max_lora_rank values this vLLM accepts, from VLLMBackend's default (8) up.
+VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 
 
 def engine_lora_rank(ranks: list[int]) -> int:
@@ -23,7 +22,7 @@ def engine_lora_rank(ranks: list[int]) -> int:
     need = max(ranks)
     for rank in VLLM_LORA_RANKS:
         if rank >= need:
-            return max(rank, 8)
+            return rank
     raise UserError(f"LoRA rank {need} is above what vLLM serves (max_lora_rank <= {VLLM_LORA_RANKS[-1]})")
 
 
@@ -33,15 +32,14 @@ class SharedEngine:
         if engine.serve != "lora" or engine.lora_slots < 1:
             raise ValueError("a shared engine serves each run from a LoRA slot: start it with serve='lora'")
         self.engine, self.lock = engine, threading.Lock()
-        self.slots: list[EngineSlot] = []
+        self.slots_taken = 0
 
     def slot(self, name: str) -> "EngineSlot":
-        if len(self.slots) >= self.engine.lora_slots:
+        if self.slots_taken >= self.engine.lora_slots:
             raise ValueError(f"the engine has {self.engine.lora_slots} LoRA slots, all taken")
+        self.slots_taken += 1
         # LoRA ids from 2 up: 1 is the engine's own policy slot (VLLMBackend.load_update), never used here.
-        slot = EngineSlot(self, name, lora_id=len(self.slots) + 2)
-        self.slots.append(slot)
-        return slot
+        return EngineSlot(self, name, lora_id=self.slots_taken + 1)
 
 
 class EngineSlot:
@@ -58,9 +56,8 @@ class EngineSlot:
 
     def generate(self, prompts: list[str], n: int, sampling: SamplingParams) -> list[list[Completion]]:
         with self.shared.lock:
-            groups = self.shared.engine.generate(prompts, n, sampling, lora_requests=[self.request] * len(prompts))
-        # The engine stamps its own version (it never loads an update itself); the policy version is this slot's.
-        return [[dataclasses.replace(c, version=self.version) for c in group] for group in groups]
+            return self.shared.engine.generate(prompts, n, sampling, lora_requests=[self.request] * len(prompts),
+                                               version=self.version)
 
     def load_update(self, update: AdapterUpdate) -> None:
         if update.kind != "lora":

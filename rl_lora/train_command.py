@@ -157,8 +157,6 @@ def train_main(config: RunConfig | None, resume: str | None, overrides: list[str
     check_run_config(config)
     if resume:
         atomic_write_text(run_dir / "config.yaml", to_yaml(config))  # keep --set changes (e.g. more steps)
-    if hosted is not None and config.rollout.num_workers:
-        raise UserError("a run on a shared engine samples in the host process: rollout.num_workers must be 0")
     parts, release = build_parts(config, console, run_dir.name, hosted.backend if hosted else None)
     try:
         return _start(parts, run_dir, checkpoint, console, hosted)
@@ -211,10 +209,12 @@ def _run(parts: RunParts, run_dir: Path, resumed: bool, first_step: int, base_ac
         print(tag + _eval_line("base model", base, config.eval.max_new_tokens))
 
     log = MetricsLog(run_dir, resume_after_step=first_step - 1 if resumed else None)
-    stop = StopFlag(console)
     # Only the main thread may set a signal handler; a hosted run's host owns Ctrl-C.
-    previous_handler = signal.signal(signal.SIGINT, stop) if hosted is None else None
-    stop_requested = hosted.stop_requested if hosted else (lambda: stop.requested)
+    if hosted:
+        previous_handler, stop_requested = None, hosted.stop_requested
+    else:
+        stop = StopFlag(console)
+        previous_handler, stop_requested = signal.signal(signal.SIGINT, stop), (lambda: stop.requested)
     last_eval: dict = {}
     columns = (TextColumn("step"), MofNCompleteColumn(), BarColumn(), TextColumn("{task.fields[status]}"),
                TimeElapsedColumn(), TimeRemainingColumn())

@@ -160,7 +160,10 @@ def test_runs_sharing_one_engine_each_get_their_own_adapter_and_version(llama, l
     from rl_lora.shared_engine import SharedEngine
 
     model, tokenizer = llama
-    shared = SharedEngine(VLLMBackend(str(llama_dir), tokenizer, serve="lora", max_model_len=256, lora_slots=2))
+    # Kept for the session like the other engines: freeing a vLLM engine tears down the process-wide parallel
+    # groups the others still use ("pipeline model parallel group is not initialized").
+    _engines["shared"] = VLLMBackend(str(llama_dir), tokenizer, serve="lora", max_model_len=256, lora_slots=2)
+    shared = SharedEngine(_engines["shared"])
     first, second = shared.slot("run-a"), shared.slot("run-b")
     probe = Probe.for_tokenizer(tokenizer)
     base = learner_for(model).probe_logprobs(probe)

@@ -98,10 +98,11 @@ class VLLMBackend:
                                   max_tokens=sampling.max_new_tokens, seed=sampling.seed, stop_token_ids=self.eos_ids,
                                   skip_special_tokens=True, **extra)
 
-    def generate(self, prompts: list[str], n: int, sampling: SamplingParams,
-                 lora_requests: list | None = None) -> list[list[Completion]]:
+    def generate(self, prompts: list[str], n: int, sampling: SamplingParams, lora_requests: list | None = None,
+                 version: int | None = None) -> list[list[Completion]]:
         """`lora_requests`: one per prompt (None = base weights) to serve several adapters in one batch; by default
-        every prompt gets the policy."""
+        every prompt gets the policy. `version`: the policy version to stamp, when the adapters are not the
+        engine's own policy (a shared engine's slot); by default the engine's."""
         from vllm.inputs import TokensPrompt
 
         prompt_ids = [tuple(ids) for ids in tokenize_prompts(self.tokenizer, prompts)]
@@ -113,7 +114,8 @@ class VLLMBackend:
             groups.append([Completion(
                 prompt_index=index, prompt_ids=prompt_ids[index], token_ids=tuple(c.token_ids),
                 logprobs=tuple(step[token].logprob for step, token in zip(c.logprobs, c.token_ids)),
-                text=c.text, finished=c.finish_reason == "stop", version=self.version) for c in output.outputs])
+                text=c.text, finished=c.finish_reason == "stop",
+                version=self.version if version is None else version) for c in output.outputs])
         return groups
 
     def probe_logprobs(self, probe: Probe, lora_request=None) -> list[float]:
