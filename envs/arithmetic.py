@@ -7,9 +7,9 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from envs.errors import TaskError
 from envs.sample import Sample
 from envs.task import Task
-from rl_lora.errors import UserError
 
 OPERATORS = ("+", "-", "*")
 
@@ -28,12 +28,12 @@ class ArithmeticSpec:
 def _check(spec: ArithmeticSpec) -> None:
     bad = sorted(set(spec.operators) - set(OPERATORS))
     if bad or not spec.operators:
-        raise UserError(f"task.operators={spec.operators!r}: use one or more of {''.join(OPERATORS)!r}")
+        raise TaskError(f"task.operators={spec.operators!r}: use one or more of {''.join(OPERATORS)!r}")
     if spec.digits < 1 or spec.terms < 2:
-        raise UserError(f"arithmetic needs task.digits >= 1 and task.terms >= 2 (got {spec.digits}, {spec.terms})")
+        raise TaskError(f"arithmetic needs task.digits >= 1 and task.terms >= 2 (got {spec.digits}, {spec.terms})")
     possible = (9 * 10 ** (spec.digits - 1)) ** spec.terms * len(spec.operators) ** (spec.terms - 1)
     if spec.train_size + spec.test_size > possible:
-        raise UserError(f"only {possible} distinct {spec.digits}-digit problems exist; "
+        raise TaskError(f"only {possible} distinct {spec.digits}-digit problems exist; "
                         f"lower task.train_size + task.test_size ({spec.train_size + spec.test_size})")
 
 

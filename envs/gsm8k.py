@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from envs.errors import TaskError
 from envs.loading import local_task_folder, read_hub, read_rows, require_fields, split_file
 from envs.sample import Sample
 from envs.task import Task
-from rl_lora.errors import UserError
 
 HUB_NAME, HUB_CONFIG = "openai/gsm8k", "main"
 DEFAULT_INSTRUCTION = "Solve the problem step by step, then give the final answer as: The answer is N."
@@ -14,7 +14,7 @@ DEFAULT_INSTRUCTION = "Solve the problem step by step, then give the final answe
 
 def gsm8k_reference(solution: str, where: str) -> str:
     if "####" not in solution:
-        raise UserError(f"{where}: GSM8K answer has no '#### N' line")
+        raise TaskError(f"{where}: GSM8K answer has no '#### N' line")
     return solution.rsplit("####", 1)[1].strip().replace(",", "")
 
 

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-from rl_lora.errors import UserError
+from envs.errors import TaskError
 
 DATA_ENV_VAR = "RL_LORA_DATA"
 
@@ -20,9 +20,9 @@ def read_jsonl(path: Path) -> list[dict]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{line_no}: malformed JSON ({e.msg} at column {e.colno})") from None
+                raise TaskError(f"{path}:{line_no}: malformed JSON ({e.msg} at column {e.colno})") from None
             if not isinstance(row, dict):
-                raise UserError(f"{path}:{line_no}: expected a JSON object, got {type(row).__name__}")
+                raise TaskError(f"{path}:{line_no}: expected a JSON object, got {type(row).__name__}")
             rows.append(row)
     return rows
 
@@ -33,28 +33,28 @@ def read_parquet(path: Path) -> list[dict]:
     try:
         return pq.read_table(path).to_pylist()
     except Exception as e:  # pyarrow raises several types for a bad file
-        raise UserError(f"{path}: cannot read parquet ({e})") from None
+        raise TaskError(f"{path}: cannot read parquet ({e})") from None
 
 
 def read_rows(path: Path) -> list[dict]:
     if not path.is_file():
-        raise UserError(f"data file not found: {path}")
+        raise TaskError(f"data file not found: {path}")
     if path.suffix == ".jsonl":
         return read_jsonl(path)
     if path.suffix == ".parquet":
         return read_parquet(path)
-    raise UserError(f"{path}: unsupported data file type {path.suffix!r} (use .jsonl or .parquet)")
+    raise TaskError(f"{path}: unsupported data file type {path.suffix!r} (use .jsonl or .parquet)")
 
 
 def read_hub(name: str, split: str, config: str | None = None) -> list[dict]:
     try:
         import datasets
     except ImportError:
-        raise UserError(f"loading {name!r} from the hub needs the `datasets` package") from None
+        raise TaskError(f"loading {name!r} from the hub needs the `datasets` package") from None
     try:
         return list(datasets.load_dataset(name, config, split=split))
     except Exception as e:
-        raise UserError(f"cannot load hub dataset {name!r} split {split!r}: {e}") from None
+        raise TaskError(f"cannot load hub dataset {name!r} split {split!r}: {e}") from None
 
 
 def split_file(folder: Path, split: str) -> Path:
@@ -63,7 +63,7 @@ def split_file(folder: Path, split: str) -> Path:
         candidate = folder / f"{split}{suffix}"
         if candidate.is_file():
             return candidate
-    raise UserError(f"no {split}.jsonl or {split}.parquet in {folder}")
+    raise TaskError(f"no {split}.jsonl or {split}.parquet in {folder}")
 
 
 def local_task_folder(task_name: str, explicit_path: str | None) -> Path | None:
@@ -71,7 +71,7 @@ def local_task_folder(task_name: str, explicit_path: str | None) -> Path | None:
     if explicit_path:
         path = Path(explicit_path).expanduser()
         if not path.exists():
-            raise UserError(f"task.path does not exist: {path}")
+            raise TaskError(f"task.path does not exist: {path}")
         return path
     root = os.environ.get(DATA_ENV_VAR)
     if root and (Path(root) / task_name).is_dir():
@@ -83,5 +83,5 @@ def require_fields(rows: list[dict], fields: tuple[str, ...], source: str) -> It
     for index, row in enumerate(rows):
         missing = [f for f in fields if f not in row]
         if missing:
-            raise UserError(f"{source}: row {index + 1} lacks field(s) {', '.join(missing)} (has: {', '.join(row)})")
+            raise TaskError(f"{source}: row {index + 1} lacks field(s) {', '.join(missing)} (has: {', '.join(row)})")
         yield index, row

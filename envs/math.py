@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from envs.errors import TaskError
 from envs.loading import local_task_folder, read_hub, read_rows, require_fields, split_file
 from envs.sample import Sample
 from envs.task import Task
-from rl_lora.errors import UserError
 
 HUB_NAMES = {"math": "DigitalLearningGmbH/MATH-lighteval", "math500": "HuggingFaceH4/MATH-500"}
 # Our local folder keeps MATH-500 beside MATH's splits, as math500_test.jsonl.
@@ -34,7 +34,7 @@ def _reference(row: dict, where: str) -> str:
         return str(row["answer"])
     boxed = last_boxed(row.get("solution", ""))
     if boxed is None:
-        raise UserError(f"{where}: MATH row has no 'answer' and its solution no \\boxed{{}}")
+        raise TaskError(f"{where}: MATH row has no 'answer' and its solution no \\boxed{{}}")
     return boxed
 
 

@@ -1,20 +1,23 @@
-"""Task names to Tasks."""
+"""Task names to Tasks, from plain arguments (rl_lora.tasks maps its config onto them)."""
 from __future__ import annotations
 
 from envs.arithmetic import ArithmeticSpec, arithmetic_task
 from envs.gsm8k import gsm8k_task
 from envs.math import math_task
 from envs.task import Task
-from rl_lora.config import TaskConfig
+
+TASK_NAMES = ("arithmetic", "gsm8k", "math", "math500")
 
 
-def load_task(config: TaskConfig) -> Task:
-    if config.name == "arithmetic":
-        spec = ArithmeticSpec(digits=config.digits, operators=config.operators, terms=config.terms,
-                              train_size=config.train_size, test_size=config.test_size, seed=config.seed)
-        if config.instruction is not None:
-            spec = ArithmeticSpec(**{**spec.__dict__, "instruction": config.instruction})
-        return arithmetic_task(spec)
-    if config.name == "gsm8k":
-        return gsm8k_task(config.path, config.instruction)
-    return math_task(config.name, config.path, config.instruction)
+def load_task(name: str, path: str | None = None, instruction: str | None = None,
+              arithmetic: ArithmeticSpec = ArithmeticSpec()) -> Task:
+    """`path`: local data (a file, or a folder of <split>.jsonl|parquet); `instruction`: the text after each
+    problem (None: the task's own); `arithmetic`: the generated task's options (its instruction is replaced by
+    `instruction` when given)."""
+    if name == "arithmetic":
+        if instruction is not None:
+            arithmetic = ArithmeticSpec(**{**arithmetic.__dict__, "instruction": instruction})
+        return arithmetic_task(arithmetic)
+    if name == "gsm8k":
+        return gsm8k_task(path, instruction)
+    return math_task(name, path, instruction)

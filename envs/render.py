@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from envs.errors import TaskError
 from envs.sample import Sample
-from rl_lora.errors import UserError
 
 RenderMode = Literal["auto", "chat", "plain"]
 
@@ -16,7 +16,7 @@ class PromptRenderer:
     def __init__(self, tokenizer, mode: RenderMode = "auto", system_prompt: str | None = None):
         has_template = bool(getattr(tokenizer, "chat_template", None))
         if mode == "chat" and not has_template:
-            raise UserError("task.render=chat but this tokenizer has no chat template; use task.render=plain")
+            raise TaskError("task.render=chat but this tokenizer has no chat template; use task.render=plain")
         self.use_chat = mode == "chat" or (mode == "auto" and has_template)
         self.tokenizer = tokenizer
         self.system_prompt = system_prompt

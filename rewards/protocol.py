@@ -34,6 +34,10 @@ class ScoredBatch:
     failures: list[RewardFailure]
 
 
+class RewardSpecError(ValueError):
+    """A reward that cannot be used as named (no such module or function, a signature no style fits)."""
+
+
 class RewardError(Exception):
     """A reward failed and the policy is `stop`."""
 

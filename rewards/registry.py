@@ -7,8 +7,7 @@ import os
 import sys
 from dataclasses import dataclass
 
-from rewards.protocol import RewardStyle
-from rl_lora.errors import UserError
+from rewards.protocol import RewardSpecError, RewardStyle
 
 BUILTIN_REWARDS = {
     "gsm8k": "rewards.gsm8k:gsm8k_reward",
@@ -37,7 +36,7 @@ def _style_of(function, spec: str) -> RewardStyle:
     try:
         signature.bind("completion", "sample")
     except TypeError:
-        raise UserError(f"reward {spec} takes ({', '.join(names)}): expected (completion, sample), TRL's "
+        raise RewardSpecError(f"reward {spec} takes ({', '.join(names)}): expected (completion, sample), TRL's "
                         "(prompts, completions, **kwargs) or verl's (data_source, solution_str, ground_truth, extra_info)") from None
     return "sample"
 
@@ -46,15 +45,15 @@ def resolve_reward(name: str) -> RewardRef:
     spec = BUILTIN_REWARDS.get(name, name)
     module_name, sep, attribute = spec.partition(":")
     if not sep or not module_name or not attribute:
-        raise UserError(f"reward {name!r}: use a built-in ({', '.join(BUILTIN_REWARDS)}) or package.module:function")
+        raise RewardSpecError(f"reward {name!r}: use a built-in ({', '.join(BUILTIN_REWARDS)}) or package.module:function")
     # A console script does not put the working directory on sys.path; users expect `my_rewards:fn` to work.
     if os.getcwd() not in sys.path:
         sys.path.append(os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except Exception as e:
-        raise UserError(f"reward {spec}: cannot import {module_name} ({type(e).__name__}: {e})") from None
+        raise RewardSpecError(f"reward {spec}: cannot import {module_name} ({type(e).__name__}: {e})") from None
     function = getattr(module, attribute, None)
     if not callable(function):
-        raise UserError(f"reward {spec}: {module_name} has no callable {attribute!r}")
+        raise RewardSpecError(f"reward {spec}: {module_name} has no callable {attribute!r}")
     return RewardRef(spec=spec, style=_style_of(function, spec), builtin=spec in BUILTIN_REWARDS.values())

@@ -46,12 +46,6 @@ class RewardScorer:
     def from_name(cls, name: str, **kwargs) -> "RewardScorer":
         return cls(resolve_reward(name), **kwargs)
 
-    @classmethod
-    def for_task(cls, config, task) -> "RewardScorer":
-        """The configured reward (a RewardConfig), or the task's own grader when none is named."""
-        return cls.from_name(config.name or task.reward, timeout_s=config.timeout_s, on_error=config.on_error,
-                             task_name=task.name)
-
     def __post_init__(self) -> None:
         self._sandbox = None if self.reward.builtin else Sandbox()
         self._function = None

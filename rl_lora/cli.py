@@ -1,4 +1,6 @@
-"""`rl-lora` command line: every subcommand reads the same typed config (YAML + --set overrides)."""
+"""`rl-lora`, the one entry point: train, eval and compare read the same typed config (YAML + --set overrides).
+Two hidden subcommands serve compare's child processes (shared-runs) and its learner measurement
+(learner-memory); they are not listed in --help."""
 from __future__ import annotations
 
 import argparse
@@ -6,9 +8,9 @@ import logging
 import os
 import sys
 
-from rl_lora.config import RunConfig, describe, load_config
 from rewards.protocol import RewardError
-from rl_lora.errors import RunStopped, UserError
+from rl_lora.config import RunConfig, describe, load_config
+from rl_lora.errors import USER_ERRORS, RunStopped, UserError
 
 
 def _config_epilog() -> str:
@@ -70,6 +72,19 @@ def build_parser() -> argparse.ArgumentParser:
                     "own LoRA slot, instead of one run (and one engine) at a time; FullFT runs still run alone")
     cp.add_argument("--out", default="runs/compare", help="where runs/ and the report go (default runs/compare)")
     cp.add_argument("--report", nargs="+", metavar="RUN_DIR", help="only rebuild the report from these run folders")
+
+    # Hidden (no help=, so --help does not list them): compare's child processes.
+    sr = commands.add_parser("shared-runs", description="Runs that differ only in their adapter, side by side in "
+                             "one process on one vLLM engine (what compare --share-engine starts per seed).")
+    sr.add_argument("--start", action="append", default=[], metavar="CONFIG", help="a new run from this config "
+                    "(its train.runs_dir/train.name is the run folder)")
+    sr.add_argument("--resume", action="append", default=[], metavar="RUN_DIR", help="resume this run folder")
+    lm = commands.add_parser("learner-memory", description="The learner alone on one step-sized batch, in a fresh "
+                             "process: its peak memory and step time (compare measures each arm this way).")
+    lm.add_argument("run_dir", nargs="?", help="a run folder: writes its learner_memory.json")
+    lm.add_argument("--config", help="a config file instead of a run folder (prints the JSON)")
+    lm.add_argument("--steps", type=int, default=2, help="timed learner steps after one warm-up step")
+    lm.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)  # the measuring child itself
     return parser
 
 
@@ -81,13 +96,13 @@ def run_eval(args: argparse.Namespace) -> int:
     overrides = _flag_overrides(args, {"model": "model.name", "task": "task.name", "data": "task.path",
                                        "limit": "eval.limit", "reward": "reward.name", "out": "eval.output"})
     config: RunConfig = load_config(args.config, overrides + args.overrides)
-    from rl_lora.eval_command import eval_main
+    from rl_lora.run.eval import eval_main
 
     return eval_main(config, adapter=args.adapter)
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from rl_lora.train_command import train_main
+    from rl_lora.run.train import train_main
 
     overrides = _flag_overrides(args, {"reward": "reward.name"}) + args.overrides
     if args.resume:
@@ -98,12 +113,11 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_compare(args: argparse.Namespace) -> int:
+    import shlex
     from pathlib import Path
 
-    from rl_lora.compare import parse_arms, run_compare
-    from rl_lora.compare_report import write_report
-
-    import shlex
+    from rl_lora.compare.report import write_report
+    from rl_lora.compare.sweep import parse_arms, run_compare
 
     command = "rl-lora " + shlex.join(args.argv)
     out = Path(args.out)
@@ -130,7 +144,15 @@ def main(argv: list[str] | None = None) -> int:
             return run_train(args)
         if args.command == "compare":
             return run_compare(args)
-    except UserError as e:
+        if args.command == "shared-runs":
+            from rl_lora.run.shared_runs import shared_runs_main
+
+            return shared_runs_main(args.start, args.resume)
+        if args.command == "learner-memory":
+            from rl_lora.compare.learner_memory import learner_memory_main
+
+            return learner_memory_main(args.run_dir, args.config, args.steps, args.in_process)
+    except USER_ERRORS as e:
         print(f"rl-lora: error: {e}", file=sys.stderr)
         return 2
     except RewardError as e:

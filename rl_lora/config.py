@@ -6,6 +6,7 @@ errors naming the key and what is allowed. `--help` and each run's `config.yaml`
 from __future__ import annotations
 
 import dataclasses
+import enum
 import types
 import typing
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from typing import Any, Optional
 
 import yaml
 
+from envs.registry import TASK_NAMES
 from rl_lora.errors import UserError
 
 
@@ -21,6 +23,16 @@ def opt(default: Any, help: str, *, choices: tuple | None = None, min: float | N
         max: float | None = None) -> Any:
     """A config field: its default, its one-line doc, and optionally the values it allows."""
     return field(default=default, metadata={"help": help, "choices": choices, "min": min, "max": max})
+
+
+class TrainMode(str, enum.Enum):
+    """What a run trains, and so what kind of update reaches the samplers: a LoRA adapter's tensors, or every
+    weight (the FullFT baseline). A str subclass: it is written to YAML and JSON as its value."""
+    LORA = "lora"
+    FULL = "full"
+
+    def __str__(self) -> str:
+        return self.value
 
 
 @dataclass
@@ -33,7 +45,7 @@ class ModelConfig:
 
 @dataclass
 class TaskConfig:
-    name: str = opt("arithmetic", "the task", choices=("arithmetic", "gsm8k", "math", "math500"))
+    name: str = opt("arithmetic", "the task", choices=TASK_NAMES)
     path: Optional[str] = opt(None, "local data: a file or a folder of <split>.jsonl|parquet; "
                               "unset: $RL_LORA_DATA/<task>/ if present, else the hub dataset")
     render: str = opt("auto", "prompt rendering: the tokenizer's chat template, plain text, or chat when "
@@ -66,12 +78,15 @@ class EvalConfig:
 
 @dataclass
 class LoraConfig:
-    mode: str = opt("lora", "train a LoRA adapter, or all weights (the FullFT baseline)", choices=("lora", "full"))
+    mode: TrainMode = opt(TrainMode.LORA, "train a LoRA adapter, or all weights (the FullFT baseline)")
     rank: int = opt(1, "LoRA rank (1-8 is the range that matches FullFT in RL; any rank is allowed)", min=1)
     alpha: float = opt(32.0, "LoRA alpha (the update is scaled by alpha / rank)", min=0.0)
     target_modules: str = opt("all-linear", "PEFT target modules: all-linear (attention and MLP) or a "
                               "comma-separated list of module names")
     dropout: float = opt(0.0, "LoRA dropout", min=0.0, max=1.0)
+
+    def __post_init__(self) -> None:
+        self.mode = TrainMode(self.mode)  # LoraConfig(mode="full") in code means the same as in YAML
 
 
 @dataclass
@@ -159,8 +174,30 @@ class RunConfig:
     def learning_rate(self) -> float:
         if self.algo.lr is not None:
             return self.algo.lr
-        multiplier = self.algo.lora_lr_multiplier if self.lora.mode == "lora" else 1.0
+        multiplier = self.algo.lora_lr_multiplier if self.lora.mode == TrainMode.LORA else 1.0
         return self.algo.full_lr * multiplier
+
+    @property
+    def arm_label(self) -> str:
+        """What is trained, as compare names it: lora:RANK or full."""
+        return f"lora:{self.lora.rank}" if self.lora.mode == TrainMode.LORA else "full"
+
+    def check(self) -> None:
+        """The one place where combinations that would silently do nothing useful are refused."""
+        if self.algo.baseline == "group_mean" and self.rollout.group_size < 2:
+            raise UserError("rollout.group_size=1 with algo.baseline=group_mean gives every completion advantage 0: "
+                            "use group_size >= 2 or algo.baseline=none")
+        if self.rollout.temperature == 0:
+            raise UserError("rollout.temperature=0 samples greedily: every completion of a group is the same, "
+                            "so there is nothing to learn from; use a temperature > 0 (0.7 is the default)")
+        if self.learning_rate() <= 0:
+            raise UserError(f"learning rate must be > 0 (got {self.learning_rate()})")
+        if self.rollout.max_lag > 0 and self.rollout.num_workers == 0:
+            raise UserError("rollout.max_lag > 0 samples ahead while the learner trains, which needs Ray rollout "
+                            "workers: set rollout.num_workers >= 1 (or max_lag=0)")
+        if self.algo.kl_coef > 0 and self.lora.mode == TrainMode.FULL:
+            raise UserError("algo.kl_coef > 0 needs the base model as reference; with lora.mode=full that is a "
+                            "second full copy, which rl-lora does not keep: use lora.mode=lora or algo.kl_coef=0")
 
 
 # ---- loading ---------------------------------------------------------------------------------------------
@@ -179,6 +216,11 @@ def _coerce(value: Any, tp: Any, key: str, meta: dict) -> Any:
             return None
         tp = next(a for a in typing.get_args(tp) if a is not type(None))
     bad = UserError(f"config key {key}: {value!r} is not a valid {_type_name(tp)}")
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        allowed = [member.value for member in tp]
+        if value not in allowed:
+            raise UserError(f"config key {key}: {value!r} is not allowed; allowed: {', '.join(allowed)}")
+        return tp(value)
     if tp is bool:
         if not isinstance(value, bool):
             raise bad
@@ -266,8 +308,17 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), cls: 
     return build(cls, data)
 
 
+def _plain(pairs: list[tuple[str, Any]]) -> dict:
+    return {key: value.value if isinstance(value, enum.Enum) else value for key, value in pairs}
+
+
+def to_dict(config: Any) -> dict:
+    """Plain data (enums as their values), as YAML and JSON write it."""
+    return dataclasses.asdict(config, dict_factory=_plain)
+
+
 def to_yaml(config: Any) -> str:
-    return yaml.safe_dump(dataclasses.asdict(config), sort_keys=False)
+    return yaml.safe_dump(to_dict(config), sort_keys=False)
 
 
 def describe(cls: type = RunConfig, prefix: str = "") -> list[str]:
@@ -280,6 +331,9 @@ def describe(cls: type = RunConfig, prefix: str = "") -> list[str]:
             lines += describe(tp, f"{prefix}{f.name}.")
             continue
         meta = f.metadata
-        allowed = f" [{'|'.join(map(str, meta['choices']))}]" if meta.get("choices") else ""
-        lines.append(f"  {prefix}{f.name} ({_type_name(tp)}, default {f.default!r}){allowed}\n      {meta['help']}")
+        choices = [m.value for m in tp] if isinstance(tp, type) and issubclass(tp, enum.Enum) else meta.get("choices")
+        allowed = f" [{'|'.join(map(str, choices))}]" if choices else ""
+        default = f.default.value if isinstance(f.default, enum.Enum) else f.default
+        type_name = "str" if choices and not meta.get("choices") else _type_name(tp)
+        lines.append(f"  {prefix}{f.name} ({type_name}, default {default!r}){allowed}\n      {meta['help']}")
     return lines

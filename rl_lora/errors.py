@@ -1,8 +1,14 @@
 """Errors a user can fix: the CLI prints them as one line and exits non-zero, without a traceback."""
+from envs.errors import TaskError
+from rewards.protocol import RewardSpecError
 
 
 class UserError(Exception):
     pass
+
+
+# rl_lora's own, and those of the packages it builds on (which import nothing from rl_lora).
+USER_ERRORS = (UserError, TaskError, RewardSpecError)
 
 
 class RunStopped(RuntimeError):

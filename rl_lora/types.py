@@ -1,10 +1,124 @@
-"""Records passed between the trainer, the samplers and the learner."""
+"""The records passed between the parts of a run, and the protocols each part is used through.
+
+The step (rl_lora.step) knows a `Sampler` and a `Learner`, never a concrete class: in process they are a
+LocalSampler and a LocalLearner, on Ray a WorkerPool of actors and a RemoteLearner. A sampler serves a
+`SamplingBackend` (hf, vllm, a shared engine's slot).
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from envs.sample import Sample
+from rewards.protocol import ScoredBatch
+from rl_lora.config import TrainMode
+from rl_lora.tokens import left_pad
+
+# -- sampling -------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 1.0  # 0 means greedy; log-probs are then those of the untempered policy
+    max_new_tokens: int = 256
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class Completion:
+    prompt_index: int
+    prompt_ids: tuple[int, ...]  # the prompt exactly as the sampler tokenized it (the learner scores the same ids)
+    token_ids: tuple[int, ...]  # up to and including the first end-of-sequence token, if one was sampled
+    logprobs: tuple[float, ...]  # the sampler's log-prob of each token, from the distribution it sampled
+    text: str
+    finished: bool  # ended with an end-of-sequence token rather than the length limit
+    version: int  # the policy version (learner step) that sampled it
+
+
+@dataclass(frozen=True)
+class AdapterUpdate:
+    """What the learner hands the samplers after a step: a LoRA adapter's tensors, or (FullFT) every weight."""
+    version: int
+    kind: TrainMode
+    tensors: dict[str, torch.Tensor] = field(repr=False)  # PEFT key names for LoRA; the state dict for full
+    lora_config: dict | None = None  # peft.LoraConfig fields, so a sampler can build the same adapter
+
+    @property
+    def num_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.tensors.values())
+
+    # Pickled (Ray's object store, a file) as ONE byte buffer plus a layout, not a pickle per tensor: a rank-1
+    # adapter is ~200 tiny tensors, and pickle protocol 5 hands a numpy buffer to Ray out of band (zero-copy
+    # reads from shared memory on the same node).
+    def __getstate__(self) -> dict:
+        layout, chunks, offset = [], [], 0
+        for key, tensor in self.tensors.items():
+            raw = tensor.detach().contiguous().cpu().reshape(-1).view(torch.uint8)
+            padding = -offset % _ALIGN
+            if padding:
+                chunks.append(torch.zeros(padding, dtype=torch.uint8))
+                offset += padding
+            layout.append((key, tuple(tensor.shape), str(tensor.dtype).removeprefix("torch."), offset))
+            chunks.append(raw)
+            offset += raw.numel()
+        flat = torch.cat(chunks) if chunks else torch.zeros(0, dtype=torch.uint8)
+        return {"version": self.version, "kind": self.kind, "lora_config": self.lora_config, "layout": layout,
+                "buffer": flat.numpy()}
+
+    def __setstate__(self, state: dict) -> None:
+        import warnings
+
+        with warnings.catch_warnings():  # a zero-copy read-only buffer: receivers only copy out of it
+            warnings.simplefilter("ignore", UserWarning)
+            flat = torch.from_numpy(state["buffer"])
+        tensors = {}
+        for key, shape, dtype, offset in state["layout"]:
+            dtype = getattr(torch, dtype)
+            size = torch.Size(shape).numel() * torch.empty(0, dtype=dtype).element_size()
+            tensors[key] = flat[offset:offset + size].view(dtype).reshape(shape)
+        object.__setattr__(self, "tensors", tensors)
+        for name in ("version", "kind", "lora_config"):
+            object.__setattr__(self, name, state[name])
+        object.__setattr__(self, "kind", TrainMode(state["kind"]))
+
+
+_ALIGN = 16
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A fixed prompt and completion whose log-probs every sampler must reproduce after a sync
+    (rl_lora.sampling.probe)."""
+    prompt_ids: tuple[int, ...]
+    completion_ids: tuple[int, ...]
+
+    @classmethod
+    def for_tokenizer(cls, tokenizer, prompt: str = "What is 12 + 30?", completion: str = " The answer is 42.") \
+            -> "Probe":
+        return cls(tuple(tokenizer(prompt)["input_ids"]),
+                   tuple(tokenizer(completion, add_special_tokens=False)["input_ids"]))
+
+
+@dataclass(frozen=True)
+class SampledStep:
+    """One step's completions, grouped by prompt, and their rewards (flat, group after group)."""
+    groups: list[list[Completion]]
+    scored: ScoredBatch
+    generate_s: float  # the slowest worker's generation time
+    score_s: float
+    restarts: int = 0  # rollout workers that died during this step and were restarted (their prompts re-sampled)
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    version: int
+    seconds: float  # from the learner's export to every sampler serving the new version
+    probe_seconds: float
+    probe_gap: float | None  # largest probe log-prob gap over samplers (None: probe off)
+
+
+# -- learning -------------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Rollout:
@@ -67,12 +181,7 @@ def collate(rollouts: list[Rollout], pad_id: int) -> Batch:
             repeats.append(0)
             previous = key
         repeats[-1] += 1
-    prompt_width = max(len(p) for p in prompts)
-    prompt_ids = torch.full((len(prompts), prompt_width), pad_id, dtype=torch.long)
-    prompt_mask = torch.zeros_like(prompt_ids)
-    for i, ids in enumerate(prompts):
-        prompt_ids[i, prompt_width - len(ids):] = torch.tensor(ids)
-        prompt_mask[i, prompt_width - len(ids):] = 1
+    prompt_ids, prompt_mask = left_pad(prompts, pad_id)
     rows, completion_width = len(rollouts), max(len(r.completion_ids) for r in rollouts)
     completion_ids = torch.full((rows, completion_width), pad_id, dtype=torch.long)
     completion_mask = torch.zeros((rows, completion_width), dtype=torch.float32)
@@ -85,3 +194,107 @@ def collate(rollouts: list[Rollout], pad_id: int) -> Batch:
     advantages = torch.tensor([r.advantage for r in rollouts], dtype=torch.float32)
     return Batch(prompt_ids, prompt_mask, torch.tensor(repeats), completion_ids, completion_mask, sampler_logprobs,
                  advantages)
+
+
+@dataclass(frozen=True)
+class LearnMetrics:
+    loss: float
+    grad_norm: float
+    sampler_kl: float  # mean over tokens of KL(sampler || learner): 0 when the sampler serves the learner's weights
+    base_kl: float
+    clip_fraction: float
+    entropy: float
+    tokens: int
+    seconds: float
+    learning_rate: float
+
+
+@dataclass(frozen=True)
+class StepMetrics:
+    """One RL step, as metrics.jsonl records it (one JSON line per step) and TensorBoard plots it."""
+    step: int
+    reward_mean: float
+    reward_std: float
+    zero_variance_groups: float  # fraction of groups whose rewards are all equal: no learning signal there
+    reward_failures: int
+    loss: float
+    grad_norm: float
+    sampler_kl: float
+    base_kl: float
+    clip_fraction: float
+    entropy: float
+    completion_tokens_mean: float
+    truncated_fraction: float
+    tokens_per_s: float  # sampled tokens per second of generation
+    lag: int  # learner version minus the version that sampled the batch
+    time_generate: float  # the slowest sampler's generation time
+    time_score: float
+    time_wait: float  # the driver waiting for this step's rollouts (less than generate+score when sampled ahead)
+    time_learn: float
+    time_sync: float  # learner export -> every sampler serves the new version
+    time_probe: float  # the post-sync check
+    time_step: float
+    learning_rate: float
+    sampler_version: int = 0  # the oldest policy version among this step's completions
+    probe_gap: float | None = None  # largest |sampler - learner| probe log-prob after the sync (None: probe off)
+    worker_restarts: int = 0  # rollout workers restarted during the step (their prompts re-sampled)
+    test_accuracy: float | None = None
+
+
+# -- protocols ------------------------------------------------------------------------------------------------
+
+@runtime_checkable
+class SamplingBackend(Protocol):
+    """One inference engine serving one policy: hf, vllm, or a slot of a shared vllm engine."""
+    version: int
+    pad_id: int
+
+    def generate(self, prompts: list[str], n: int, sampling: SamplingParams) -> list[list[Completion]]:
+        """n completions for each prompt, grouped by prompt."""
+
+    def load_update(self, update: AdapterUpdate) -> None:
+        """Serve the weights of `update` from now on."""
+
+    def probe_logprobs(self, probe: Probe) -> list[float]:
+        """Log-probs of the probe completion under the weights served now."""
+
+
+@runtime_checkable
+class Learner(Protocol):
+    """The trainable policy, in this process (LocalLearner) or in an actor (RemoteLearner)."""
+    version: int  # optimizer steps taken
+    trainable_parameters: int
+    lora_config: dict | None  # peft.LoraConfig fields; None for FullFT
+
+    def step(self, batch: Batch) -> LearnMetrics: ...
+
+    def export_update(self) -> Any:
+        """The update for the samplers: an AdapterUpdate, or a Ray ObjectRef to one (it then never passes
+        through the driver)."""
+
+    def probe_logprobs(self, probe: Probe) -> list[float]: ...
+
+    def save_weights(self, folder) -> None: ...
+
+    def optimizer_state(self) -> dict: ...
+
+    def load_state(self, update: AdapterUpdate, optimizer_state: dict) -> None: ...
+
+
+@runtime_checkable
+class Sampler(Protocol):
+    """Where a step's completions come from, scored: one backend in process, or N Ray workers."""
+    pad_id: int
+
+    def submit(self, prompts: list[str], samples: list[Sample], n: int, sampling: SamplingParams) -> Any:
+        """Start sampling a step; returns a handle for collect (Ray: at once, while the learner trains)."""
+
+    def collect(self, handle: Any) -> SampledStep: ...
+
+    def sync(self, learner: Learner) -> SyncResult:
+        """Serve the learner's current weights, checked by the probe."""
+
+    def generate(self, prompts: list[str], n: int, sampling: SamplingParams) -> list[list[Completion]]:
+        """For evaluation: plain completions, no rewards."""
+
+    def close(self) -> None: ...

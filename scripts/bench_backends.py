@@ -36,27 +36,27 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from envs.registry import load_task
     from envs.render import PromptRenderer
     from rl_lora.config import AlgoConfig, LoraConfig, TaskConfig
-    from rl_lora.learner import Learner
     from rl_lora.models import load_causal_lm, load_tokenizer, resolve_model
-    from rl_lora.rollout.base import SamplingParams
-    from rl_lora.rollout.hf import HFBackend
-    from rl_lora.rollout.vllm import VLLMBackend
+    from rl_lora.policy.learner import LocalLearner
+    from rl_lora.sampling.hf import HFBackend
+    from rl_lora.sampling.vllm import VLLMBackend
+    from rl_lora.tasks import load_task
+    from rl_lora.types import SamplingParams
 
     tokenizer = load_tokenizer("smollm2-135m")
     task = load_task(TaskConfig())
     render = PromptRenderer(tokenizer)
     prompts = [render(s) for s in task.train[:8]]
     sampling = SamplingParams(0.7, 24, seed=0)
-    learner = Learner(load_causal_lm("smollm2-135m"), LoraConfig(rank=1), AlgoConfig(), lr=1e-4)
+    learner = LocalLearner(load_causal_lm("smollm2-135m"), LoraConfig(rank=1), AlgoConfig(), lr=1e-4)
     with torch.no_grad():  # a trained-looking adapter: B != 0, so the LoRA path really computes
         for parameter in learner.params:
             parameter.add_(torch.randn_like(parameter) * 1e-3)
     learner.version = 1
     adapter = learner.export_update()
-    full = Learner(load_causal_lm("smollm2-135m"), LoraConfig(mode="full"), AlgoConfig(), lr=1e-5)
+    full = LocalLearner(load_causal_lm("smollm2-135m"), LoraConfig(mode="full"), AlgoConfig(), lr=1e-5)
     full.version = 2
     full_update = full.export_update()
 

@@ -19,8 +19,8 @@ sys.path.insert(0, str(ROOT))
 
 
 def measure(mode: str, rank: int, steps: int, micro_batch_size: int) -> dict:
+    from rl_lora.compare.learner_memory import measure as measure_learner
     from rl_lora.config import AlgoConfig, LoraConfig, RunConfig
-    from rl_lora.learner_memory import measure as measure_learner
 
     return measure_learner(RunConfig(lora=LoraConfig(mode=mode, rank=rank),
                                      algo=AlgoConfig(micro_batch_size=micro_batch_size)), steps)

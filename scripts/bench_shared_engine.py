@@ -29,13 +29,13 @@ RANKS = (1, 8)
 def measure(layout: str, repeats: int) -> dict:
     import torch
 
-    from envs.registry import load_task
     from envs.render import PromptRenderer
     from rl_lora.config import AlgoConfig, LoraConfig, TaskConfig
-    from rl_lora.learner import Learner
     from rl_lora.models import load_causal_lm, load_tokenizer, resolve_model
-    from rl_lora.rollout.base import SamplingParams
-    from rl_lora.rollout.vllm import VLLMBackend
+    from rl_lora.policy.learner import LocalLearner
+    from rl_lora.sampling.vllm import VLLMBackend
+    from rl_lora.tasks import load_task
+    from rl_lora.types import SamplingParams
 
     torch.set_num_threads(2)
     tokenizer = load_tokenizer("smollm2-135m")
@@ -44,7 +44,7 @@ def measure(layout: str, repeats: int) -> dict:
     sampling = SamplingParams(0.7, 24, seed=0)
     updates = []
     for rank in RANKS:  # trained-looking adapters (B != 0), so each arm's weights really differ
-        learner = Learner(load_causal_lm("smollm2-135m"), LoraConfig(rank=rank), AlgoConfig(), lr=1e-4)
+        learner = LocalLearner(load_causal_lm("smollm2-135m"), LoraConfig(rank=rank), AlgoConfig(), lr=1e-4)
         with torch.no_grad():
             for parameter in learner.params:
                 parameter.add_(torch.randn_like(parameter) * 1e-3)

@@ -22,20 +22,18 @@ sys.path.insert(0, str(ROOT))
 def measure(mode: str, repeats: int) -> dict:
     import ray
 
-    from envs.registry import load_task
-    from rl_lora import cluster
+    from rl_lora.cluster import placement
     from rl_lora.config import load_config
     from rl_lora.models import load_tokenizer
-    from rl_lora.rollout.base import SamplingParams
-    from rl_lora.rollouts import build_rollouts
-    from rl_lora.sync import Probe
-    from rl_lora.types import collate
+    from rl_lora.step.advantages import build_rollouts
+    from rl_lora.tasks import load_task
+    from rl_lora.types import Probe, SamplingParams, collate
 
     config = load_config(None, [f"lora.mode={mode}", "lora.rank=1", "algo.lr=1e-5", "rollout.num_workers=2",
                                 "ray.worker_cpus=0.5", "ray.learner_cpus=1"])
     task = load_task(config.task)
     tokenizer = load_tokenizer(config.model.name)
-    parts = cluster.start(config, Probe.for_tokenizer(tokenizer), task.reward, f"bench-sync-{mode}")
+    parts = placement.start(config, Probe.for_tokenizer(tokenizer), task.reward, f"bench-sync-{mode}")
     try:
         from envs.render import PromptRenderer
 

@@ -62,6 +62,8 @@ def median_after_warmup(times: list[float]) -> float | None:
 
 def trl_worker(args: argparse.Namespace, work: Path) -> dict:
     started = time.perf_counter()
+    import importlib
+
     import peft
     import torch
     import transformers
@@ -70,16 +72,14 @@ def trl_worker(args: argparse.Namespace, work: Path) -> dict:
     from transformers import TrainerCallback, set_seed
     from trl import GRPOConfig, GRPOTrainer
 
-    from envs.registry import load_task
     from envs.render import PromptRenderer
     from envs.sample import Sample
     from rewards.registry import resolve_reward
     from rl_lora.config import RunConfig
-    from rl_lora.data_order import DataOrder
-    from rl_lora.learner import peft_lora_config
     from rl_lora.models import load_causal_lm, load_tokenizer, resolve_model
-
-    import importlib
+    from rl_lora.policy.learner import peft_lora_config
+    from rl_lora.step.data_order import DataOrder
+    from rl_lora.tasks import load_task
 
     config = RunConfig()  # rl-lora's defaults: the task spec, rendering, LoRA shape
     config.lora.rank = 1

@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rl_lora.compare import Arm, ArmRun, run_all  # noqa: E402
+from rl_lora.compare.sweep import Arm, ArmRun, run_all  # noqa: E402
 from rl_lora.config import load_config  # noqa: E402
 
 

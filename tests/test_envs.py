@@ -3,12 +3,12 @@ import json
 import pytest
 
 from envs.arithmetic import ArithmeticSpec, arithmetic_task
+from envs.errors import TaskError
 from envs.loading import read_jsonl
-from envs.registry import load_task
 from envs.render import PromptRenderer
 from rewards.gsm8k import gsm8k_reward
 from rl_lora.config import TaskConfig
-from rl_lora.errors import UserError
+from rl_lora.tasks import load_task
 
 
 def test_arithmetic_is_seeded_correct_and_disjoint():
@@ -26,16 +26,16 @@ def test_arithmetic_is_seeded_correct_and_disjoint():
 
 
 def test_arithmetic_rejects_impossible_sizes():
-    with pytest.raises(UserError, match="distinct"):
+    with pytest.raises(TaskError, match="distinct"):
         arithmetic_task(ArithmeticSpec(digits=1, train_size=100, test_size=10))
-    with pytest.raises(UserError, match="operators"):
+    with pytest.raises(TaskError, match="operators"):
         arithmetic_task(ArithmeticSpec(operators="/"))
 
 
 def test_malformed_jsonl_names_the_line(tmp_path):
     path = tmp_path / "test.jsonl"
     path.write_text('{"question": "q", "answer": "#### 1"}\n{"question": broken}\n')
-    with pytest.raises(UserError, match=r"test.jsonl:2: malformed JSON"):
+    with pytest.raises(TaskError, match=r"test.jsonl:2: malformed JSON"):
         read_jsonl(path)
 
 
@@ -47,7 +47,7 @@ def test_gsm8k_from_a_local_folder(tmp_path):
     assert [s.answer for s in task.test] == ["1000", "1001", "1002"]
     assert task.test[0].prompt.startswith("test q0\n")
     (tmp_path / "test.jsonl").write_text('{"question": "q"}\n')
-    with pytest.raises(UserError, match="row 1 lacks field"):
+    with pytest.raises(TaskError, match="row 1 lacks field"):
         load_task(TaskConfig(name="gsm8k", path=str(tmp_path)))
 
 
@@ -62,9 +62,9 @@ def test_shared_gsm8k_and_math(shared_data):
 
 
 def test_missing_data_path_is_a_user_error(tmp_path):
-    with pytest.raises(UserError, match="does not exist"):
+    with pytest.raises(TaskError, match="does not exist"):
         load_task(TaskConfig(name="gsm8k", path=str(tmp_path / "nope")))
-    with pytest.raises(UserError, match="no train.jsonl or train.parquet"):
+    with pytest.raises(TaskError, match="no train.jsonl or train.parquet"):
         load_task(TaskConfig(name="gsm8k", path=str(tmp_path)))
 
 
@@ -76,5 +76,5 @@ def test_render_chat_and_plain(smollm2_tokenizer, tiny_model):
     assert PromptRenderer(smollm2_tokenizer, "plain")(sample) == sample.prompt
     _, tiny_tokenizer = tiny_model
     assert PromptRenderer(tiny_tokenizer, "auto")(sample) == sample.prompt  # no chat template: plain
-    with pytest.raises(UserError, match="no chat template"):
+    with pytest.raises(TaskError, match="no chat template"):
         PromptRenderer(tiny_tokenizer, "chat")

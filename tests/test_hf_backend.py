@@ -1,8 +1,9 @@
 """The hf rollout backend on a real (tiny) Llama: batching, padding and the sampler's log-probs."""
 import torch
 
-from rl_lora.rollout.base import SamplingParams
-from rl_lora.rollout.hf import HFBackend, left_pad, tokenize_prompts
+from rl_lora.sampling.hf import HFBackend
+from rl_lora.tokens import left_pad, tokenize_prompts
+from rl_lora.types import SamplingParams
 
 PROMPTS = ["Once upon a time", "The little dog ran to the park and saw", "Lily"]
 

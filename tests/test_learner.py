@@ -5,12 +5,12 @@ import pytest
 import torch
 
 from rl_lora.config import AlgoConfig, LoraConfig
-from rl_lora.learner import Learner
-from rl_lora.logprobs import batch_logprobs
-from rl_lora.rollout.base import SamplingParams
-from rl_lora.rollout.hf import HFBackend, tokenize_prompts
-from rl_lora.rollouts import build_rollouts
-from rl_lora.types import collate
+from rl_lora.policy.learner import LocalLearner
+from rl_lora.policy.logprobs import batch_logprobs
+from rl_lora.sampling.hf import HFBackend
+from rl_lora.step.advantages import build_rollouts
+from rl_lora.tokens import tokenize_prompts
+from rl_lora.types import SamplingParams, collate
 
 PROMPTS = ["Once upon a time", "The cat sat"]
 
@@ -37,7 +37,7 @@ def test_lora_starts_at_the_base_model_and_trains_only_the_adapter(fresh):
     new_model, tokenizer = fresh
     base = new_model()
     ids = torch.tensor([tokenize_prompts(tokenizer, PROMPTS[:1])[0]])
-    learner = Learner(new_model(), LoraConfig(rank=1), AlgoConfig(), lr=1e-2)
+    learner = LocalLearner(new_model(), LoraConfig(rank=1), AlgoConfig(), lr=1e-2)
     assert torch.equal(logits(learner.model, ids), logits(base, ids))  # B = 0
     targets = {n.split(".")[-3] for n, p in learner.model.named_parameters() if p.requires_grad}
     assert targets == {"lora_A", "lora_B"}
@@ -58,7 +58,7 @@ def test_lora_starts_at_the_base_model_and_trains_only_the_adapter(fresh):
 
 def test_positive_advantage_sequence_gains_logprob(fresh):
     new_model, tokenizer = fresh
-    learner = Learner(new_model(), LoraConfig(rank=2), AlgoConfig(), lr=1e-3)  # small: first-order regime
+    learner = LocalLearner(new_model(), LoraConfig(rank=2), AlgoConfig(), lr=1e-3)  # small: first-order regime
     backend = HFBackend(new_model(), tokenizer)
     batch, rollouts = make_batch(backend, tokenizer, lambda c: float(sum(c.token_ids) % 2))
     favoured = batch.advantages > 0
@@ -78,7 +78,8 @@ def test_positive_advantage_sequence_gains_logprob(fresh):
 @pytest.mark.parametrize("mode", ["lora", "full"])
 def test_exported_update_reproduces_the_learner(fresh, tmp_path, mode):
     new_model, tokenizer = fresh
-    learner = Learner(new_model(), LoraConfig(mode=mode, rank=2), AlgoConfig(), lr=1e-2 if mode == "lora" else 1e-3)
+    learner = LocalLearner(new_model(), LoraConfig(mode=mode, rank=2), AlgoConfig(),
+                           lr=1e-2 if mode == "lora" else 1e-3)
     backend = HFBackend(new_model(), tokenizer)
     batch, _ = make_batch(backend, tokenizer, lambda c: float(sum(c.token_ids) % 2))
     learner.step(batch)

@@ -3,8 +3,8 @@ import copy
 
 import torch
 
-from rl_lora.logprobs import completion_logprobs
-from rl_lora.rollout.hf import tokenize_prompts
+from rl_lora.policy.logprobs import completion_logprobs
+from rl_lora.tokens import tokenize_prompts
 from rl_lora.types import Rollout, collate
 
 PROMPTS = ["Once upon a time", "The little dog ran to the park and saw a big"]

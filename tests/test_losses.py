@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from rl_lora.losses import group_advantages, policy_loss, token_weights
+from rl_lora.policy.losses import policy_loss, token_weights
+from rl_lora.step.advantages import group_advantages
 
 
 def test_group_mean_baseline_and_std():

@@ -4,7 +4,6 @@ the step completes; a dead learner stops the run at a checkpoint it resumes from
 import threading
 import time
 
-
 from rl_lora.cli import main
 from tests.test_train import metrics, train
 
@@ -85,7 +84,7 @@ def test_max_lag_without_workers_is_refused(tiny_model_dir, tmp_path, capsys):
 
 def test_a_run_the_cluster_cannot_place_fails_with_what_it_asked_for(ray_cluster, tiny_model_dir, tmp_path, capsys,
                                                                    monkeypatch):
-    monkeypatch.setattr("rl_lora.cluster.PLACEMENT_TIMEOUT_S", 2)
+    monkeypatch.setattr("rl_lora.cluster.placement.PLACEMENT_TIMEOUT_S", 2)
     code, _, err = train(tmp_path, capsys, *RAY_RUN, "--set", "ray.worker_gpus=1", "--set", "train.name=gpu")
     assert code == 2 and "cannot place" in err and "GPU" in err
     assert not (tmp_path / "gpu").exists()

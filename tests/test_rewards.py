@@ -3,10 +3,9 @@ import time
 import pytest
 
 from envs.sample import Sample
-from rewards.protocol import RewardError
+from rewards.protocol import RewardError, RewardSpecError
 from rewards.registry import BUILTIN_REWARDS, resolve_reward
 from rewards.scoring import RewardScorer
-from rl_lora.errors import UserError
 
 SAMPLES = [Sample("a", "q1", "yes"), Sample("b", "q2", "no")]
 FIX = "tests.reward_fixtures"
@@ -73,5 +72,5 @@ def test_zero_policy_scores_zero_but_reports():
     ("justaname", "use a built-in"),
 ])
 def test_bad_reward_names_are_user_errors(name, message):
-    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(RewardSpecError, match=message.replace("(", r"\(").replace(")", r"\)")):
         resolve_reward(name)

@@ -1,20 +1,20 @@
 """RolloutWorker actors on a real Ray cluster with the real 260K Llama: rollouts, sync, and the stale-weights probe."""
 import pytest
 
-from rl_lora.config import AlgoConfig, LoraConfig, ModelConfig, RewardConfig
-from rl_lora.learner import Learner
-from rl_lora.rollout.base import SamplingParams
-from rl_lora.rollouts import build_rollouts
-from rl_lora.sync import Probe, StaleWeightsError, check_probe, probe_logprobs
-from rl_lora.types import collate
 from envs.sample import Sample
+from rl_lora.config import AlgoConfig, LoraConfig, ModelConfig, RewardConfig
+from rl_lora.models import probe_logprobs
+from rl_lora.policy.learner import LocalLearner
+from rl_lora.sampling.probe import StaleWeightsError, check_probe
+from rl_lora.step.advantages import build_rollouts
+from rl_lora.types import Probe, SamplingParams, collate
 
 SAMPLES = [Sample("a", "Once upon a time", "x"), Sample("b", "The cat sat", "y")]
 
 
 @pytest.fixture(scope="module")
 def workers(ray_cluster, tiny_model_dir):
-    from rl_lora.workers import RolloutWorker
+    from rl_lora.cluster.actors import RolloutWorker
 
     actor = ray_cluster.remote(num_cpus=0.5)(RolloutWorker)
     handles = [actor.remote(ModelConfig(name=str(tiny_model_dir)), RewardConfig(),
@@ -29,11 +29,12 @@ def test_workers_sample_score_and_serve_each_update(ray_cluster, workers, tiny_m
     model, tokenizer = tiny_model
     import copy
 
-    learner = Learner(copy.deepcopy(model), LoraConfig(rank=2), AlgoConfig(), lr=5e-3)
+    learner = LocalLearner(copy.deepcopy(model), LoraConfig(rank=2), AlgoConfig(), lr=5e-3)
     probe = Probe.for_tokenizer(tokenizer)
     prompts = [s.prompt for s in SAMPLES]
     for step in range(1, 3):
-        shard = ray.get(workers[0].rollout.remote(prompts, SAMPLES, 4, SamplingParams(1.0, 12, seed=step), step - 1))
+        shard = ray.get(workers[0].sample_step.remote(prompts, SAMPLES, 4, SamplingParams(1.0, 12, seed=step),
+                                                      step - 1))
         groups, scored = shard.groups, shard.scored
         assert [len(g) for g in groups] == [4, 4] and len(scored.rewards) == 8
         assert {c.version for g in groups for c in g} == {step - 1}
@@ -44,7 +45,7 @@ def test_workers_sample_score_and_serve_each_update(ray_cluster, workers, tiny_m
         update = ray.put(learner.export_update())  # once into the object store, read by every worker
         assert ray.get([w.load_update.remote(update) for w in workers]) == [step, step]
         # A worker asked for a version it does not serve (restarted, weights lost) declines rather than sample.
-        assert ray.get(workers[1].rollout.remote(prompts, SAMPLES, 2, SamplingParams(1.0, 4), step - 1)) is None
+        assert ray.get(workers[1].sample_step.remote(prompts, SAMPLES, 2, SamplingParams(1.0, 4), step - 1)) is None
         expected = probe_logprobs(learner.model, probe)
         for index, (version, served) in enumerate(ray.get([w.probe.remote(probe) for w in workers])):
             assert version == step
@@ -56,7 +57,7 @@ def test_probe_catches_a_stale_sampler(ray_cluster, workers, tiny_model):
     model, tokenizer = tiny_model
     import copy
 
-    learner = Learner(copy.deepcopy(model), LoraConfig(rank=2), AlgoConfig(), lr=5e-3)
+    learner = LocalLearner(copy.deepcopy(model), LoraConfig(rank=2), AlgoConfig(), lr=5e-3)
     for parameter in learner.model.parameters():
         if parameter.requires_grad:  # an update the workers never receive
             parameter.data.add_(0.05)
@@ -75,11 +76,12 @@ def test_an_update_travels_as_one_buffer_and_lands_in_the_live_weights(tiny_mode
     import torch
     from peft import get_peft_model_state_dict
 
-    from rl_lora.rollout.base import AdapterUpdate, lora_parameters
-    from rl_lora.rollout.hf import HFBackend
+    from rl_lora.models import lora_parameters
+    from rl_lora.sampling.hf import HFBackend
+    from rl_lora.types import AdapterUpdate
 
     model, tokenizer = tiny_model
-    learner = Learner(copy.deepcopy(model), LoraConfig(rank=2), AlgoConfig(), lr=5e-3)
+    learner = LocalLearner(copy.deepcopy(model), LoraConfig(rank=2), AlgoConfig(), lr=5e-3)
     assert set(lora_parameters(learner.model)) == set(get_peft_model_state_dict(learner.model))
     with torch.no_grad():
         for parameter in learner.params:

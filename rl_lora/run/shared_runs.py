@@ -1,22 +1,22 @@
 """Several LoRA runs that differ only in their adapter (rank, LR), trained side by side in one process on one vLLM
-engine, each policy in its own LoRA slot (rl_lora.shared_engine). `rl-lora compare --share-engine` starts one
-of these per seed; each run is a normal run folder, resumable on its own.
+engine, each policy in its own LoRA slot (rl_lora.sampling.shared_engine). `rl-lora compare --share-engine`
+starts one of these per seed; each run is a normal run folder, resumable on its own.
 
-    python -m rl_lora.shared_runs [--start CONFIG ...] [--resume RUN_DIR ...]
+    rl-lora shared-runs [--start CONFIG ...] [--resume RUN_DIR ...]     (internal: compare's child process)
 
 Ctrl-C once: every run finishes its step, checkpoints and stops; twice: stop at once.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import threading
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from rl_lora.config import RunConfig, load_config
-from rl_lora.errors import UserError
+from rl_lora.config import RunConfig, TrainMode, load_config
+from rl_lora.errors import USER_ERRORS, UserError
+from rl_lora.run.folder import RunFolder
 
 # What every run on one engine must agree on: the engine's weights, dtype, device and context length.
 SHARED_KEYS = ("model.name", "model.dtype", "model.device", "rollout.vllm_max_model_len")
@@ -42,7 +42,7 @@ def check_shareable(specs: list[RunSpec]) -> None:
         raise UserError("no runs to share an engine")
     for spec in specs:
         c = spec.config
-        if c.lora.mode != "lora" or c.rollout.backend != "vllm" or c.rollout.num_workers != 0:
+        if c.lora.mode != TrainMode.LORA or c.rollout.backend != "vllm" or c.rollout.num_workers != 0:
             raise UserError(f"{spec.name}: only LoRA runs on the vllm backend in this process (lora.mode=lora, "
                             "rollout.backend=vllm, rollout.num_workers=0) can share an engine")
         for key in SHARED_KEYS:
@@ -52,22 +52,20 @@ def check_shareable(specs: list[RunSpec]) -> None:
 
 
 def start_engine(specs: list[RunSpec]):
-    from rl_lora.models import load_tokenizer, resolve_model
-    from rl_lora.rollout.vllm import VLLMBackend
-    from rl_lora.shared_engine import SharedEngine, engine_lora_rank
+    from rl_lora.models import load_tokenizer
+    from rl_lora.sampling.build import build_backend
+    from rl_lora.sampling.shared_engine import SharedEngine, engine_lora_rank
 
     first = specs[0].config
-    engine = VLLMBackend(str(resolve_model(first.model.name)), load_tokenizer(first.model.name),
-                         dtype=first.model.dtype, device=first.model.device, serve="lora",
-                         max_model_len=first.rollout.vllm_max_model_len,
-                         max_lora_rank=engine_lora_rank([s.config.lora.rank for s in specs]),
-                         lora_slots=len(specs), seed=first.train.seed)
+    engine = build_backend(first.model, first.rollout, load_tokenizer(first.model.name), first.model.device,
+                           first.train.seed, serve="lora", lora_slots=len(specs),
+                           max_lora_rank=engine_lora_rank([s.config.lora.rank for s in specs]))
     return SharedEngine(engine)
 
 
 def run_shared(specs: list[RunSpec]) -> int:
     """Every run in a thread of its own; returns 0 when all of them finished (or stopped cleanly on Ctrl-C)."""
-    from rl_lora.train_command import HostedRun, train_main
+    from rl_lora.run.train import HostedRun, train_main
 
     check_shareable(specs)
     shared = start_engine(specs)
@@ -77,7 +75,7 @@ def run_shared(specs: list[RunSpec]) -> int:
     def run(spec: RunSpec, hosted: HostedRun) -> None:
         try:
             codes[spec.name] = train_main(None if spec.resume else spec.config, spec.resume, [], hosted)
-        except UserError as error:
+        except USER_ERRORS as error:
             print(f"rl-lora: error: {spec.name}: {error}", file=sys.stderr, flush=True)
             codes[spec.name] = 2
         except BaseException:  # one run's failure is reported and leaves the others running
@@ -114,23 +112,8 @@ def run_shared(specs: list[RunSpec]) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--start", action="append", default=[], metavar="CONFIG", help="a new run from this config "
-                        "(its train.runs_dir/train.name is the run folder)")
-    parser.add_argument("--resume", action="append", default=[], metavar="RUN_DIR", help="resume this run folder")
-    args = parser.parse_args(argv)
-    try:
-        specs = [RunSpec(load_config(path)) for path in args.start]
-        for run_dir in args.resume:
-            if not (Path(run_dir) / "config.yaml").is_file():
-                raise UserError(f"{run_dir} is not a run folder (no config.yaml)")
-            specs.append(RunSpec(load_config(Path(run_dir) / "config.yaml"), run_dir))
-        return run_shared(specs)
-    except UserError as error:
-        print(f"rl-lora: error: {error}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def shared_runs_main(start: list[str], resume: list[str]) -> int:
+    """`start`: config files of new runs; `resume`: run folders to resume."""
+    specs = [RunSpec(load_config(path)) for path in start]
+    specs += [RunSpec(RunFolder.existing(run_dir).read_config(), run_dir) for run_dir in resume]
+    return run_shared(specs)

@@ -7,11 +7,11 @@ the longest a step can be). Learner peak = the peak RSS from the model's loading
 mark is reset there) less the RSS just before it (interpreter, torch, tokenizer, task), so it holds weights,
 gradients, optimizer state and activations.
 
-    python -m rl_lora.learner_memory RUN_DIR       # writes RUN_DIR/learner_memory.json
+    rl-lora learner-memory RUN_DIR        # writes the run folder's learner_memory.json
+    rl-lora learner-memory --config CFG   # prints the JSON
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import subprocess
@@ -19,22 +19,21 @@ import sys
 import time
 from pathlib import Path
 
-from rl_lora.config import RunConfig, load_config
-from rl_lora.io import atomic_write_text
+from rl_lora.config import RunConfig, TrainMode, load_config
+from rl_lora.errors import UserError
 from rl_lora.memory import peak_rss_mb, peak_since, start_peak
-
-FILENAME = "learner_memory.json"
+from rl_lora.run.folder import RunFolder
 
 
 def measure(config: RunConfig, steps: int = 2) -> dict:
     """Time `steps` learner steps after one warm-up step (allocators, optimizer state) and report peak memory."""
     import torch
 
-    from envs.registry import load_task
     from envs.render import PromptRenderer
-    from rl_lora.learner import Learner
     from rl_lora.models import load_causal_lm, load_tokenizer
-    from rl_lora.rollout.hf import tokenize_prompts
+    from rl_lora.policy.learner import LocalLearner
+    from rl_lora.tasks import load_task
+    from rl_lora.tokens import tokenize_prompts
     from rl_lora.types import Rollout, collate
 
     rollout = config.rollout
@@ -50,14 +49,14 @@ def measure(config: RunConfig, steps: int = 2) -> dict:
                 for i, s in enumerate(samples) for j in range(rollout.group_size)]
     batch = collate(rollouts, tokenizer.pad_token_id)
     before_model_mb, reset = start_peak()
-    learner = Learner(load_causal_lm(config.model.name, config.model.dtype, config.model.device), config.lora,
+    learner = LocalLearner(load_causal_lm(config.model.name, config.model.dtype, config.model.device), config.lora,
                       config.algo, config.learning_rate(), rollout.temperature, seed=config.train.seed)
     times = []
     for _ in range(steps + 1):
         start = time.perf_counter()
         learner.step(batch)
         times.append(time.perf_counter() - start)
-    return {"mode": config.lora.mode, "rank": config.lora.rank if config.lora.mode == "lora" else None,
+    return {"mode": config.lora.mode.value, "rank": config.lora.rank if config.lora.mode == TrainMode.LORA else None,
             "trainable_params": learner.trainable_parameters, "step_s_median": statistics.median(times[1:]),
             "step_s_all": times, "peak_rss_mb": peak_rss_mb(), "rss_before_model_mb": before_model_mb,
             "learner_peak_mb": peak_since(reset) - before_model_mb, "peak_reset": reset,
@@ -69,36 +68,25 @@ def measure(config: RunConfig, steps: int = 2) -> dict:
 
 def measure_in_subprocess(config_path: Path, steps: int = 2) -> dict:
     """measure() in a fresh process, so that the peak is the learner's and not the caller's."""
-    out = subprocess.run([sys.executable, "-m", "rl_lora.learner_memory", "--config", str(config_path),
-                          "--steps", str(steps), "--print"], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "rl_lora.cli", "learner-memory", "--config", str(config_path),
+                          "--steps", str(steps), "--in-process"], capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"learner memory measurement failed (exit {out.returncode}):\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def measure_run(run_dir: Path, steps: int = 2) -> Path:
+def measure_run(folder: RunFolder, steps: int = 2) -> Path:
     """Measure a run folder's learner (its config.yaml) and keep the result beside its summary."""
-    result = measure_in_subprocess(Path(run_dir) / "config.yaml", steps)
-    atomic_write_text(Path(run_dir) / FILENAME, json.dumps(result, indent=1) + "\n")
-    return Path(run_dir) / FILENAME
+    return folder.write_learner_memory(measure_in_subprocess(folder.config_path, steps))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run_dir", nargs="?", help="a run folder: writes RUN_DIR/learner_memory.json")
-    parser.add_argument("--config", help="a config file instead of a run folder (prints the JSON)")
-    parser.add_argument("--steps", type=int, default=2, help="timed learner steps after one warm-up step")
-    parser.add_argument("--print", action="store_true", help=argparse.SUPPRESS)  # in-process: the caller's child
-    args = parser.parse_args()
-    if args.config and args.print:
-        print(json.dumps(measure(load_config(args.config, []), args.steps)))
-    elif args.config:
-        print(json.dumps(measure_in_subprocess(Path(args.config), args.steps), indent=1))
-    elif args.run_dir:
-        print(measure_run(Path(args.run_dir), args.steps))
+def learner_memory_main(run_dir: str | None, config: str | None, steps: int, in_process: bool) -> int:
+    if config and in_process:  # the fresh process measure_in_subprocess starts
+        print(json.dumps(measure(load_config(config, []), steps)))
+    elif config:
+        print(json.dumps(measure_in_subprocess(Path(config), steps), indent=1))
+    elif run_dir:
+        print(measure_run(RunFolder.existing(run_dir), steps))
     else:
-        parser.error("give a run folder or --config")
-
-
-if __name__ == "__main__":
-    main()
+        raise UserError("learner-memory: give a run folder or --config")
+    return 0

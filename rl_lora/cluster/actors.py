@@ -1,5 +1,5 @@
 """The two kinds of Ray actor: RolloutWorker (one inference backend and the reward next to it) and LearnerWorker
-(the trainable model). Plain classes: `ray.remote(...)` wraps them in rl_lora.cluster, and tests can too.
+(the trainable model). Plain classes: `ray.remote(...)` wraps them in rl_lora.cluster.placement, and tests can too.
 
 New weights reach a RolloutWorker as an AdapterUpdate through the object store (kB for LoRA) and are copied
 into the live tensors; no files, no engine restart.
@@ -9,9 +9,8 @@ from __future__ import annotations
 from envs.sample import Sample
 from rewards.scoring import RewardScorer
 from rl_lora.config import ModelConfig, RewardConfig, RolloutConfig, RunConfig
-from rl_lora.rollout.base import AdapterUpdate, Completion, SamplingParams
-from rl_lora.samplers import StepRollouts, sample_and_score
-from rl_lora.sync import Probe
+from rl_lora.sampling.local import sample_and_score
+from rl_lora.types import AdapterUpdate, Batch, Completion, LearnMetrics, Probe, SampledStep, SamplingParams
 
 
 def node_id() -> str:
@@ -33,17 +32,17 @@ class RolloutWorker:
         import torch
 
         from rl_lora.models import load_tokenizer
-        from rl_lora.rollout import make_backend
+        from rl_lora.sampling.build import build_backend
 
         # Several workers share the machine's cores; each takes its share, not all of them.
         torch.set_num_threads(torch_threads)
-        self.backend = make_backend(model, rollout or RolloutConfig(), load_tokenizer(model.name), _device(model),
-                                    seed)
+        self.backend = build_backend(model, rollout or RolloutConfig(), load_tokenizer(model.name), _device(model),
+                                     seed)
         self.scorer = RewardScorer.from_name(reward_name, timeout_s=reward.timeout_s, on_error=reward.on_error,
                                              task_name=task_name)
 
-    def rollout(self, prompts: list[str], samples: list[Sample], n: int, sampling: SamplingParams,
-                expected_version: int | None = None) -> StepRollouts | None:
+    def sample_step(self, prompts: list[str], samples: list[Sample], n: int, sampling: SamplingParams,
+                    expected_version: int | None = None) -> SampledStep | None:
         """None when this worker does not serve `expected_version` (it was restarted and lost its weights): the
         caller syncs it again rather than train on samples from the wrong policy."""
         if expected_version is not None and self.backend.version != expected_version:
@@ -71,24 +70,24 @@ class RolloutWorker:
 
 
 class LearnerWorker:
-    """The Learner in its own process (and on its own GPU when the placement gives it one)."""
+    """The LocalLearner in its own process (and on its own GPU when the placement gives it one)."""
 
     def __init__(self, config: RunConfig, torch_threads: int = 1):
         import torch
 
-        from rl_lora.learner import Learner
         from rl_lora.models import load_causal_lm
+        from rl_lora.policy.learner import LocalLearner
 
         torch.set_num_threads(torch_threads)
         model = load_causal_lm(config.model.name, config.model.dtype, _device(config.model))
-        self.learner = Learner(model, config.lora, config.algo, config.learning_rate(), config.rollout.temperature,
+        self.learner = LocalLearner(model, config.lora, config.algo, config.learning_rate(), config.rollout.temperature,
                                seed=config.train.seed)
 
     def describe(self) -> dict:
         return {"trainable_parameters": self.learner.trainable_parameters, "lora_config": self.learner.lora_config,
                 "version": self.learner.version, "node": node_id()}
 
-    def step(self, batch):
+    def step(self, batch: Batch) -> LearnMetrics:
         return self.learner.step(batch)
 
     def export_update(self) -> AdapterUpdate:

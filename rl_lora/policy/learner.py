@@ -2,30 +2,15 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import torch
 
-from rl_lora.config import AlgoConfig, LoraConfig
+from rl_lora.config import AlgoConfig, LoraConfig, TrainMode
 from rl_lora.errors import UserError
-from rl_lora.logprobs import batch_logprobs
-from rl_lora.losses import policy_loss, token_weights
-from rl_lora.rollout.base import AdapterUpdate, lora_parameters
-from rl_lora.sync import Probe, probe_logprobs
-from rl_lora.types import Batch
-
-
-@dataclass(frozen=True)
-class LearnMetrics:
-    loss: float
-    grad_norm: float
-    sampler_kl: float  # mean over tokens of KL(sampler || learner): 0 when the sampler serves the learner's weights
-    base_kl: float
-    clip_fraction: float
-    entropy: float
-    tokens: int
-    seconds: float
-    learning_rate: float
+from rl_lora.models import lora_parameters, probe_logprobs
+from rl_lora.policy.logprobs import batch_logprobs
+from rl_lora.policy.losses import policy_loss, token_weights
+from rl_lora.types import AdapterUpdate, Batch, LearnMetrics, Probe
 
 
 def peft_lora_config(lora: LoraConfig) -> dict:
@@ -36,24 +21,24 @@ def peft_lora_config(lora: LoraConfig) -> dict:
             "init_lora_weights": True, "bias": "none", "task_type": "CAUSAL_LM"}
 
 
-class Learner:
+class LocalLearner:
+    """The Learner protocol (rl_lora.types) in this process; on Ray, a LearnerWorker actor holds one."""
+
     def __init__(self, model, lora: LoraConfig, algo: AlgoConfig, lr: float, temperature: float = 1.0,
                  seed: int = 0):
         # The policy is the tempered distribution the sampler draws from: the learner scores tokens under the
         # same temperature, or the importance ratio is off by the temperature alone (KL ~0.07 nats/token at 0.7).
         self.lora, self.algo, self.temperature = lora, algo, temperature
-        if lora.mode == "lora":
-            from peft import LoraConfig as PeftLoraConfig, get_peft_model
+        if lora.mode == TrainMode.LORA:
+            from peft import LoraConfig as PeftLoraConfig
+            from peft import get_peft_model
 
             torch.manual_seed(seed)  # A's random init
             self.lora_config = peft_lora_config(lora)
             model = get_peft_model(model, PeftLoraConfig(**self.lora_config))
             self._lora = lora_parameters(model)
         else:
-            self.lora_config = None
-            if algo.kl_coef > 0:
-                raise UserError("algo.kl_coef > 0 needs a reference model; with lora.mode=full that would be a "
-                                "second full copy, which rl-lora does not keep: use lora.mode=lora or kl_coef=0")
+            self.lora_config = None  # FullFT with a KL term is refused by RunConfig.check: no reference copy
         self.model = model
         self.model.train()
         self.params = [p for p in model.parameters() if p.requires_grad]
@@ -116,9 +101,10 @@ class Learner:
     def export_update(self) -> AdapterUpdate:
         if self.lora_config is None:
             # No copy of 0.5 GB: whoever receives the update copies it (load_state_dict, or Ray's ray.put).
-            return AdapterUpdate(self.version, "full", {k: v.detach() for k, v in self.model.state_dict().items()})
+            weights = {k: v.detach() for k, v in self.model.state_dict().items()}
+            return AdapterUpdate(self.version, TrainMode.FULL, weights)
         tensors = {key: parameter.detach().clone() for key, parameter in self._lora.items()}
-        return AdapterUpdate(self.version, "lora", tensors, dict(self.lora_config))
+        return AdapterUpdate(self.version, TrainMode.LORA, tensors, dict(self.lora_config))
 
     # -- checkpoints --------------------------------------------------------------------------------------
     def save_weights(self, folder) -> None:
@@ -130,7 +116,7 @@ class Learner:
                 "version": self.version}
 
     def load_state(self, update: AdapterUpdate, optimizer_state: dict) -> None:
-        if update.kind == "full":
+        if update.kind == TrainMode.FULL:
             # save_pretrained leaves out tied weights (lm_head = embeddings): only those may be missing.
             result = self.model.load_state_dict(update.tensors, strict=False)
             tied = {k for k in result.missing_keys if k.endswith("lm_head.weight")}

@@ -1,4 +1,6 @@
-"""`rl-lora eval`: check every input first, then generate with a progress bar, then write the results whole."""
+"""`rl-lora eval`: check every input first, then generate with a progress bar, then write the results whole.
+The backend is the one `rollout.backend` names (built as training builds it); an adapter is loaded into it the
+way training syncs one."""
 from __future__ import annotations
 
 import json
@@ -7,14 +9,16 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from envs.registry import load_task
 from envs.render import PromptRenderer
-from rewards.scoring import RewardScorer
 from rl_lora.config import RunConfig
 from rl_lora.errors import UserError
-from rl_lora.evaluate import evaluate, write_records
-from rl_lora.models import load_causal_lm, load_tokenizer, resolve_model
-from rl_lora.rollout.hf import HFBackend
+from rl_lora.io import atomic_write_text
+from rl_lora.models import load_tokenizer, resolve_model
+from rl_lora.run.train import check_environment
+from rl_lora.sampling.build import build_backend, read_adapter
+from rl_lora.sampling.shared_engine import engine_lora_rank
+from rl_lora.step.evaluate import evaluate
+from rl_lora.tasks import load_task, reward_scorer
 
 
 def _check_output(path: Path) -> None:
@@ -24,29 +28,25 @@ def _check_output(path: Path) -> None:
         raise UserError(f"output path is a folder: {path}")
 
 
-def _check_adapter(adapter: str | None) -> None:
-    if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
-        raise UserError(f"adapter folder {adapter} has no adapter_config.json (is it a PEFT adapter folder?)")
-
-
 def eval_main(config: RunConfig, adapter: str | None = None) -> int:
     console = Console(stderr=True)
     output = Path(config.eval.output or f"eval-{config.task.name}.jsonl")
     # Everything a user can get wrong is checked before the model loads, and nothing is written until the end.
     _check_output(output)
-    _check_adapter(adapter)
+    update = read_adapter(adapter) if adapter is not None else None
+    check_environment(config)
     resolve_model(config.model.name)
     task = load_task(config.task)
-    scorer = RewardScorer.for_task(config.reward, task)
+    scorer = reward_scorer(config.reward, task)
     samples = list(task.test[: config.eval.limit] if config.eval.limit else task.test)
 
-    with console.status(f"loading {config.model.name}"):
+    with console.status(f"loading {config.model.name} ({config.rollout.backend} backend)"):
         tokenizer = load_tokenizer(config.model.name)
-        model = load_causal_lm(config.model.name, config.model.dtype, config.model.device)
-        if adapter is not None:
-            from peft import PeftModel
-
-            model = PeftModel.from_pretrained(model, adapter)
+        backend = build_backend(config.model, config.rollout, tokenizer, config.model.device, config.train.seed,
+                                batch_size=config.eval.batch_size,
+                                max_lora_rank=engine_lora_rank([update.lora_config["r"] if update else 1]))
+        if update is not None:
+            backend.load_update(update)
     renderer = PromptRenderer(tokenizer, config.task.render, config.task.system_prompt)
     prompts = [renderer(s) for s in samples]
 
@@ -54,15 +54,14 @@ def eval_main(config: RunConfig, adapter: str | None = None) -> int:
                TimeRemainingColumn())
     with Progress(*columns, console=console) as progress:
         bar = progress.add_task(task.name, total=len(samples))
-        backend = HFBackend(model, tokenizer, batch_size=config.eval.batch_size,
-                            progress=lambda rows: progress.advance(bar, rows))
-        result = evaluate(backend, prompts, samples, scorer, config.eval.max_new_tokens, config.eval.batch_size)
+        result = evaluate(backend, prompts, samples, scorer, config.eval.max_new_tokens, config.eval.batch_size,
+                          progress=lambda done: progress.advance(bar, done))
     scorer.close()
-    write_records(output, result)
+    atomic_write_text(output, result.records_jsonl())
 
     label = config.model.name + (f" + {adapter}" if adapter else "")
     print(f"{task.name} accuracy {result.accuracy:.3f} ({round(result.accuracy * result.num_samples)}/"
-          f"{result.num_samples}) for {label} in {result.seconds:.1f} s; "
+          f"{result.num_samples}) for {label} on the {config.rollout.backend} backend in {result.seconds:.1f} s; "
           f"{result.truncated_fraction:.0%} hit the {config.eval.max_new_tokens}-token limit")
     if result.num_reward_failures:
         print(f"{result.num_reward_failures} completions could not be scored (policy {config.reward.on_error})")

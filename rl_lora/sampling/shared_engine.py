@@ -2,16 +2,16 @@
 adapter (rank, LR) sample from one engine, so a rank sweep costs one engine, not one per arm.
 
 Each run sees an `EngineSlot`, a rollout backend like any other (generate, load_update, probe_logprobs). The
-runs train side by side in one process (`rl_lora.shared_runs`), one thread each; the engine is not thread-safe,
+runs train side by side in one process (`rl_lora.run.shared_runs`), one thread each; the engine is not thread-safe,
 so a slot takes the engine's lock for each call, and one run's learner trains while another run samples.
 """
 from __future__ import annotations
 
 import threading
 
+from rl_lora.config import TrainMode
 from rl_lora.errors import UserError
-from rl_lora.rollout.base import AdapterUpdate, Completion, SamplingParams
-from rl_lora.sync import Probe
+from rl_lora.types import AdapterUpdate, Completion, Probe, SamplingParams
 
 # The max_lora_rank values this vLLM accepts, from VLLMBackend's default (8) up.
 VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
@@ -60,7 +60,7 @@ class EngineSlot:
                                                version=self.version)
 
     def load_update(self, update: AdapterUpdate) -> None:
-        if update.kind != "lora":
+        if update.kind != TrainMode.LORA:
             raise UserError(f"{self.name}: a shared engine serves LoRA adapters only; FullFT runs need their own "
                             "engine (compare runs them apart)")
         with self.shared.lock:

@@ -7,25 +7,24 @@ what is trained and at which LR.
 from __future__ import annotations
 
 import copy
-import json
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from rl_lora.config import RunConfig, to_yaml
+from rl_lora.config import RunConfig, TrainMode, to_yaml
 from rl_lora.errors import UserError
+from rl_lora.run.folder import RunFolder
 
 
 @dataclass(frozen=True)
 class Arm:
-    mode: str  # "lora" or "full"
+    mode: TrainMode
     rank: int = 0
 
     @property
     def label(self) -> str:
-        return f"lora:{self.rank}" if self.mode == "lora" else "full"
+        return f"lora:{self.rank}" if self.mode == TrainMode.LORA else "full"
 
     @property
     def slug(self) -> str:
@@ -36,10 +35,10 @@ class Arm:
     def parse(cls, text: str) -> "Arm":
         text = text.strip()
         if text == "full":
-            return cls("full")
+            return cls(TrainMode.FULL)
         kind, _, rank = text.partition(":")
         if kind == "lora" and rank.isdigit() and int(rank) >= 1:
-            return cls("lora", int(rank))
+            return cls(TrainMode.LORA, int(rank))
         raise UserError(f"--arms: {text!r} is not an arm; write lora:RANK (e.g. lora:1) or full")
 
 
@@ -66,7 +65,7 @@ def parse_arms(text: str) -> list[Arm]:
 def lr_at(config: RunConfig, arm: Arm, offset: int) -> float:
     """The LR `offset` half-decades from the arm's centre: algo.full_lr for FullFT, lora_lr_multiplier x that for
     LoRA, so the published 10x shift shows as the two arms' best LRs landing on different grid points."""
-    centre = config.algo.full_lr * (config.algo.lora_lr_multiplier if arm.mode == "lora" else 1.0)
+    centre = config.algo.full_lr * (config.algo.lora_lr_multiplier if arm.mode == TrainMode.LORA else 1.0)
     return float(f"{centre * 10 ** (offset / 2):.3g}")
 
 
@@ -87,18 +86,13 @@ def plan(config: RunConfig, arms: list[Arm], lr_points: int, seeds: int) -> list
 def arm_config(base: RunConfig, run: ArmRun, runs_dir: Path) -> RunConfig:
     config = copy.deepcopy(base)
     config.lora.mode = run.arm.mode
-    if run.arm.mode == "lora":
+    if run.arm.mode == TrainMode.LORA:
         config.lora.rank = run.arm.rank
     config.algo.lr = run.lr
     config.train.seed = run.seed
     config.train.runs_dir = str(runs_dir)
     config.train.name = run.name
     return config
-
-
-def finished(run_dir: Path, steps: int) -> bool:
-    summary = run_dir / "summary.json"
-    return summary.is_file() and json.loads(summary.read_text()).get("steps") == steps
 
 
 @dataclass(frozen=True)
@@ -131,7 +125,7 @@ def _train_shared(group: list[PendingRun]) -> None:
     for pending in group:
         print(f"{pending.prefix} {pending.action} on a shared engine", flush=True)
         argv += pending.argv(("--start",))
-    code = subprocess.run([sys.executable, "-m", "rl_lora.shared_runs", *argv]).returncode
+    code = subprocess.run([sys.executable, "-m", "rl_lora.cli", "shared-runs", *argv]).returncode
     if code != 0:
         names = ", ".join(p.run.name for p in group)
         raise UserError(f"[compare] the shared-engine runs {names} failed (exit {code}); re-run compare to resume "
@@ -146,7 +140,7 @@ def engine_groups(pending: list[PendingRun], share_engine: bool) -> list[list[Pe
     groups: dict[int, list[PendingRun]] = {}
     alone = []
     for p in pending:
-        if p.run.arm.mode == "lora":
+        if p.run.arm.mode == TrainMode.LORA:
             groups.setdefault(p.run.seed, []).append(p)
         else:
             alone.append([p])
@@ -162,17 +156,16 @@ def run_all(base: RunConfig, runs: list[ArmRun], out: Path, share_engine: bool =
     folders, pending = [], []
     for index, run in enumerate(runs, 1):
         config = arm_config(base, run, runs_dir)
-        run_dir = runs_dir / run.name
-        folders.append(run_dir)
+        folder = RunFolder(runs_dir / run.name)
+        folders.append(folder.path)
         prefix = f"[compare {index}/{len(runs)}] {run.name}:"
-        if finished(run_dir, config.train.steps):
+        if folder.finished(config.train.steps):
             print(f"{prefix} finished earlier, not re-run")
             continue
-        if (run_dir / "config.yaml").is_file() and any((run_dir / "checkpoints").glob("step_*/trainer_state.json")):
-            pending.append(PendingRun(run, prefix, resume_dir=run_dir))
+        if folder.resumable():
+            pending.append(PendingRun(run, prefix, resume_dir=folder.path))
             continue
-        if run_dir.exists():  # killed before its first checkpoint: nothing there to keep
-            shutil.rmtree(run_dir)
+        folder.remove()  # killed before its first checkpoint (if it ran at all): nothing there to keep
         config_path = out / "configs" / f"{run.name}.yaml"
         config_path.parent.mkdir(exist_ok=True)
         config_path.write_text(to_yaml(config))
@@ -186,8 +179,8 @@ def run_all(base: RunConfig, runs: list[ArmRun], out: Path, share_engine: bool =
 
 
 def final_accuracy(run_dir: Path) -> float | None:
-    summary = run_dir / "summary.json"
-    return json.loads(summary.read_text()).get("final_accuracy") if summary.is_file() else None
+    summary = RunFolder(run_dir).read_summary()
+    return summary.final_accuracy if summary else None
 
 
 def lr_scores(base: RunConfig, arm: Arm, offsets: list[int], seeds: int, out: Path) -> dict[int, float]:
@@ -251,10 +244,10 @@ def run_compare(base: RunConfig, arms: list[Arm], lr_points: int, seeds: int, ou
 def measure_learners(arms: list[Arm], folders: list[Path]) -> None:
     """One learner-only measurement per arm (memory does not depend on the LR or the seed), kept in the arm's
     first run folder, where `--report` finds it too."""
-    from rl_lora.learner_memory import FILENAME, measure_run
+    from rl_lora.compare.learner_memory import measure_run
 
     for arm in arms:
-        mine = [f for f in folders if f.name.startswith(f"{arm.slug}-lr")]
-        if mine and not any((f / FILENAME).is_file() for f in mine):
+        mine = [RunFolder(f) for f in folders if f.name.startswith(f"{arm.slug}-lr")]
+        if mine and not any(f.learner_memory_path.is_file() for f in mine):
             print(f"[compare] {arm.label}: measuring the learner alone (memory, step time)", flush=True)
             measure_run(mine[0])

@@ -18,14 +18,13 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 
+from rl_lora.config import TrainMode
 from rl_lora.errors import UserError
-from rl_lora.rollout.base import AdapterUpdate, Completion, SamplingParams
-from rl_lora.rollout.hf import eos_token_ids, tokenize_prompts
-from rl_lora.sync import Probe
+from rl_lora.tokens import eos_token_ids, pad_token_id, tokenize_prompts
+from rl_lora.types import AdapterUpdate, Completion, Probe, SamplingParams
 
 # In-process engine: starts in ~3 s instead of 12-22 s and needs no __main__ guard in the caller.
 ENGINE_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_KVCACHE_SPACE": "1",
@@ -82,8 +81,8 @@ class VLLMBackend:
         self.llm = LLM(model=model_path, tokenizer=model_path, dtype=dtype, max_model_len=max_model_len,
                        enforce_eager=device == "cpu", seed=seed, logprobs_mode="processed_logprobs", **lora,
                        **whole_prompts)
-        self.eos_ids = eos_token_ids(tokenizer, SimpleNamespace(generation_config=_generation_config(model_path)))
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
+        self.eos_ids = eos_token_ids(tokenizer, _generation_config(model_path))
+        self.pad_id = pad_token_id(tokenizer, self.eos_ids)
         self.version = 0
         self.lora_request = None  # the policy's adapter slot (serve=lora)
         self._base: dict[str, torch.Tensor] | None = None  # base weights, kept for serve=merged
@@ -131,7 +130,7 @@ class VLLMBackend:
 
     # -- weights -------------------------------------------------------------------------------------------
     def load_update(self, update: AdapterUpdate) -> None:
-        if update.kind == "full":
+        if update.kind == TrainMode.FULL:
             self._push_weights(list(update.tensors.items()))
         elif self.serve == "lora":
             self.lora_request = self.adapter_request(update, "policy", POLICY_LORA_ID)
@@ -145,7 +144,7 @@ class VLLMBackend:
         from safetensors.torch import save_file
         from vllm.lora.request import LoRARequest
 
-        if update.kind != "lora":
+        if update.kind != TrainMode.LORA:
             raise ValueError("only LoRA updates can be served from an adapter slot")
         if not self.lora_slots:
             raise ValueError("this engine was started without LoRA slots (lora_slots=0): start it with lora_slots=N "

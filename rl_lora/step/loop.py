@@ -1,40 +1,36 @@
 """The driver loop. One RL step, top to bottom: sample a group per prompt, score it, compute advantages,
-update the policy, hand the update to the sampler. Everything it calls has one job and lives elsewhere."""
+update the policy, hand the update to the sampler. Everything it calls has one job and lives elsewhere.
+
+It knows a Sampler and a Learner (rl_lora.types), never how they run: in this process or as Ray actors."""
 from __future__ import annotations
 
 import time
 from collections import deque
 from dataclasses import dataclass
 from statistics import mean, pstdev
-from typing import Callable
+from typing import Any, Callable
 
 from envs.render import PromptRenderer
 from envs.sample import Sample
 from envs.task import Task
 from rewards.scoring import RewardScorer
-from rl_lora.cluster import RemoteLearner
 from rl_lora.config import RunConfig
-from rl_lora.data_order import DataOrder
 from rl_lora.errors import UserError
-from rl_lora.evaluate import EvalResult, evaluate
-from rl_lora.learner import Learner
-from rl_lora.metrics import StepMetrics
-from rl_lora.rollout.base import SamplingParams
-from rl_lora.rollouts import build_rollouts
-from rl_lora.samplers import LocalSampler, WorkerPool
-from rl_lora.types import collate
+from rl_lora.step.advantages import build_rollouts
+from rl_lora.step.data_order import DataOrder
+from rl_lora.step.evaluate import EvalResult, evaluate
+from rl_lora.types import Learner, Sampler, SamplingParams, StepMetrics, collate
 
 
 @dataclass
 class RunParts:
-    """Everything a step touches, built once by the run setup. In process (rollout.num_workers = 0) the learner
-    is a Learner and the sampler a LocalSampler; on Ray, a RemoteLearner and a WorkerPool of actors."""
+    """Everything a step touches, built once by the run setup (rl_lora.run.train)."""
     config: RunConfig
     task: Task
     renderer: PromptRenderer
-    tokenizer: object
-    learner: Learner | RemoteLearner
-    sampler: LocalSampler | WorkerPool
+    tokenizer: Any  # a transformers tokenizer; checkpoints of FullFT runs save it beside the weights
+    learner: Learner
+    sampler: Sampler
     scorer: RewardScorer  # for evaluation in this process (rollouts are scored where they are sampled)
     order: DataOrder
     pad_id: int
@@ -45,7 +41,7 @@ class PendingStep:
     """A step whose rollouts were submitted (with max_lag, while the learner still trains an earlier step)."""
     step: int
     samples: list[Sample]
-    rollouts: object  # the sampler's handle for collect()
+    handle: Any  # the sampler's, for collect()
     data_position: int  # DataOrder position after this step's prompts: what a checkpoint after it records
 
 
@@ -63,7 +59,7 @@ def rl_step(parts: RunParts, pending: PendingStep, submit_ahead: Callable[[], No
     config, step, samples, started = parts.config, pending.step, pending.samples, time.perf_counter()
     group_size = config.rollout.group_size
 
-    sampled = parts.sampler.collect(pending.rollouts)
+    sampled = parts.sampler.collect(pending.handle)
     collected = time.perf_counter()
     submit_ahead()  # max_lag > 0: the workers sample the next step(s) while the learner trains on this one
     completions = [c for group in sampled.groups for c in group]
@@ -110,7 +106,7 @@ def test_accuracy(parts: RunParts) -> EvalResult:
 
 
 def train_loop(parts: RunParts, first_step: int, on_step: Callable[[StepMetrics], None],
-               on_eval: Callable[[int, EvalResult], None], on_checkpoint: Callable[[int], None],
+               on_eval: Callable[[int, EvalResult], None], on_checkpoint: Callable[[int, int], None],
                stop_requested: Callable[[], bool]) -> int:
     """Run steps first_step..config.train.steps; returns the last completed step. on_checkpoint gets the step
     and the data position after it (with max_lag the order has already moved on to the steps sampled ahead)."""

@@ -6,37 +6,12 @@ full-vocabulary distribution is alive at a time.
 """
 from __future__ import annotations
 
-from typing import Sequence
-
 import torch
 
-from rl_lora.rollout.base import AdapterUpdate, Completion, SamplingParams, lora_parameters
-from rl_lora.sync import Probe, probe_logprobs
-
-
-def eos_token_ids(tokenizer, model) -> list[int]:
-    ids = {tokenizer.eos_token_id}
-    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids.update(configured if isinstance(configured, (list, tuple)) else [configured])
-    return sorted(i for i in ids if i is not None)
-
-
-def tokenize_prompts(tokenizer, prompts: Sequence[str]) -> list[list[int]]:
-    """Token ids of each prompt; a BOS the chat template already wrote is not added twice."""
-    encoded = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
-    bos = tokenizer.bos_token_id
-    return [ids[1:] if bos is not None and ids[:2] == [bos, bos] else ids for ids in encoded]
-
-
-def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        if row:
-            ids[i, width - len(row):] = torch.tensor(row)
-            mask[i, width - len(row):] = 1
-    return ids, mask
+from rl_lora.config import TrainMode
+from rl_lora.models import lora_parameters, probe_logprobs
+from rl_lora.tokens import eos_token_ids, left_pad, pad_token_id, tokenize_prompts
+from rl_lora.types import AdapterUpdate, Completion, Probe, SamplingParams
 
 
 @torch.no_grad()
@@ -102,14 +77,13 @@ def _first_eos(tokens: torch.Tensor, eos: torch.Tensor) -> torch.Tensor:
 class HFBackend:
     """transformers + PEFT on any torch device."""
 
-    def __init__(self, model, tokenizer, batch_size: int = 64, version: int = 0, progress=None):
+    def __init__(self, model, tokenizer, batch_size: int = 64, version: int = 0):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.version = version
-        self.eos_ids = eos_token_ids(tokenizer, model)
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
-        self.progress = progress  # called with the number of rows finished, for progress bars
+        self.eos_ids = eos_token_ids(tokenizer, getattr(model, "generation_config", None))
+        self.pad_id = pad_token_id(tokenizer, self.eos_ids)
 
     @property
     def device(self) -> torch.device:
@@ -131,8 +105,6 @@ class HFBackend:
                 prompt_index = indices[row // n]
                 grouped[prompt_index].append(
                     self._completion(prompt_index, prompt_ids[prompt_index], row_tokens, row_logprobs))
-            if self.progress:
-                self.progress(len(indices) * n)
         return grouped
 
     def _completion(self, prompt_index: int, prompt_ids: tuple[int, ...], tokens: list[int],
@@ -153,7 +125,7 @@ class HFBackend:
 
     def load_update(self, update: AdapterUpdate) -> None:
         with torch.no_grad():
-            if update.kind == "full":
+            if update.kind == TrainMode.FULL:
                 self.model.load_state_dict(update.tensors, strict=True)
             else:
                 targets = self._adapter_parameters(update)

@@ -1,5 +1,6 @@
-"""Ray for a run: join or start a cluster, place the learner and the rollout workers, and hand the trainer a
-learner proxy and a WorkerPool. `rl-lora train` is the same command locally and on a cluster.
+"""Ray for a run: join or start a cluster, place the learner and the rollout workers, and hand the step a
+RemoteLearner and a WorkerPool (a Learner and a Sampler, rl_lora.types). `rl-lora train` is the same command
+locally and on a cluster.
 
 Placement: one placement group, bundle 0 the learner, bundles 1..N the workers.
 - separate (default): SPREAD, so actors go to different nodes where the cluster has them;
@@ -10,11 +11,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from rl_lora.cluster.pool import WorkerPool
+from rl_lora.cluster.remote_learner import RemoteLearner
 from rl_lora.config import RayConfig, RunConfig
-from rl_lora.errors import RunStopped, UserError
-from rl_lora.learner import LearnMetrics
-from rl_lora.samplers import WorkerPool
-from rl_lora.sync import Probe
+from rl_lora.errors import UserError
+from rl_lora.types import Probe
 
 PLACEMENT_TIMEOUT_S = 120
 
@@ -44,51 +45,6 @@ def connect(config: RunConfig) -> bool:
     ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True,
              runtime_env={"env_vars": {"OMP_NUM_THREADS": str(config.ray.worker_threads)}})
     return True
-
-
-class RemoteLearner:
-    """The Learner's interface, forwarded to the LearnerWorker actor. `export_update` returns an ObjectRef: the
-    update goes learner -> object store -> workers, never through the driver."""
-
-    def __init__(self, actor):
-        import ray
-
-        self.ray, self.actor = ray, actor
-        info = self._get(actor.describe.remote())
-        self.trainable_parameters, self.lora_config = info["trainable_parameters"], info["lora_config"]
-        self.version, self.node = info["version"], info["node"]
-
-    def _get(self, ref):
-        try:
-            return self.ray.get(ref)
-        except self.ray.exceptions.RayActorError as error:
-            raise RunStopped(f"the learner actor died ({type(error).__name__}: {str(error).splitlines()[0]}); "
-                                   "the run stops at its last checkpoint") from None
-
-    def step(self, batch) -> LearnMetrics:
-        metrics = self._get(self.actor.step.remote(batch))
-        self.version += 1
-        return metrics
-
-    def export_update(self):
-        return self.actor.export_update.remote()
-
-    def probe_logprobs(self, probe: Probe) -> list[float]:
-        return self._get(self.actor.probe.remote(probe))
-
-    def save_weights(self, folder) -> None:
-        from pathlib import Path
-
-        for name, data in self._get(self.actor.saved_weights.remote()).items():
-            path = Path(folder) / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
-
-    def optimizer_state(self) -> dict:
-        return self._get(self.actor.optimizer_state.remote())
-
-    def load_state(self, update, optimizer_state: dict) -> None:
-        self.version = self._get(self.actor.load_state.remote(update, optimizer_state))
 
 
 @dataclass
@@ -122,7 +78,7 @@ def start(config: RunConfig, probe: Probe | None, reward_name: str, run_name: st
     from ray.util.placement_group import placement_group
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-    from rl_lora.workers import LearnerWorker, RolloutWorker
+    from rl_lora.cluster.actors import LearnerWorker, RolloutWorker
 
     started = connect(config)
     try:

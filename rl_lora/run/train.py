@@ -1,75 +1,46 @@
-"""`rl-lora train`: set up a run folder and its parts, run the loop with a progress bar, stop cleanly."""
+"""`rl-lora train`: set up a run folder and its parts (in process, or Ray actors), run the loop with a progress
+bar, stop cleanly."""
 from __future__ import annotations
 
-import json
-import shutil
 import signal
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from envs.registry import load_task
 from envs.render import PromptRenderer
-from rewards.scoring import RewardScorer
-from rl_lora.checkpoint import TrainerState, latest_checkpoint, load_checkpoint, save_checkpoint
-from rl_lora.config import RunConfig, load_config, to_yaml
-from rl_lora.data_order import DataOrder
-from rl_lora.errors import UserError
-from rl_lora.evaluate import EvalResult, write_records
-from rl_lora.io import atomic_write_text
-from rl_lora.learner import Learner
+from rl_lora.config import RunConfig, TrainMode
 from rl_lora.memory import peak_rss_mb
-from rl_lora.metrics import MetricsLog, read_metrics
 from rl_lora.models import load_causal_lm, load_tokenizer, resolve_model
-from rl_lora.plots import plot_run
-from rl_lora.rollout.base import AdapterUpdate
-from rl_lora.rollout import make_backend
-from rl_lora.samplers import LocalSampler
-from rl_lora.sync import Probe
-from rl_lora.trainer import RunParts, test_accuracy, train_loop
+from rl_lora.policy.learner import LocalLearner
+from rl_lora.run.checkpoint import TrainerState, load_checkpoint, save_checkpoint
+from rl_lora.run.folder import CheckpointFolder, RunFolder, RunSummary
+from rl_lora.run.metrics import MetricsLog
+from rl_lora.run.plots import plot_run
+from rl_lora.sampling.build import build_backend
+from rl_lora.sampling.local import LocalSampler
+from rl_lora.step.data_order import DataOrder
+from rl_lora.step.evaluate import EvalResult
+from rl_lora.step.loop import RunParts, test_accuracy, train_loop
+from rl_lora.tasks import load_task, reward_scorer
+from rl_lora.types import Learner, Probe, SamplingBackend
 
 
-def check_run_config(config: RunConfig) -> None:
-    """Combinations that would silently do nothing useful are refused up front."""
-    if config.algo.baseline == "group_mean" and config.rollout.group_size < 2:
-        raise UserError("rollout.group_size=1 with algo.baseline=group_mean gives every completion advantage 0: "
-                        "use group_size >= 2 or algo.baseline=none")
-    if config.rollout.temperature == 0:
-        raise UserError("rollout.temperature=0 samples greedily: every completion of a group is the same, "
-                        "so there is nothing to learn from; use a temperature > 0 (0.7 is the default)")
-    if config.learning_rate() <= 0:
-        raise UserError(f"learning rate must be > 0 (got {config.learning_rate()})")
+def check_environment(config: RunConfig) -> None:
+    """What this machine must have for the run (the config's own combinations: RunConfig.check)."""
     if config.rollout.backend == "vllm":
-        from rl_lora.rollout.vllm import require_vllm
+        from rl_lora.sampling.vllm import require_vllm
 
         require_vllm()
-    if config.rollout.max_lag > 0 and config.rollout.num_workers == 0:
-        raise UserError("rollout.max_lag > 0 samples ahead while the learner trains, which needs Ray rollout "
-                        "workers: set rollout.num_workers >= 1 (or max_lag=0)")
-    if config.algo.kl_coef > 0 and config.lora.mode == "full":
-        raise UserError("algo.kl_coef > 0 needs the base model as reference; with lora.mode=full that is a second "
-                        "full copy, which rl-lora does not keep: use lora.mode=lora or algo.kl_coef=0")
-
-
-def new_run_dir(config: RunConfig) -> Path:
-    name = config.train.name or (f"{config.task.name}-{config.lora.mode}"
-                                 + (f"-r{config.lora.rank}" if config.lora.mode == "lora" else "")
-                                 + time.strftime("-%Y%m%d-%H%M%S"))
-    run_dir = Path(config.train.runs_dir) / name
-    if run_dir.exists():
-        raise UserError(f"run folder {run_dir} exists: choose another train.name or resume it with --resume {run_dir}")
-    return run_dir
 
 
 def capacity_line(learner: Learner, config: RunConfig) -> str:
     episodes = config.train.steps * config.rollout.prompts_per_step * config.rollout.group_size
     params = learner.trainable_parameters
-    what = f"rank-{config.lora.rank} LoRA" if config.lora.mode == "lora" else "FullFT"
+    what = f"rank-{config.lora.rank} LoRA" if config.lora.mode == TrainMode.LORA else "FullFT"
     return (f"capacity: {what} trains {params:,} parameters ({params * 32:,} bits in fp32); this run's "
             f"{episodes:,} episodes deliver at most {episodes:,} bits (<= 1 bit each, through the advantage) "
             f"-> {params * 32 / episodes:,.0f}x more capacity than information")
@@ -98,39 +69,39 @@ class StopFlag:
 
 @dataclass(frozen=True)
 class HostedRun:
-    """A run driven by a host that trains several runs side by side in one process (rl_lora.shared_runs): its
+    """A run driven by a host that trains several runs side by side in one process (rl_lora.run.shared_runs): its
     sampler's backend comes from the host (a slot of a shared engine), the host's Ctrl-C handler stops it, and it
     prints a line per step instead of drawing a progress bar of its own."""
-    backend: object
+    backend: SamplingBackend
     stop_requested: Callable[[], bool]
     peers: tuple[str, ...] = ()  # the other runs on the same engine, recorded in the summary
 
 
 def build_parts(config: RunConfig, console: Console, run_name: str,
-                backend=None) -> tuple[RunParts, Callable[[], None]]:
+                backend: SamplingBackend | None = None) -> tuple[RunParts, Callable[[], None]]:
     """The run's parts, and how to release them (Ray actors and, if this process started it, Ray itself).
     `backend`: the in-process sampler's backend, if the caller has one already (a shared engine's slot)."""
     resolve_model(config.model.name)
     task = load_task(config.task)
-    scorer = RewardScorer.for_task(config.reward, task)
+    scorer = reward_scorer(config.reward, task)
     tokenizer = load_tokenizer(config.model.name)
     probe = Probe.for_tokenizer(tokenizer) if config.rollout.probe else None
     if config.rollout.num_workers == 0:
         with console.status(f"loading {config.model.name} (learner and sampler)"):
-            learner = Learner(load_causal_lm(config.model.name, config.model.dtype, config.model.device),
+            learner = LocalLearner(load_causal_lm(config.model.name, config.model.dtype, config.model.device),
                               config.lora, config.algo, config.learning_rate(), config.rollout.temperature,
                               seed=config.train.seed)
             if backend is None:
-                backend = make_backend(config.model, config.rollout, tokenizer, config.model.device,
-                                       config.train.seed)
+                backend = build_backend(config.model, config.rollout, tokenizer, config.model.device,
+                                        config.train.seed)
         sampler, release = LocalSampler(backend, scorer, probe), scorer.close
     else:
-        from rl_lora import cluster
+        from rl_lora.cluster import placement
 
-        print(cluster.describe_requests(config))
+        print(placement.describe_requests(config))
         with console.status(f"starting Ray actors: a learner and {config.rollout.num_workers} rollout worker(s), "
                             f"each loading {config.model.name}"):
-            ray_parts = cluster.start(config, probe, config.reward.name or task.reward, run_name)
+            ray_parts = placement.start(config, probe, config.reward.name or task.reward, run_name)
         learner, sampler = ray_parts.learner, ray_parts.pool
 
         def release() -> None:
@@ -147,68 +118,62 @@ def train_main(config: RunConfig | None, resume: str | None, overrides: list[str
                hosted: HostedRun | None = None) -> int:
     console = Console(stderr=True)
     if resume:
-        run_dir = Path(resume)
-        if not (run_dir / "config.yaml").is_file():
-            raise UserError(f"{run_dir} is not a run folder (no config.yaml)")
-        config = load_config(run_dir / "config.yaml", overrides)
-        checkpoint = latest_checkpoint(run_dir)
+        folder = RunFolder.existing(resume)
+        config = folder.read_config(overrides)
+        checkpoint = folder.latest_checkpoint()
     else:
-        run_dir, checkpoint = new_run_dir(config), None
-    check_run_config(config)
+        folder, checkpoint = RunFolder.for_new_run(config), None
+    config.check()
+    check_environment(config)
     if resume:
-        atomic_write_text(run_dir / "config.yaml", to_yaml(config))  # keep --set changes (e.g. more steps)
-    parts, release = build_parts(config, console, run_dir.name, hosted.backend if hosted else None)
+        folder.write_config(config)  # keep --set changes (e.g. more steps)
+    parts, release = build_parts(config, console, folder.name, hosted.backend if hosted else None)
     try:
-        return _start(parts, run_dir, checkpoint, console, hosted)
+        return _start(parts, folder, checkpoint, console, hosted)
     finally:
         release()  # Ray too: Ctrl-C, a failure or the end of the run all leave no actors behind
 
 
-def _start(parts: RunParts, run_dir: Path, checkpoint: Path | None, console: Console,
+def _start(parts: RunParts, folder: RunFolder, checkpoint: CheckpointFolder | None, console: Console,
            hosted: HostedRun | None) -> int:
-    config = parts.config
     if checkpoint is not None:
-        state, tensors, optimizer_state = load_checkpoint(checkpoint)
-        kind = "lora" if config.lora.mode == "lora" else "full"
-        update = AdapterUpdate(state.step, kind, tensors, parts.learner.lora_config)
+        state, update, optimizer_state = load_checkpoint(checkpoint, parts.learner.lora_config)
         parts.learner.load_state(update, optimizer_state)
         parts.sampler.sync(parts.learner)
         parts.order.position = state.data_position
         base_accuracy, first_step = state.base_accuracy, state.step + 1
-        console.print(f"resuming {run_dir} after step {state.step}")
+        console.print(f"resuming {folder} after step {state.step}")
     else:
-        run_dir.mkdir(parents=True)
-        (run_dir / "config.yaml").write_text(to_yaml(config))
+        folder.create(parts.config)
         first_step, base_accuracy = 1, None
     try:
-        return _run(parts, run_dir, checkpoint is not None, first_step, base_accuracy, console, hosted)
+        return _run(parts, folder, checkpoint is not None, first_step, base_accuracy, console, hosted)
     except BaseException:
         # A run that dies before its first checkpoint leaves nothing to resume: leave no folder behind either.
-        if checkpoint is None and not any((run_dir / "checkpoints").glob("step_*")):
-            shutil.rmtree(run_dir, ignore_errors=True)
+        if checkpoint is None and not folder.checkpoints():
+            folder.remove()
         else:
-            print(f"the run stopped; resume from its last checkpoint with: rl-lora train --resume {run_dir}",
+            print(f"the run stopped; resume from its last checkpoint with: rl-lora train --resume {folder}",
                   file=sys.stderr)
         raise
 
 
-def _run(parts: RunParts, run_dir: Path, resumed: bool, first_step: int, base_accuracy: float | None,
+def _run(parts: RunParts, folder: RunFolder, resumed: bool, first_step: int, base_accuracy: float | None,
          console: Console, hosted: HostedRun | None) -> int:
     config, started = parts.config, time.perf_counter()
     # Hosted runs print side by side: each line says whose it is.
-    tag = f"{run_dir.name}: " if hosted else ""
+    tag = f"{folder.name}: " if hosted else ""
     print(tag + capacity_line(parts.learner, config))
-    (run_dir / "evals").mkdir(exist_ok=True)
 
     if base_accuracy is None:
         with console.status(f"base model test accuracy ({config.train.eval_size} problems, greedy, "
                             f"<= {config.eval.max_new_tokens} tokens)"):
             base = test_accuracy(parts)
-        write_records(run_dir / "evals" / "step_0.jsonl", base)
+        folder.write_eval(0, base)
         base_accuracy = base.accuracy
         print(tag + _eval_line("base model", base, config.eval.max_new_tokens))
 
-    log = MetricsLog(run_dir, resume_after_step=first_step - 1 if resumed else None)
+    log = MetricsLog(folder, resume_after_step=first_step - 1 if resumed else None)
     # Only the main thread may set a signal handler; a hosted run's host owns Ctrl-C.
     if hosted:
         previous_handler, stop_requested = None, hosted.stop_requested
@@ -231,12 +196,12 @@ def _run(parts: RunParts, run_dir: Path, resumed: bool, first_step: int, base_ac
                     print(f"{tag}step {metrics.step}/{config.train.steps} {status}", flush=True)
 
             def on_eval(step, result):
-                write_records(run_dir / "evals" / f"step_{step}.jsonl", result)
+                folder.write_eval(step, result)
                 last_eval["result"] = result
                 print(tag + _eval_line(f"step {step}", result, config.eval.max_new_tokens))
 
             def on_checkpoint(step, data_position):
-                save_checkpoint(run_dir, parts.learner, TrainerState(step, data_position, base_accuracy),
+                save_checkpoint(folder, parts.learner, TrainerState(step, data_position, base_accuracy),
                                 parts.tokenizer)
 
             last_step = train_loop(parts, first_step, on_step, on_eval, on_checkpoint, stop_requested)
@@ -245,28 +210,22 @@ def _run(parts: RunParts, run_dir: Path, resumed: bool, first_step: int, base_ac
             signal.signal(signal.SIGINT, previous_handler)
         log.close()
 
-    metrics = read_metrics(run_dir)
-    plot = plot_run(metrics, base_accuracy, run_dir / "plots" / "curve.png",
+    plot_run(folder.read_metrics(), base_accuracy, folder.plot_path,
                     f"{config.model.name} · {config.task.name} · " +
-                    (f"LoRA r={config.lora.rank}" if config.lora.mode == "lora" else "FullFT") +
+                    (f"LoRA r={config.lora.rank}" if config.lora.mode == TrainMode.LORA else "FullFT") +
                     f" · lr {config.learning_rate():g}")
     final = last_eval.get("result")
     params = parts.learner.trainable_parameters
-    summary = {"run_dir": str(run_dir), "steps": last_step, "base_accuracy": base_accuracy,
-               "final_accuracy": final.accuracy if final else None,
-               # What `rl-lora compare` reports: this process's peak RSS (with Ray: the driver only), the time of
-               # this session of the run (a resumed run counts from its resume), the update's size.
-               "wall_s": time.perf_counter() - started,
-               "peak_rss_mb": peak_rss_mb(),
-               "trainable_parameters": params,
-               "update_bytes": params * (4 if config.model.dtype == "float32" else 2)}
-    if hosted:  # peak RSS above is then the host process's: every run on the engine, and the engine
-        summary["engine_shared_with"] = list(hosted.peers)
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    folder.write_summary(RunSummary(
+        run_dir=str(folder), steps=last_step, base_accuracy=base_accuracy,
+        final_accuracy=final.accuracy if final else None, wall_s=time.perf_counter() - started,
+        peak_rss_mb=peak_rss_mb(), trainable_parameters=params,
+        update_bytes=params * (4 if config.model.dtype == "float32" else 2),
+        engine_shared_with=hosted.peers if hosted else ()))
     if stop_requested() and last_step < config.train.steps:
-        print(f"stopped after step {last_step}; resume with: rl-lora train --resume {run_dir}")
+        print(f"stopped after step {last_step}; resume with: rl-lora train --resume {folder}")
     if final is not None:
         print(f"{tag}test accuracy: base {base_accuracy:.1%} -> final {final.accuracy:.1%} "
               f"({(final.accuracy - base_accuracy) * 100:+.1f} points) after {last_step} steps")
-    print(f"{tag}run folder: {run_dir} (metrics.jsonl, plots/{plot.name}, checkpoints/, tensorboard/)")
+    print(f"{tag}run folder: {folder} ({folder.contents})")
     return 0

@@ -4,13 +4,11 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from envs.sample import Sample
 from rewards.scoring import RewardScorer
-from rl_lora.io import atomic_write_text
-from rl_lora.rollout.base import RolloutBackend, SamplingParams
+from rl_lora.types import Sampler, SamplingBackend, SamplingParams
 
 
 @dataclass(frozen=True)
@@ -36,14 +34,23 @@ class EvalResult:
     def summary(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k != "records"}
 
+    def records_jsonl(self) -> str:
+        """One JSON line per problem: what a run's evals/step_N.jsonl and `rl-lora eval --out` hold."""
+        return "".join(json.dumps(asdict(r)) + "\n" for r in self.records)
 
-def evaluate(backend: RolloutBackend, prompts: Sequence[str], samples: Sequence[Sample], scorer: RewardScorer,
-             max_new_tokens: int, batch_size: int = 32) -> EvalResult:
-    """Greedy, in batches of `batch_size` prompts: the KV cache of long generations stays bounded."""
+
+def evaluate(backend: SamplingBackend | Sampler, prompts: Sequence[str], samples: Sequence[Sample],
+             scorer: RewardScorer, max_new_tokens: int, batch_size: int = 32,
+             progress: Callable[[int], None] = lambda done: None) -> EvalResult:
+    """Greedy, in batches of `batch_size` prompts: the KV cache of long generations stays bounded. `progress` is
+    told how many prompts each batch finished."""
     start = time.perf_counter()
     greedy = SamplingParams(temperature=0.0, max_new_tokens=max_new_tokens)
-    completions = [group[0] for first in range(0, len(prompts), batch_size)
-                   for group in backend.generate(list(prompts[first:first + batch_size]), 1, greedy)]
+    completions = []
+    for first in range(0, len(prompts), batch_size):
+        batch = list(prompts[first:first + batch_size])
+        completions += [group[0] for group in backend.generate(batch, 1, greedy)]
+        progress(len(batch))
     scored = scorer.score([c.text for c in completions], samples)
     records = tuple(
         EvalRecord(s.id, s.answer, c.text, r, c.finished, len(c.token_ids))
@@ -59,7 +66,3 @@ def evaluate(backend: RolloutBackend, prompts: Sequence[str], samples: Sequence[
         seconds=time.perf_counter() - start,
         records=records,
     )
-
-
-def write_records(path: Path, result: EvalResult) -> None:
-    atomic_write_text(path, "".join(json.dumps(asdict(r)) + "\n" for r in result.records))

@@ -3,9 +3,22 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from rl_lora.losses import group_advantages
-from rl_lora.rollout.base import Completion
-from rl_lora.types import Rollout
+import torch
+
+from rl_lora.types import Completion, Rollout
+
+
+def group_advantages(rewards: list[list[float]], baseline: str, normalize_std: bool,
+                     eps: float = 1e-6) -> list[list[float]]:
+    """Per group (one prompt's completions): reward minus the group mean (optionally over its std)."""
+    advantages = []
+    for group in rewards:
+        values = torch.tensor(group, dtype=torch.float64)
+        centred = values - values.mean() if baseline == "group_mean" else values
+        if normalize_std and len(group) > 1:
+            centred = centred / (values.std() + eps)
+        advantages.append(centred.tolist())
+    return advantages
 
 
 def build_rollouts(sample_ids: Sequence[str], groups: list[list[Completion]], rewards: list[float | None],

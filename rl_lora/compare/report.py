@@ -5,15 +5,12 @@ from __future__ import annotations
 import json
 import statistics
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-
-import yaml
 
 from rl_lora.errors import UserError
 from rl_lora.io import atomic_write_text
-from rl_lora.learner_memory import FILENAME as LEARNER_MEMORY
-from rl_lora.metrics import read_metrics
+from rl_lora.run.folder import RunFolder
 
 
 @dataclass(frozen=True)
@@ -30,7 +27,7 @@ class RunRecord:
     update_bytes: int | None
     step_s: float
     sync_ms: float
-    learner_peak_mb: float | None = None  # from a learner-only measurement (rl_lora.learner_memory), if made
+    learner_peak_mb: float | None = None  # from a learner-only measurement (rl_lora.compare.learner_memory)
     learner_step_s: float | None = None
     engine_shared_with: tuple[str, ...] = ()  # runs that trained beside this one on one vLLM engine
 
@@ -40,31 +37,48 @@ def _median(values: list[float]) -> float:
 
 
 def read_run(run_dir: Path) -> RunRecord:
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise UserError(f"{run_dir} is not a run folder (no config.yaml)")
-    config = yaml.safe_load((run_dir / "config.yaml").read_text())
-    summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").is_file() else {}
-    metrics = read_metrics(run_dir)
-    learner = run_dir / LEARNER_MEMORY
-    learner_alone = json.loads(learner.read_text()) if learner.is_file() else {}
+    folder = RunFolder.existing(run_dir)
+    config = folder.read_config()
+    summary = folder.read_summary()
+    metrics = folder.read_metrics()
+    learner_alone = folder.read_learner_memory()
     if not metrics:
         raise UserError(f"{run_dir} has no metrics.jsonl steps yet")
-    lora, algo = config["lora"], config["algo"]
-    arm = f"lora:{lora['rank']}" if lora["mode"] == "lora" else "full"
-    lr = algo["lr"] if algo["lr"] is not None else algo["full_lr"] * (
-        algo["lora_lr_multiplier"] if lora["mode"] == "lora" else 1.0)
-    curve = [(m["step"], m["test_accuracy"]) for m in metrics if m.get("test_accuracy") is not None]
-    if summary.get("base_accuracy") is not None:
-        curve = [(0, summary["base_accuracy"])] + curve
+    curve = [(m.step, m.test_accuracy) for m in metrics if m.test_accuracy is not None]
+    if summary is not None and summary.base_accuracy is not None:
+        curve = [(0, summary.base_accuracy)] + curve
     return RunRecord(
-        arm=arm, lr=float(lr), seed=config["train"]["seed"], steps=metrics[-1]["step"], accuracy_curve=curve,
-        reward_curve=[(m["step"], m["reward_mean"]) for m in metrics],
-        final_accuracy=summary.get("final_accuracy"), wall_s=summary.get("wall_s"),
-        peak_rss_mb=summary.get("peak_rss_mb"), update_bytes=summary.get("update_bytes"),
-        step_s=_median([m["time_step"] for m in metrics]), sync_ms=1000 * _median([m["time_sync"] for m in metrics]),
-        learner_peak_mb=learner_alone.get("learner_peak_mb"), learner_step_s=learner_alone.get("step_s_median"),
-        engine_shared_with=tuple(summary.get("engine_shared_with", ())))
+        arm=config.arm_label, lr=config.learning_rate(), seed=config.train.seed, steps=metrics[-1].step,
+        accuracy_curve=curve, reward_curve=[(m.step, m.reward_mean) for m in metrics],
+        final_accuracy=summary.final_accuracy if summary else None, wall_s=summary.wall_s if summary else None,
+        peak_rss_mb=summary.peak_rss_mb if summary else None, update_bytes=summary.update_bytes if summary else None,
+        step_s=_median([m.time_step for m in metrics]), sync_ms=1000 * _median([m.time_sync for m in metrics]),
+        learner_peak_mb=learner_alone.learner_peak_mb if learner_alone else None,
+        learner_step_s=learner_alone.step_s_median if learner_alone else None,
+        engine_shared_with=summary.engine_shared_with if summary else ())
+
+
+@dataclass(frozen=True)
+class ArmRow:
+    """One row of the report: an arm at its best LR."""
+    arm: str
+    best_lr: float
+    seeds: int
+    final_accuracy: tuple[float, float] | None  # (mean, spread over seeds)
+    best_accuracy: tuple[float, float] | None
+    steps_to_90pct: float | None
+    wall_s: float
+    peak_rss_mb: float
+    step_s: float
+    update_bytes: int | None
+    sync_ms: float
+    learner_peak_mb: float | None
+    learner_step_s: float | None
+    lr_finals: dict[float, float]  # mean final accuracy at each LR the arm ran
+
+    @property
+    def is_full(self) -> bool:
+        return self.arm == "full"
 
 
 def _median_or_none(values: list[float]) -> float | None:
@@ -84,7 +98,7 @@ def steps_to_90(curve: list[tuple[int, float]]) -> int | None:
     return next(step for step, accuracy in curve if accuracy >= target) if final > base else None
 
 
-def summarise(records: list[RunRecord]) -> list[dict]:
+def summarise(records: list[RunRecord]) -> list[ArmRow]:
     """One row per arm at its best LR: the highest mean final accuracy over the seeds every LR of the arm ran
     (so extra seeds at one LR do not tilt the choice); the row then shows all seeds at that LR."""
     by_arm: dict[str, dict[float, list[RunRecord]]] = defaultdict(lambda: defaultdict(list))
@@ -104,28 +118,28 @@ def summarise(records: list[RunRecord]) -> list[dict]:
         finals = [r.final_accuracy for r in runs if r.final_accuracy is not None]
         bests = [max(a for _, a in r.accuracy_curve) for r in runs if r.accuracy_curve]
         reach = [s for s in (steps_to_90(r.accuracy_curve) for r in runs) if s is not None]
-        rows.append({
-            "arm": arm, "best_lr": best_lr, "seeds": len(runs),
-            "final_accuracy": _mean_std(finals) if finals else None,
-            "best_accuracy": _mean_std(bests) if bests else None,
-            "steps_to_90pct": _median(reach) if reach else None,
-            "wall_s": _median([r.wall_s for r in runs if r.wall_s is not None]),
-            "peak_rss_mb": _median([r.peak_rss_mb for r in runs if r.peak_rss_mb is not None]),
-            "step_s": _median([r.step_s for r in runs]),
-            "update_bytes": runs[0].update_bytes, "sync_ms": _median([r.sync_ms for r in runs]),
-            "learner_peak_mb": _median_or_none([r.learner_peak_mb for lr_runs in by_lr.values() for r in lr_runs
-                                                if r.learner_peak_mb is not None]),
-            "learner_step_s": _median_or_none([r.learner_step_s for lr_runs in by_lr.values() for r in lr_runs
-                                               if r.learner_step_s is not None]),
-            "lr_finals": {lr: score(lr) for lr in sorted(by_lr)},
-        })
-    return sorted(rows, key=lambda row: 10**9 if row["arm"] == "full" else int(row["arm"].split(":")[1]))
+        rows.append(ArmRow(
+            arm=arm, best_lr=best_lr, seeds=len(runs),
+            final_accuracy=_mean_std(finals) if finals else None,
+            best_accuracy=_mean_std(bests) if bests else None,
+            steps_to_90pct=_median(reach) if reach else None,
+            wall_s=_median([r.wall_s for r in runs if r.wall_s is not None]),
+            peak_rss_mb=_median([r.peak_rss_mb for r in runs if r.peak_rss_mb is not None]),
+            step_s=_median([r.step_s for r in runs]),
+            update_bytes=runs[0].update_bytes, sync_ms=_median([r.sync_ms for r in runs]),
+            learner_peak_mb=_median_or_none([r.learner_peak_mb for lr_runs in by_lr.values() for r in lr_runs
+                                             if r.learner_peak_mb is not None]),
+            learner_step_s=_median_or_none([r.learner_step_s for lr_runs in by_lr.values() for r in lr_runs
+                                            if r.learner_step_s is not None]),
+            lr_finals={lr: score(lr) for lr in sorted(by_lr)},
+        ))
+    return sorted(rows, key=lambda row: 10**9 if row.is_full else int(row.arm.split(":")[1]))
 
 
-def best_lr_ratios(rows: list[dict]) -> dict[str, float]:
+def best_lr_ratios(rows: list[ArmRow]) -> dict[str, float]:
     """Each LoRA arm's best LR over FullFT's best LR (the published finding: about 10)."""
-    full = next((row["best_lr"] for row in rows if row["arm"] == "full"), None)
-    return {row["arm"]: row["best_lr"] / full for row in rows if full and row["arm"] != "full"}
+    full = next((row.best_lr for row in rows if row.is_full), None)
+    return {row.arm: row.best_lr / full for row in rows if full and not row.is_full}
 
 
 def _mean(value):
@@ -133,21 +147,21 @@ def _mean(value):
     return value[0] if isinstance(value, (list, tuple)) else value
 
 
-def cost_ratios(rows: list[dict]) -> dict[str, dict[str, float]]:
+def cost_ratios(rows: list[ArmRow]) -> dict[str, dict[str, float]]:
     """Each LoRA arm over FullFT: final accuracy (means at the best LRs), learner peak memory, learner step time
     and RL step time (sampling included, which is the same work for every arm)."""
-    full = next((row for row in rows if row["arm"] == "full"), None)
+    full = next((row for row in rows if row.is_full), None)
     if full is None:
         return {}
 
-    def ratio(row: dict, key: str) -> float | None:
-        mine, theirs = (_mean(row[key]), _mean(full[key]))
+    def ratio(row: ArmRow, key: str) -> float | None:
+        mine, theirs = (_mean(getattr(row, key)), _mean(getattr(full, key)))
         return mine / theirs if mine is not None and theirs else None
 
-    return {row["arm"]: {"final_accuracy": ratio(row, "final_accuracy"),
+    return {row.arm: {"final_accuracy": ratio(row, "final_accuracy"),
                          "learner_memory": ratio(row, "learner_peak_mb"),
                          "learner_step_time": ratio(row, "learner_step_s"), "step_time": ratio(row, "step_s")}
-            for row in rows if row["arm"] != "full"}
+            for row in rows if not row.is_full}
 
 
 def _ratio(value: float | None) -> str:
@@ -172,15 +186,15 @@ def _bytes(count) -> str:
     return f"{count / 1e6:.1f} MB" if count >= 1e6 else f"{count / 1e3:.1f} kB"
 
 
-def table(rows: list[dict]) -> str:
+def table(rows: list[ArmRow]) -> str:
     lines = ["| arm | best LR | seeds | final test acc | best test acc | steps to 90 % | wall / run | learner peak | "
              "run peak RSS | learner step | RL step | update size | sync |", "|" + "---|" * 13]
     for row in rows:
-        reach = "—" if row["steps_to_90pct"] is None else f"{row['steps_to_90pct']:g}"
-        lines.append(f"| {row['arm']} | {row['best_lr']:.3g} | {row['seeds']} | {_pm(row['final_accuracy'])} | "
-                     f"{_pm(row['best_accuracy'])} | {reach} | {row['wall_s']:.0f} s | {_mb(row['learner_peak_mb'])} | "
-                     f"{_mb(row['peak_rss_mb'])} | {_seconds(row['learner_step_s'])} | "
-                     f"{row['step_s']:.2f} s | {_bytes(row['update_bytes'])} | {row['sync_ms']:.1f} ms |")
+        reach = "—" if row.steps_to_90pct is None else f"{row.steps_to_90pct:g}"
+        lines.append(f"| {row.arm} | {row.best_lr:.3g} | {row.seeds} | {_pm(row.final_accuracy)} | "
+                     f"{_pm(row.best_accuracy)} | {reach} | {row.wall_s:.0f} s | {_mb(row.learner_peak_mb)} | "
+                     f"{_mb(row.peak_rss_mb)} | {_seconds(row.learner_step_s)} | "
+                     f"{row.step_s:.2f} s | {_bytes(row.update_bytes)} | {row.sync_ms:.1f} ms |")
     return "\n".join(lines) + "\n"
 
 
@@ -192,7 +206,7 @@ def write_report(run_dirs: list[Path], out: Path, command: str) -> Path:
     text = (f"# rl-lora compare\n\n`{command}`\n\n{len(records)} runs. Each arm at its best LR (highest mean final "
             f"greedy test accuracy over the seeds every LR ran); ± is the spread over the seeds at that LR. "
             f"Learner peak: the arm's learner alone on a step-sized batch, in a fresh process "
-            f"(`python -m rl_lora.learner_memory RUN_DIR`). Run peak RSS: each run's own process (learner and "
+            f"(`rl-lora learner-memory RUN_DIR`). Run peak RSS: each run's own process (learner and "
             f"sampler together; with Ray, the driver). Step time: the runs' median RL step.{_shared_note(records)}"
             f"\n\n" + table(rows) + "\n"
             + "".join(f"Best LR / FullFT's best LR: {arm} {ratio:.3g}x\n\n"
@@ -203,7 +217,7 @@ def write_report(run_dirs: list[Path], out: Path, command: str) -> Path:
             + "".join(f"![{p.stem}]({p.name})\n" for p in plots)
             + "\nRuns:\n" + "".join(f"- `{d}`\n" for d in run_dirs))
     atomic_write_text(out / "report.md", text)
-    atomic_write_text(out / "report.json", json.dumps({"command": command, "rows": rows,
+    atomic_write_text(out / "report.json", json.dumps({"command": command, "rows": [asdict(r) for r in rows],
                                                        "best_lr_over_full": best_lr_ratios(rows),
                                                        "cost_over_full": cost_ratios(rows),
                                                        "runs": [str(d) for d in run_dirs]}, indent=1) + "\n")
@@ -219,11 +233,11 @@ def _shared_note(records: list[RunRecord]) -> str:
             "overlap with the other runs'.")
 
 
-def plot_all(records: list[RunRecord], rows: list[dict], out: Path) -> list[Path]:
-    from rl_lora.plots import plt
+def plot_all(records: list[RunRecord], rows: list[ArmRow], out: Path) -> list[Path]:
+    from rl_lora.run.plots import plt
 
-    best = {row["arm"]: row["best_lr"] for row in rows}
-    colors = {row["arm"]: f"C{i}" for i, row in enumerate(rows)}
+    best = {row.arm: row.best_lr for row in rows}
+    colors = {row.arm: f"C{i}" for i, row in enumerate(rows)}
     paths = []
 
     figure, axes = plt.subplots(1, 2, figsize=(12, 4.2))
@@ -249,10 +263,10 @@ def plot_all(records: list[RunRecord], rows: list[dict], out: Path) -> list[Path
 
     figure, axis = plt.subplots(figsize=(6.5, 4.2))
     for row in rows:
-        lrs = list(row["lr_finals"])
-        axis.plot(lrs, [row["lr_finals"][lr] for lr in lrs], marker="o", color=colors[row["arm"]], label=row["arm"])
-        axis.plot([row["best_lr"]], [row["lr_finals"][row["best_lr"]]], marker="*", markersize=16,
-                  color=colors[row["arm"]])
+        lrs = list(row.lr_finals)
+        axis.plot(lrs, [row.lr_finals[lr] for lr in lrs], marker="o", color=colors[row.arm], label=row.arm)
+        axis.plot([row.best_lr], [row.lr_finals[row.best_lr]], marker="*", markersize=16,
+                  color=colors[row.arm])
     ratios = best_lr_ratios(rows)
     axis.set(xscale="log", xlabel="learning rate (★ best per arm)",
              ylabel="final greedy test accuracy (mean over seeds)",
@@ -264,17 +278,17 @@ def plot_all(records: list[RunRecord], rows: list[dict], out: Path) -> list[Path
     paths.append(_save(figure, out / "lr.png", plt))
 
     figure, (memory_axis, time_axis) = plt.subplots(1, 2, figsize=(10, 3.8))
-    labels = [row["arm"] for row in rows]
+    labels = [row.arm for row in rows]
     positions = range(len(rows))
-    memory_axis.bar([x - 0.2 for x in positions], [(row["learner_peak_mb"] or 0) / 1024 for row in rows], width=0.4,
+    memory_axis.bar([x - 0.2 for x in positions], [(row.learner_peak_mb or 0) / 1024 for row in rows], width=0.4,
                     color=[colors[a] for a in labels], label="learner alone")
-    memory_axis.bar([x + 0.2 for x in positions], [row["peak_rss_mb"] / 1024 for row in rows], width=0.4,
+    memory_axis.bar([x + 0.2 for x in positions], [row.peak_rss_mb / 1024 for row in rows], width=0.4,
                     color=[colors[a] for a in labels], alpha=0.4, hatch="//", label="whole run (+ sampler)")
     memory_axis.set(ylabel="GB", title="peak memory", xticks=list(positions), xticklabels=labels)
     memory_axis.legend(fontsize=8)
-    time_axis.bar([x - 0.2 for x in positions], [row["learner_step_s"] or 0 for row in rows], width=0.4,
+    time_axis.bar([x - 0.2 for x in positions], [row.learner_step_s or 0 for row in rows], width=0.4,
                   color=[colors[a] for a in labels], label="learner step alone")
-    time_axis.bar([x + 0.2 for x in positions], [row["step_s"] for row in rows], width=0.4,
+    time_axis.bar([x + 0.2 for x in positions], [row.step_s for row in rows], width=0.4,
                   color=[colors[a] for a in labels], alpha=0.4, hatch="//", label="RL step (+ sampling)")
     time_axis.set(ylabel="seconds", title="median step time", xticks=list(positions), xticklabels=labels)
     time_axis.legend(fontsize=8)

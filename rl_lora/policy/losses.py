@@ -1,22 +1,9 @@
-"""Advantages and policy losses. Pure tensor functions: easy to check by hand."""
+"""Policy losses. Pure tensor functions: easy to check by hand."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
-
-
-def group_advantages(rewards: list[list[float]], baseline: str, normalize_std: bool,
-                     eps: float = 1e-6) -> list[list[float]]:
-    """Per group (one prompt's completions): reward minus the group mean (optionally over its std)."""
-    advantages = []
-    for group in rewards:
-        values = torch.tensor(group, dtype=torch.float64)
-        centred = values - values.mean() if baseline == "group_mean" else values
-        if normalize_std and len(group) > 1:
-            centred = centred / (values.std() + eps)
-        advantages.append(centred.tolist())
-    return advantages
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,224 @@
+"""A run folder, and the only module that knows its layout:
+
+    config.yaml            the run's whole config (rl_lora.config), as run and as resumed
+    metrics.jsonl          one JSON line per step (rl_lora.types.StepMetrics)
+    tensorboard/           the same scalars for TensorBoard
+    evals/step_N.jsonl     greedy test answers, one line per problem (step 0: the base model)
+    checkpoints/step_N/    adapter/ (PEFT) or model/ (FullFT, a HF folder), optimizer.pt, rng.pt, trainer_state.json
+    plots/curve.png        reward and accuracy curves
+    summary.json           written when the run ends (RunSummary)
+    learner_memory.json    the learner alone, measured by `rl-lora learner-memory` (compare does it per arm)
+
+Everything that reads or writes these goes through RunFolder, so the format is defined once. Folders written by
+earlier versions load unchanged (fields added since take their defaults).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rl_lora.config import RunConfig, TrainMode, load_config, to_yaml
+from rl_lora.errors import UserError
+from rl_lora.io import atomic_write_text
+from rl_lora.step.evaluate import EvalResult
+from rl_lora.types import StepMetrics
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """How a run ended: what `rl-lora compare` reports beside the metrics."""
+    run_dir: str
+    steps: int  # the last completed step
+    base_accuracy: float | None
+    final_accuracy: float | None  # None: the run stopped before its last evaluation
+    # This process's peak RSS (with Ray: the driver only; on a shared engine: the host, every run and the engine),
+    # the time of this session of the run (a resumed run counts from its resume), the update's size.
+    wall_s: float | None = None
+    peak_rss_mb: float | None = None
+    trainable_parameters: int | None = None
+    update_bytes: int | None = None
+    engine_shared_with: tuple[str, ...] = ()  # runs that trained beside this one on one vLLM engine
+
+    def to_json(self) -> str:
+        record = dataclasses.asdict(self)
+        if not self.engine_shared_with:  # only hosted runs record it
+            del record["engine_shared_with"]
+        else:
+            record["engine_shared_with"] = list(self.engine_shared_with)
+        return json.dumps(record, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> "RunSummary":
+        record = json.loads(text)
+        known = {f.name for f in dataclasses.fields(cls)}
+        record["engine_shared_with"] = tuple(record.get("engine_shared_with", ()))
+        return cls(**{k: v for k, v in record.items() if k in known})
+
+
+@dataclass(frozen=True)
+class LearnerAlone:
+    """The learner measured alone on a step-sized batch (rl_lora.compare.learner_memory)."""
+    learner_peak_mb: float | None
+    step_s_median: float | None
+
+
+class CheckpointFolder:
+    """checkpoints/step_N: appears whole or not at all (written under a staging name, then renamed)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.adapter = self.path / "adapter"  # LoRA: a PEFT adapter folder (`rl-lora eval --adapter` takes it)
+        self.model = self.path / "model"  # FullFT: a complete HF model folder (`rl-lora eval --model` takes it)
+        self.optimizer, self.rng = self.path / "optimizer.pt", self.path / "rng.pt"
+        self.trainer_state = self.path / "trainer_state.json"  # written last: its presence marks a whole checkpoint
+
+    @property
+    def step(self) -> int:
+        return int(self.path.name.split("_")[1])
+
+    @property
+    def weights_file(self) -> Path:
+        if self.adapter.is_dir():
+            return self.adapter / "adapter_model.safetensors"
+        return self.model / "model.safetensors"
+
+    @property
+    def complete(self) -> bool:
+        return self.trainer_state.is_file()
+
+    def staging(self) -> "CheckpointFolder":
+        return CheckpointFolder(self.path.with_name(f".{self.path.name}.partial"))
+
+
+class RunFolder:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    @property
+    def contents(self) -> str:
+        """What a user finds in the folder, for the line a finished run prints."""
+        return "metrics.jsonl, plots/curve.png, checkpoints/, tensorboard/, summary.json"
+
+    # -- finding and creating ------------------------------------------------------------------------------
+    @classmethod
+    def for_new_run(cls, config: RunConfig) -> "RunFolder":
+        """train.runs_dir / (train.name, or <task>-<mode>[-r<rank>]-<time>); refused if it exists."""
+        name = config.train.name or (f"{config.task.name}-{config.lora.mode}"
+                                     + (f"-r{config.lora.rank}" if config.lora.mode == TrainMode.LORA else "")
+                                     + time.strftime("-%Y%m%d-%H%M%S"))
+        folder = cls(Path(config.train.runs_dir) / name)
+        if folder.path.exists():
+            raise UserError(f"run folder {folder} exists: choose another train.name or resume it with "
+                            f"--resume {folder}")
+        return folder
+
+    @classmethod
+    def existing(cls, path: str | Path) -> "RunFolder":
+        folder = cls(path)
+        if not folder.is_run():
+            raise UserError(f"{folder} is not a run folder (no config.yaml)")
+        return folder
+
+    def is_run(self) -> bool:
+        return self.config_path.is_file()
+
+    def create(self, config: RunConfig) -> None:
+        self.path.mkdir(parents=True)
+        self.write_config(config)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    # -- config --------------------------------------------------------------------------------------------
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.yaml"
+
+    def read_config(self, overrides: list[str] = ()) -> RunConfig:
+        return load_config(self.config_path, list(overrides))
+
+    def write_config(self, config: RunConfig) -> None:
+        atomic_write_text(self.config_path, to_yaml(config))
+
+    # -- summary -------------------------------------------------------------------------------------------
+    def read_summary(self) -> RunSummary | None:
+        path = self.path / "summary.json"
+        return RunSummary.from_json(path.read_text()) if path.is_file() else None
+
+    def write_summary(self, summary: RunSummary) -> None:
+        atomic_write_text(self.path / "summary.json", summary.to_json())
+
+    def finished(self, steps: int) -> bool:
+        """The run ended after its last step (a run stopped early has a summary too, with fewer steps)."""
+        summary = self.read_summary()
+        return summary is not None and summary.steps == steps
+
+    # -- metrics and evaluations ---------------------------------------------------------------------------
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        return self.path / "tensorboard"
+
+    def read_metrics(self) -> list[StepMetrics]:
+        if not self.metrics_path.exists():
+            return []
+        known = {f.name for f in dataclasses.fields(StepMetrics)}
+        return [StepMetrics(**{k: v for k, v in json.loads(line).items() if k in known})
+                for line in self.metrics_path.read_text().splitlines() if line]
+
+    def write_eval(self, step: int, result: EvalResult) -> None:
+        folder = self.path / "evals"
+        folder.mkdir(exist_ok=True)
+        atomic_write_text(folder / f"step_{step}.jsonl", result.records_jsonl())
+
+    @property
+    def plot_path(self) -> Path:
+        return self.path / "plots" / "curve.png"
+
+    # -- checkpoints ---------------------------------------------------------------------------------------
+    def checkpoint(self, step: int) -> CheckpointFolder:
+        return CheckpointFolder(self.path / "checkpoints" / f"step_{step}")
+
+    def checkpoints(self) -> list[CheckpointFolder]:
+        """Complete checkpoints, oldest first (a staging folder left by a crash is not one)."""
+        found = [CheckpointFolder(p) for p in (self.path / "checkpoints").glob("step_*")]
+        return sorted((c for c in found if c.complete), key=lambda c: c.step)
+
+    def latest_checkpoint(self) -> CheckpointFolder:
+        found = self.checkpoints()
+        if not found:
+            raise UserError(f"{self} has no checkpoint to resume from (checkpoints/step_N/)")
+        return found[-1]
+
+    def resumable(self) -> bool:
+        return self.is_run() and bool(self.checkpoints())
+
+    # -- the learner measured alone ------------------------------------------------------------------------
+    @property
+    def learner_memory_path(self) -> Path:
+        return self.path / "learner_memory.json"
+
+    def write_learner_memory(self, measurement: dict[str, Any]) -> Path:
+        atomic_write_text(self.learner_memory_path, json.dumps(measurement, indent=1) + "\n")
+        return self.learner_memory_path
+
+    def read_learner_memory(self) -> LearnerAlone | None:
+        if not self.learner_memory_path.is_file():
+            return None
+        record = json.loads(self.learner_memory_path.read_text())
+        return LearnerAlone(record.get("learner_peak_mb"), record.get("step_s_median"))
