@@ -7,6 +7,8 @@ import importlib
 import os
 import signal
 import sys
+import threading
+import time
 import traceback
 
 from rewards.sandbox import read_message, write_message
@@ -19,9 +21,18 @@ def resolve(spec: str, cache: dict):
     return cache[spec]
 
 
+def die_with(parent: int, every_s: float = 0.5) -> None:
+    """Exit once `parent` is gone (this process is re-parented): a reward that hangs must not outlive a trainer
+    killed with -9, which never closes the pipe the main loop waits on."""
+    while os.getppid() == parent:
+        time.sleep(every_s)
+    os._exit(1)
+
+
 def main() -> None:
     # Ctrl-C belongs to the parent; it ends this process by closing the pipe.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=die_with, args=(os.getppid(),), daemon=True, name="die-with-parent").start()
     # Keep the protocol's stdout private: whatever the called code prints goes to stderr.
     channel = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())

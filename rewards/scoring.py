@@ -10,7 +10,7 @@ import logging
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 from envs.sample import Sample
 from rewards.protocol import OnRewardError, RewardError, RewardFailure, ScoredBatch
@@ -56,7 +56,9 @@ class RewardScorer:
         if self.reward.style == "trl":
             outcomes = self._score_trl_batch(completions, samples)
         else:
-            outcomes = [self._score_one(c, s) for c, s in zip(completions, samples)]
+            # Lazily: with on_error=stop the first failure stops the batch (a hanging reward costs one timeout,
+            # not one per completion).
+            outcomes = (self._score_one(c, s) for c, s in zip(completions, samples))
         rewards: list[float | None] = []
         failures: list[RewardFailure] = []
         for outcome, completion, sample in zip(outcomes, completions, samples):

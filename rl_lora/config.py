@@ -200,6 +200,30 @@ class RunConfig:
                             "second full copy, which rl-lora does not keep: use lora.mode=lora or algo.kl_coef=0")
 
 
+# Keys `--resume --set` may change: how long, how often to evaluate and checkpoint, where and how fast to sample,
+# how to treat reward failures. Everything else shapes the adapter, the model, the data or what the loss means, and
+# is fixed when the run starts.
+RESUME_MAY_CHANGE = ("train.steps", "train.eval_every", "train.eval_size", "train.checkpoint_every", "eval.*",
+                     "ray.*", "rollout.num_workers", "rollout.backend", "rollout.vllm_serve",
+                     "rollout.vllm_max_model_len", "rollout.batch_size", "rollout.probe", "reward.timeout_s",
+                     "reward.on_error", "model.device")
+
+
+def check_resume_changes(saved: RunConfig, resumed: RunConfig) -> None:
+    """Refuse a resume that would silently change the experiment (e.g. lora.rank or lora.alpha), naming the key."""
+    def flat(config: RunConfig) -> dict[str, Any]:
+        return {f"{section}.{key}": value for section, values in to_dict(config).items()
+                for key, value in values.items()}
+
+    before, after = flat(saved), flat(resumed)
+    for key in before:
+        allowed = any(key == k or (k.endswith(".*") and key.startswith(k[:-1])) for k in RESUME_MAY_CHANGE)
+        if before[key] != after[key] and not allowed:
+            raise UserError(f"--resume cannot change {key} ({before[key]!r} -> {after[key]!r}): the run's checkpoint "
+                            f"and metrics were made with {before[key]!r}; start a new run for that (a resume may "
+                            f"change {', '.join(RESUME_MAY_CHANGE)})")
+
+
 # ---- loading ---------------------------------------------------------------------------------------------
 
 def _type_name(tp: Any) -> str:

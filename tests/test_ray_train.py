@@ -4,6 +4,8 @@ the step completes; a dead learner stops the run at a checkpoint it resumes from
 import threading
 import time
 
+import pytest
+
 from rl_lora.cli import main
 from tests.test_train import metrics, train
 
@@ -90,9 +92,11 @@ def test_a_run_the_cluster_cannot_place_fails_with_what_it_asked_for(ray_cluster
     assert not (tmp_path / "gpu").exists()
 
 
-def test_ctrl_c_checkpoints_and_shuts_ray_down(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_ctrl_c_and_sigterm_checkpoint_and_shut_ray_down(tiny_model_dir, tmp_path, how):
     """A terminal's Ctrl-C reaches the whole process group: the driver (its own local Ray here) and Ray's
-    processes. The run stops after the step with a checkpoint, and no Ray process outlives it."""
+    processes; a scheduler's SIGTERM (Slurm, Kubernetes, `ray job stop`) reaches the driver. Either way the run
+    stops after the step with a checkpoint, and no Ray process outlives it."""
     import json
     import os
     import signal
@@ -109,7 +113,10 @@ def test_ctrl_c_checkpoints_and_shuts_ray_down(tiny_model_dir, tmp_path):
     deadline = time.time() + 180
     while time.time() < deadline and not ((run_dir / "metrics.jsonl").is_file() and metrics(run_dir)):
         time.sleep(0.1)
-    os.killpg(child.pid, signal.SIGINT)
+    if how == "ctrl-c":
+        os.killpg(child.pid, signal.SIGINT)
+    else:
+        os.kill(child.pid, signal.SIGTERM)
     out, err = child.communicate(timeout=120)
     assert child.returncode == 0, err[-2000:]
     assert "stopped after step" in out

@@ -59,6 +59,16 @@ def test_a_hanging_reward_is_cut_off_and_reported():
     hanging.close()
 
 
+def test_with_on_error_stop_the_first_hanging_completion_stops_the_batch():
+    """One timeout, not one per completion: 6 completions at a 1 s limit stop after ~1 s (6 s before)."""
+    hanging = scorer("hangs", timeout_s=1.0, on_error="stop")
+    start = time.perf_counter()
+    with pytest.raises(RewardError, match="timed out after 1 s"):
+        hanging.score(["yes"] * 6, [SAMPLES[0]] * 6)
+    assert time.perf_counter() - start < 3.5
+    hanging.close()
+
+
 def test_zero_policy_scores_zero_but_reports():
     result = scorer("raises", on_error="zero").score(["yes", "no"], SAMPLES)
     assert result.rewards == [0.0, 0.0]
@@ -74,3 +84,34 @@ def test_zero_policy_scores_zero_but_reports():
 def test_bad_reward_names_are_user_errors(name, message):
     with pytest.raises(RewardSpecError, match=message.replace("(", r"\(").replace(")", r"\)")):
         resolve_reward(name)
+
+
+def test_a_hanging_reward_dies_with_a_killed_trainer():
+    """kill -9 of the process that owns the sandbox (no pipe is closed in an orderly way, the reward hangs): the
+    sandbox child must not outlive it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    owner = subprocess.Popen([sys.executable, "-c", "from rewards.sandbox import Sandbox; "
+                              f"Sandbox().call('{FIX}:hangs', ('x', None), 600, {{}})"])
+    deadline, child = time.time() + 60, None
+    while time.time() < deadline and child is None:
+        found = subprocess.run(["pgrep", "-P", str(owner.pid), "-f", "rewards._sandbox_worker"],
+                               capture_output=True, text=True).stdout.split()
+        child = int(found[0]) if found else None
+        time.sleep(0.2)
+    assert child is not None, "the sandbox child never started"
+    time.sleep(1.5)  # the reward is now hanging inside the child
+    os.kill(owner.pid, signal.SIGKILL)
+    owner.wait()
+    deadline = time.time() + 5
+    while time.time() < deadline and os.path.exists(f"/proc/{child}"):
+        try:  # reap it if it became ours (it is re-parented to init or a subreaper)
+            os.waitpid(child, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        time.sleep(0.1)
+    alive = os.path.exists(f"/proc/{child}") and "Z" not in open(f"/proc/{child}/stat").read().split()[2]
+    assert not alive, f"sandbox child {child} outlived its killed owner"

@@ -2,6 +2,7 @@
 states and the data position, in a RunFolder's checkpoints/step_N. A checkpoint appears whole or not at all."""
 from __future__ import annotations
 
+import errno
 import json
 import random
 import shutil
@@ -10,6 +11,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from rl_lora.config import TrainMode
+from rl_lora.io import out_of_space
 from rl_lora.run.folder import CheckpointFolder, RunFolder
 from rl_lora.types import AdapterUpdate, Learner
 
@@ -25,6 +27,21 @@ def save_checkpoint(folder: RunFolder, learner: Learner, state: TrainerState, to
     final = folder.checkpoint(state.step)
     staging = final.staging()
     shutil.rmtree(staging.path, ignore_errors=True)
+    try:
+        _write(staging, learner, state, tokenizer)
+    except BaseException as error:
+        full = out_of_space(error, staging.path.parent)  # asked while the partial checkpoint still takes its space
+        shutil.rmtree(staging.path, ignore_errors=True)  # no partial folder left; a full disk gets its space back
+        if full:
+            raise OSError(errno.ENOSPC, f"no space left for checkpoint step {state.step}") from error
+        raise
+    if final.path.exists():
+        shutil.rmtree(final.path)
+    staging.path.rename(final.path)
+    return final
+
+
+def _write(staging: CheckpointFolder, learner: Learner, state: TrainerState, tokenizer) -> None:
     staging.path.mkdir(parents=True)
     if learner.lora_config is not None:
         learner.save_weights(staging.adapter)
@@ -33,13 +50,12 @@ def save_checkpoint(folder: RunFolder, learner: Learner, state: TrainerState, to
         learner.save_weights(staging.model)
         if tokenizer is not None:
             tokenizer.save_pretrained(staging.model)
-    torch.save(learner.optimizer_state(), staging.optimizer)
-    torch.save({"python": random.getstate(), "torch": torch.get_rng_state()}, staging.rng)
+    # Through Python file objects: a full disk then raises OSError(ENOSPC), not torch's errno-less RuntimeError.
+    with open(staging.optimizer, "wb") as f:
+        torch.save(learner.optimizer_state(), f)
+    with open(staging.rng, "wb") as f:
+        torch.save({"python": random.getstate(), "torch": torch.get_rng_state()}, f)
     staging.trainer_state.write_text(json.dumps(asdict(state), indent=1))
-    if final.path.exists():
-        shutil.rmtree(final.path)
-    staging.path.rename(final.path)
-    return final
 
 
 def load_checkpoint(checkpoint: CheckpointFolder, lora_config: dict | None) -> tuple[TrainerState, AdapterUpdate,

@@ -42,6 +42,7 @@ class RunSummary:
     peak_rss_mb: float | None = None
     trainable_parameters: int | None = None
     update_bytes: int | None = None
+    reward_failures: int | None = None  # completions whose reward failed (scored 0 or left out, by reward.on_error)
     engine_shared_with: tuple[str, ...] = ()  # runs that trained beside this one on one vLLM engine
 
     def to_json(self) -> str:
@@ -114,15 +115,11 @@ class RunFolder:
     # -- finding and creating ------------------------------------------------------------------------------
     @classmethod
     def for_new_run(cls, config: RunConfig) -> "RunFolder":
-        """train.runs_dir / (train.name, or <task>-<mode>[-r<rank>]-<time>); refused if it exists."""
+        """train.runs_dir / (train.name, or <task>-<mode>[-r<rank>]-<time>); `claim` creates it."""
         name = config.train.name or (f"{config.task.name}-{config.lora.mode}"
                                      + (f"-r{config.lora.rank}" if config.lora.mode == TrainMode.LORA else "")
                                      + time.strftime("-%Y%m%d-%H%M%S"))
-        folder = cls(Path(config.train.runs_dir) / name)
-        if folder.path.exists():
-            raise UserError(f"run folder {folder} exists: choose another train.name or resume it with "
-                            f"--resume {folder}")
-        return folder
+        return cls(Path(config.train.runs_dir) / name)
 
     @classmethod
     def existing(cls, path: str | Path) -> "RunFolder":
@@ -134,8 +131,16 @@ class RunFolder:
     def is_run(self) -> bool:
         return self.config_path.is_file()
 
-    def create(self, config: RunConfig) -> None:
-        self.path.mkdir(parents=True)
+    def claim(self, config: RunConfig) -> None:
+        """Create the folder with its config, before anything heavy loads: a run that cannot write here, or that
+        another run started at the same moment under the same name, stops at once."""
+        try:
+            self.path.mkdir(parents=True)
+        except FileExistsError:
+            raise UserError(f"run folder {self} exists: choose another train.name or resume it with "
+                            f"--resume {self}") from None
+        except OSError as error:
+            raise UserError(f"cannot create run folder {self}: {error.strerror}") from None
         self.write_config(config)
 
     def remove(self) -> None:
@@ -174,12 +179,27 @@ class RunFolder:
     def tensorboard_dir(self) -> Path:
         return self.path / "tensorboard"
 
-    def read_metrics(self) -> list[StepMetrics]:
+    def metric_records(self) -> list[dict[str, Any]]:
+        """metrics.jsonl's records. A torn last line (the disk filled, or the process died, mid-append) is
+        dropped: the step it was writing was not checkpointed either, and a resume runs it again."""
         if not self.metrics_path.exists():
             return []
+        lines = self.metrics_path.read_text(errors="replace").splitlines()
+        records = []
+        for number, line in enumerate(lines, 1):
+            if not line:
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                if number < len(lines):
+                    raise UserError(f"{self.metrics_path}:{number}: not a JSON line (only the last line may be "
+                                    "torn); fix or remove that line") from None
+        return records
+
+    def read_metrics(self) -> list[StepMetrics]:
         known = {f.name for f in dataclasses.fields(StepMetrics)}
-        return [StepMetrics(**{k: v for k, v in json.loads(line).items() if k in known})
-                for line in self.metrics_path.read_text().splitlines() if line]
+        return [StepMetrics(**{k: v for k, v in record.items() if k in known}) for record in self.metric_records()]
 
     def write_eval(self, step: int, result: EvalResult) -> None:
         folder = self.path / "evals"
@@ -199,11 +219,10 @@ class RunFolder:
         found = [CheckpointFolder(p) for p in (self.path / "checkpoints").glob("step_*")]
         return sorted((c for c in found if c.complete), key=lambda c: c.step)
 
-    def latest_checkpoint(self) -> CheckpointFolder:
+    def latest_checkpoint(self) -> CheckpointFolder | None:
+        """None: the run stopped before its first checkpoint (a resume starts it from step 0)."""
         found = self.checkpoints()
-        if not found:
-            raise UserError(f"{self} has no checkpoint to resume from (checkpoints/step_N/)")
-        return found[-1]
+        return found[-1] if found else None
 
     def resumable(self) -> bool:
         return self.is_run() and bool(self.checkpoints())

@@ -4,10 +4,11 @@ starts one of these per seed; each run is a normal run folder, resumable on its 
 
     rl-lora shared-runs [--start CONFIG ...] [--resume RUN_DIR ...]     (internal: compare's child process)
 
-Ctrl-C once: every run finishes its step, checkpoints and stops; twice: stop at once.
+Ctrl-C (or SIGTERM) once: every run finishes its step, checkpoints and stops; twice: stop at once.
 """
 from __future__ import annotations
 
+import signal
 import sys
 import threading
 import traceback
@@ -91,6 +92,11 @@ def run_shared(specs: list[RunSpec]) -> int:
     print(f"[shared engine] {len(specs)} runs on one vLLM engine: {', '.join(s.name for s in specs)}", flush=True)
     for thread in threads:
         thread.start()
+
+    def on_sigterm(signum, frame) -> None:  # a scheduler's SIGTERM stops the runs as Ctrl-C does
+        raise KeyboardInterrupt
+
+    previous_sigterm = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         while any(t.is_alive() for t in threads):
             try:
@@ -105,6 +111,8 @@ def run_shared(specs: list[RunSpec]) -> int:
     except KeyboardInterrupt:
         print("[shared engine] aborted; runs resume from their last checkpoints", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)
     failed = [name for name, code in codes.items() if code != 0]
     if failed:
         print(f"[shared engine] failed: {', '.join(failed)}", file=sys.stderr)

@@ -12,7 +12,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from envs.render import PromptRenderer
-from rl_lora.config import RunConfig, TrainMode
+from rl_lora.config import RunConfig, TrainMode, check_resume_changes
+from rl_lora.errors import RunStopped, UserError
+from rl_lora.io import out_of_space
 from rl_lora.memory import peak_rss_mb
 from rl_lora.models import load_causal_lm, load_tokenizer, resolve_model
 from rl_lora.policy.learner import LocalLearner
@@ -55,7 +57,10 @@ def _eval_line(label: str, result: EvalResult, limit: int) -> str:
 
 
 class StopFlag:
-    """First Ctrl-C: finish the current step, checkpoint, stop. Second: stop at once."""
+    """The first Ctrl-C or SIGTERM (what Slurm, Kubernetes and `ray job stop` send): finish the current step,
+    checkpoint, stop. The second: stop at once (the last checkpoint stays whole: it is written under a staging
+    name and renamed)."""
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self, console: Console):
         self.requested, self.console = False, console
@@ -64,7 +69,17 @@ class StopFlag:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        self.console.print("[yellow]stopping after this step (Ctrl-C again to abort without a checkpoint)")
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        self.console.print(f"[yellow]{name}: stopping after this step (again to abort without a checkpoint)")
+
+    def install(self) -> dict:
+        """Handle both signals; returns the previous handlers, for restore()."""
+        return {signum: signal.signal(signum, self) for signum in self.SIGNALS}
+
+    @staticmethod
+    def restore(previous: dict) -> None:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 @dataclass(frozen=True)
@@ -120,22 +135,34 @@ def train_main(config: RunConfig | None, resume: str | None, overrides: list[str
     if resume:
         folder = RunFolder.existing(resume)
         config = folder.read_config(overrides)
-        checkpoint = folder.latest_checkpoint()
+        check_resume_changes(folder.read_config(), config)
+        checkpoint = folder.latest_checkpoint()  # None: stopped before its first checkpoint; it starts again
+        if checkpoint is not None and checkpoint.step >= config.train.steps:
+            raise UserError(f"{folder} finished step {checkpoint.step} of {config.train.steps} already; to train "
+                            f"further: rl-lora train --resume {folder} --set train.steps=N (N > {checkpoint.step})")
     else:
         folder, checkpoint = RunFolder.for_new_run(config), None
     config.check()
     check_environment(config)
+    # Nothing is written before every check above has passed.
     if resume:
         folder.write_config(config)  # keep --set changes (e.g. more steps)
-    parts, release = build_parts(config, console, folder.name, hosted.backend if hosted else None)
+    else:
+        folder.claim(config)
     try:
-        return _start(parts, folder, checkpoint, console, hosted)
+        parts, release = build_parts(config, console, folder.name, hosted.backend if hosted else None)
+    except BaseException:
+        if not resume:
+            folder.remove()
+        raise
+    try:
+        return _start(parts, folder, resume is not None, checkpoint, console, hosted)
     finally:
         release()  # Ray too: Ctrl-C, a failure or the end of the run all leave no actors behind
 
 
-def _start(parts: RunParts, folder: RunFolder, checkpoint: CheckpointFolder | None, console: Console,
-           hosted: HostedRun | None) -> int:
+def _start(parts: RunParts, folder: RunFolder, resumed: bool, checkpoint: CheckpointFolder | None,
+           console: Console, hosted: HostedRun | None) -> int:
     if checkpoint is not None:
         state, update, optimizer_state = load_checkpoint(checkpoint, parts.learner.lora_config)
         parts.learner.load_state(update, optimizer_state)
@@ -144,17 +171,23 @@ def _start(parts: RunParts, folder: RunFolder, checkpoint: CheckpointFolder | No
         base_accuracy, first_step = state.base_accuracy, state.step + 1
         console.print(f"resuming {folder} after step {state.step}")
     else:
-        folder.create(parts.config)
+        if resumed:
+            console.print(f"{folder} stopped before its first checkpoint: starting it again from step 1")
         first_step, base_accuracy = 1, None
     try:
-        return _run(parts, folder, checkpoint is not None, first_step, base_accuracy, console, hosted)
-    except BaseException:
+        return _run(parts, folder, resumed, first_step, base_accuracy, console, hosted)
+    except BaseException as error:
+        kept = folder.latest_checkpoint()
         # A run that dies before its first checkpoint leaves nothing to resume: leave no folder behind either.
-        if checkpoint is None and not folder.checkpoints():
+        if kept is None:
             folder.remove()
         else:
             print(f"the run stopped; resume from its last checkpoint with: rl-lora train --resume {folder}",
                   file=sys.stderr)
+        if out_of_space(error, folder.path if kept else folder.path.parent):
+            raise RunStopped(f"no space left on {folder.path.parent}: " + (
+                f"the last complete checkpoint, step {kept.step}, is kept; free space, then resume" if kept
+                else "the run stopped before its first checkpoint and its folder was removed")) from None
         raise
 
 
@@ -174,12 +207,12 @@ def _run(parts: RunParts, folder: RunFolder, resumed: bool, first_step: int, bas
         print(tag + _eval_line("base model", base, config.eval.max_new_tokens))
 
     log = MetricsLog(folder, resume_after_step=first_step - 1 if resumed else None)
-    # Only the main thread may set a signal handler; a hosted run's host owns Ctrl-C.
+    # Only the main thread may set a signal handler; a hosted run's host owns Ctrl-C and SIGTERM.
     if hosted:
-        previous_handler, stop_requested = None, hosted.stop_requested
+        previous_handlers, stop_requested = {}, hosted.stop_requested
     else:
         stop = StopFlag(console)
-        previous_handler, stop_requested = signal.signal(signal.SIGINT, stop), (lambda: stop.requested)
+        previous_handlers, stop_requested = stop.install(), (lambda: stop.requested)
     last_eval: dict = {}
     columns = (TextColumn("step"), MofNCompleteColumn(), BarColumn(), TextColumn("{task.fields[status]}"),
                TimeElapsedColumn(), TimeRemainingColumn())
@@ -206,24 +239,31 @@ def _run(parts: RunParts, folder: RunFolder, resumed: bool, first_step: int, bas
 
             last_step = train_loop(parts, first_step, on_step, on_eval, on_checkpoint, stop_requested)
     finally:
-        if previous_handler is not None:
-            signal.signal(signal.SIGINT, previous_handler)
+        StopFlag.restore(previous_handlers)
         log.close()
 
-    plot_run(folder.read_metrics(), base_accuracy, folder.plot_path,
-                    f"{config.model.name} · {config.task.name} · " +
-                    (f"LoRA r={config.lora.rank}" if config.lora.mode == TrainMode.LORA else "FullFT") +
-                    f" · lr {config.learning_rate():g}")
+    metrics = folder.read_metrics()
+    plot_run(metrics, base_accuracy, folder.plot_path,
+             f"{config.model.name} · {config.task.name} · " +
+             (f"LoRA r={config.lora.rank}" if config.lora.mode == TrainMode.LORA else "FullFT") +
+             f" · lr {config.learning_rate():g}")
     final = last_eval.get("result")
     params = parts.learner.trainable_parameters
+    failures = sum(m.reward_failures for m in metrics)
     folder.write_summary(RunSummary(
         run_dir=str(folder), steps=last_step, base_accuracy=base_accuracy,
         final_accuracy=final.accuracy if final else None, wall_s=time.perf_counter() - started,
         peak_rss_mb=peak_rss_mb(), trainable_parameters=params,
         update_bytes=params * (4 if config.model.dtype == "float32" else 2),
-        engine_shared_with=hosted.peers if hosted else ()))
+        reward_failures=failures, engine_shared_with=hosted.peers if hosted else ()))
     if stop_requested() and last_step < config.train.steps:
         print(f"stopped after step {last_step}; resume with: rl-lora train --resume {folder}")
+    if failures:
+        sampled = len(metrics) * config.rollout.prompts_per_step * config.rollout.group_size
+        print(f"{tag}the reward failed on {failures} of {sampled} sampled completions (reward.on_error="
+              f"{config.reward.on_error}: " + ("scored 0" if config.reward.on_error == "zero" else "left out") +
+              ("; every one failed, so this run learned nothing from its reward" if failures >= sampled else "")
+              + "); the log names each")
     if final is not None:
         print(f"{tag}test accuracy: base {base_accuracy:.1%} -> final {final.accuracy:.1%} "
               f"({(final.accuracy - base_accuracy) * 100:+.1f} points) after {last_step} steps")

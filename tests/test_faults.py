@@ -1,0 +1,156 @@
+"""Faults that clusters and users bring, on the real 260K Llama with real processes, signals and files: SIGTERM,
+a torn metrics line, a full disk, resumes that would change the experiment, a finished run resumed, a run killed
+before its first checkpoint, a run folder that cannot be claimed, rewards that fail on everything."""
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rl_lora.cli import main
+from tests.test_train import TINY_RUN, metrics, train
+
+KEYS = ("reward_mean", "loss", "grad_norm", "completion_tokens_mean")
+
+
+def _cli(*argv: str) -> list[str]:
+    return [sys.executable, "-m", "rl_lora.cli", *argv]
+
+
+def _wait_for_steps(run_dir: Path, child: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline and child.poll() is None:
+        if (run_dir / "metrics.jsonl").is_file() and metrics(run_dir):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"no step was logged (exit {child.poll()})")
+
+
+def _same_steps(a: list[dict], b: list[dict]) -> None:
+    assert [m["step"] for m in a] == [m["step"] for m in b]
+    for x, y in zip(a, b):
+        for key in KEYS:
+            assert x[key] == pytest.approx(y[key], rel=1e-5, abs=1e-7), (x["step"], key)
+
+
+def test_sigterm_stops_after_the_step_with_a_checkpoint_and_the_run_resumes_exactly(tiny_model_dir, tmp_path,
+                                                                                      capsys):
+    """What Slurm, Kubernetes and `ray job stop` send: handled like the first Ctrl-C."""
+    child = subprocess.Popen(_cli("train", *TINY_RUN, "--set", "train.steps=200", "--set", f"train.runs_dir={tmp_path}",
+                                  "--set", "train.name=term", "--set", "train.checkpoint_every=100"),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_steps(tmp_path / "term", child)
+    child.send_signal(signal.SIGTERM)
+    out, err = child.communicate(timeout=120)
+    assert child.returncode == 0, err[-2000:]
+    assert "SIGTERM: stopping after this step" in err and "stopped after step" in out
+    state = json.loads(next((tmp_path / "term" / "checkpoints").glob("step_*/trainer_state.json")).read_text())
+    stopped = state["step"]
+    assert 1 <= stopped < 200 and [m["step"] for m in metrics(tmp_path / "term")] == list(range(1, stopped + 1))
+    assert main(["train", "--resume", str(tmp_path / "term"), "--set", f"train.steps={stopped + 2}"]) == 0
+    assert train(tmp_path, capsys, "--set", f"train.steps={stopped + 2}", "--set", "train.name=straight")[0] == 0
+    _same_steps(metrics(tmp_path / "straight"), metrics(tmp_path / "term"))
+
+
+def test_a_torn_last_metrics_line_does_not_block_the_resume(tiny_model_dir, tmp_path, capsys):
+    assert train(tmp_path, capsys, "--set", "train.steps=3", "--set", "train.name=torn",
+                 "--set", "train.checkpoint_every=2")[0] == 0
+    run = tmp_path / "torn"
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    # The disk filled while step 3's line was appended: the run died there, before step 3's checkpoint.
+    (run / "metrics.jsonl").write_text("\n".join(lines[:2]) + "\n" + lines[2][:37])
+    (run / "summary.json").unlink()
+    shutil.rmtree(run / "checkpoints" / "step_3")
+    assert main(["train", "--resume", str(run), "--set", "train.steps=4"]) == 0
+    assert [m["step"] for m in metrics(run)] == [1, 2, 3, 4]
+
+
+def test_a_resume_that_would_change_the_adapter_is_refused_and_writes_nothing(tiny_model_dir, tmp_path, capsys):
+    assert train(tmp_path, capsys, "--set", "train.steps=1", "--set", "train.name=fixed")[0] == 0
+    run = tmp_path / "fixed"
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    for key, value in (("lora.rank", "4"), ("lora.alpha", "4"), ("lora.mode", "full"),
+                       ("lora.target_modules", "q_proj"), ("algo.loss", "ppo")):
+        code = main(["train", "--resume", str(run), "--set", f"{key}={value}", "--set", "train.steps=2"])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and f"--resume cannot change {key}" in err, err
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before  # config.yaml byte-identical
+
+
+def test_resuming_a_finished_run_says_so_and_keeps_its_summary(tiny_model_dir, tmp_path, capsys):
+    assert train(tmp_path, capsys, "--set", "train.steps=2", "--set", "train.name=done")[0] == 0
+    summary = (tmp_path / "done" / "summary.json").read_text()
+    assert main(["train", "--resume", str(tmp_path / "done")]) == 2
+    err = capsys.readouterr().err
+    assert "finished step 2 of 2" in err and "--set train.steps=N" in err, err
+    assert (tmp_path / "done" / "summary.json").read_text() == summary
+    assert json.loads(summary)["final_accuracy"] is not None
+
+
+def test_a_run_killed_before_its_first_checkpoint_resumes_from_step_1(tiny_model_dir, tmp_path, capsys):
+    """kill -9 leaves a folder with a config and no checkpoint: --resume starts it again."""
+    child = subprocess.Popen(_cli("train", *TINY_RUN, "--set", "train.steps=200", "--set", f"train.runs_dir={tmp_path}",
+                                  "--set", "train.name=early", "--set", "train.checkpoint_every=100"),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_for_steps(tmp_path / "early", child)
+    child.kill()
+    child.wait()
+    assert not list((tmp_path / "early").glob("checkpoints/step_*/trainer_state.json"))
+    assert main(["train", "--resume", str(tmp_path / "early"), "--set", "train.steps=2"]) == 0
+    assert "starting it again from step 1" in capsys.readouterr().err
+    assert [m["step"] for m in metrics(tmp_path / "early")] == [1, 2]
+
+
+def test_a_run_folder_that_cannot_be_created_is_one_line_before_the_model_loads(tiny_model_dir, tmp_path, capsys):
+    """runs_dir below a file (root writes anywhere, so a read-only folder would not stop these tests' user)."""
+    (tmp_path / "a-file").write_text("")
+    code, _, err = train(tmp_path, capsys, "--set", f"train.runs_dir={tmp_path / 'a-file' / 'runs'}",
+                         "--set", "train.name=x")
+    assert code == 2 and err.count("\n") == 1 and "cannot create run folder" in err, err
+    assert "Not a directory" in err
+
+
+def test_two_runs_with_one_name_started_at_once_do_not_share_a_folder(tiny_model_dir, tmp_path):
+    argv = _cli("train", *TINY_RUN, "--set", "train.steps=2", "--set", f"train.runs_dir={tmp_path}",
+                "--set", "train.name=twin")
+    first, second = (subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                     for _ in range(2))
+    results = [(child.wait(timeout=300), child.communicate()[1]) for child in (first, second)]
+    assert sorted(code for code, _ in results) == [0, 2], results
+    loser = next(err for code, err in results if code == 2)
+    assert "run folder" in loser and "exists" in loser and loser.strip().count("\n") == 0, loser
+    assert [m["step"] for m in metrics(tmp_path / "twin")] == [1, 2]
+
+
+def test_a_full_disk_while_checkpointing_keeps_the_last_checkpoint_and_says_so(tiny_model_dir, tmp_path, capsys):
+    """A real full disk: a 5 MB tmpfs holds one FullFT checkpoint of the tiny model (~3.1 MB) but not a second."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=5m", "tmpfs", str(disk)], capture_output=True,
+                             text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({mounted.stderr.strip()}): no honest full disk")
+    try:
+        full = ("--set", "lora.mode=full", "--set", "algo.lr=1e-4", "--set", "train.checkpoint_every=1",
+                "--set", f"train.runs_dir={disk}", "--set", "train.name=full")
+        code, _, err = train(tmp_path, capsys, "--set", "train.steps=3", *full)
+        assert code == 1 and "no space left on" in err and "step 1, is kept" in err, err
+        run = disk / "full"
+        assert [p.name for p in (run / "checkpoints").iterdir()] == ["step_1"]  # no partial folder left
+        subprocess.run(["mount", "-o", "remount,size=50m", str(disk)], check=True)  # space freed
+        assert main(["train", "--resume", str(run)]) == 0
+        assert [m["step"] for m in metrics(run)] == [1, 2, 3]
+    finally:
+        subprocess.run(["umount", "-l", str(disk)])
+
+
+def test_a_reward_failing_on_everything_is_said_at_the_end(tiny_model_dir, tmp_path, capsys):
+    code, out, _ = train(tmp_path, capsys, "--set", "train.steps=1", "--set", "train.name=zero",
+                         "--reward", "tests.reward_fixtures:raises", "--set", "reward.on_error=zero")
+    assert code == 0
+    assert "the reward failed on 64 of 64 sampled completions" in out and "learned nothing" in out, out
+    assert json.loads((tmp_path / "zero" / "summary.json").read_text())["reward_failures"] == 64
