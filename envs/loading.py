@@ -11,10 +11,23 @@ from envs.errors import TaskError
 DATA_ENV_VAR = "RL_LORA_DATA"
 
 
+# A row larger than this is no prompt any model's context holds; refusing it early keeps a stray 50 MB line from
+# costing gigabytes downstream.
+MAX_ROW_BYTES = 1 << 20
+
+
 def read_jsonl(path: Path) -> list[dict]:
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, start=1):
+            if len(raw) > MAX_ROW_BYTES:
+                raise TaskError(f"{path}:{line_no}: a row of {len(raw) / 1e6:.1f} MB; rows over "
+                                f"{MAX_ROW_BYTES >> 20} MB are refused (no model's context holds such a prompt)")
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise TaskError(f"{path}:{line_no}: not UTF-8 text (a .jsonl file is text: one JSON object per "
+                                "line)") from None
             if not line.strip():
                 continue
             try:
@@ -40,10 +53,14 @@ def read_rows(path: Path) -> list[dict]:
     if not path.is_file():
         raise TaskError(f"data file not found: {path}")
     if path.suffix == ".jsonl":
-        return read_jsonl(path)
-    if path.suffix == ".parquet":
-        return read_parquet(path)
-    raise TaskError(f"{path}: unsupported data file type {path.suffix!r} (use .jsonl or .parquet)")
+        rows = read_jsonl(path)
+    elif path.suffix == ".parquet":
+        rows = read_parquet(path)
+    else:
+        raise TaskError(f"{path}: unsupported data file type {path.suffix!r} (use .jsonl or .parquet)")
+    if not rows:
+        raise TaskError(f"{path}: no rows (a split needs at least one problem)")
+    return rows
 
 
 def read_hub(name: str, split: str, config: str | None = None) -> list[dict]:

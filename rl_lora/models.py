@@ -58,7 +58,31 @@ def resolve_model(name: str) -> str:
         return str(path)
     if _looks_like_path(name):
         raise UserError(f"model path not found: {name} (known aliases: {', '.join(ALIASES)})")
+    _check_hub_id(name)
     return name  # a hub id such as HuggingFaceTB/SmolLM2-135M-Instruct: loading reaches the hub
+
+
+def _check_hub_id(name: str) -> None:
+    """A hub id must be in the local hub cache or on a reachable hub; else say so in one line now, rather than
+    after the hub client's retries and a long traceback (a typo such as smollm2-135M looks like a hub id)."""
+    from huggingface_hub import model_info, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(name, "config.json"), str):
+        return
+    close = [alias for alias in ALIASES if alias.lower() == name.lower()]
+    what = (f"model {name!r} is not a known alias ({', '.join(ALIASES)}), not a local folder, and not in the "
+            "local hub cache" + (f" (did you mean {close[0]}?)" if close else ""))
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        raise UserError(f"{what}; HF_HUB_OFFLINE is set")
+    try:
+        model_info(name, timeout=10)
+    except Exception as error:  # the client raises a different type per cause; the name says which
+        kind = type(error).__name__
+        if "NotFound" in kind or "HFValidationError" in kind:
+            raise UserError(f"{what}; the hub has no model {name!r}") from None
+        if "Connect" in kind or "Timeout" in kind or "OfflineMode" in kind:
+            raise UserError(f"{what}; the hub is unreachable ({str(error).splitlines()[0]})") from None
+        # Gated or private models answer with an auth error: loading with the user's token may still work.
 
 
 def materialise_alias(alias: str) -> Path:
@@ -139,6 +163,11 @@ def load_causal_lm(name: str, dtype: str = "float32", device: str = "cpu"):
         model = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, dtype))
     except OSError as e:
         raise UserError(f"cannot load model {name!r}: {str(e).splitlines()[0]}") from None
+    except Exception as e:
+        if type(e).__name__ != "SafetensorError":
+            raise
+        raise UserError(f"cannot load model {name!r}: a .safetensors file in {source} is damaged or truncated "
+                        f"({e})") from None
     return model.to(device)
 
 

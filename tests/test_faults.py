@@ -154,3 +154,55 @@ def test_a_reward_failing_on_everything_is_said_at_the_end(tiny_model_dir, tmp_p
     assert code == 0
     assert "the reward failed on 64 of 64 sampled completions" in out and "learned nothing" in out, out
     assert json.loads((tmp_path / "zero" / "summary.json").read_text())["reward_failures"] == 64
+
+
+def _one_line(capsys, code: int, message: str) -> None:
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and message in err, err
+
+
+def test_a_hub_id_that_does_not_exist_is_one_line_without_retries(tmp_path, capsys):
+    started = time.time()
+    _one_line(capsys, main(["eval", "--model", "smollm2-135M", "--out", str(tmp_path / "e.jsonl")]),
+              "did you mean smollm2-135m?")
+    _one_line(capsys, main(["eval", "--model", "org/nosuchmodel", "--out", str(tmp_path / "e.jsonl")]),
+              "not a local folder, and not in the local hub cache")
+    assert time.time() - started < 60 and not (tmp_path / "e.jsonl").exists()
+
+
+def test_truncated_weights_are_one_line(tiny_model_dir, tmp_path, capsys):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    weights = model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    _one_line(capsys, main(["eval", "--model", str(model), "--out", str(tmp_path / "e.jsonl")]),
+              "damaged or truncated")
+    assert train(tmp_path, capsys, "--set", "train.steps=1", "--set", "train.name=a")[0] == 0
+    adapter = tmp_path / "a" / "checkpoints" / "step_1" / "adapter"
+    (adapter / "adapter_model.safetensors").write_bytes(b"\x10\x00")
+    _one_line(capsys, main(["eval", "--model", str(tiny_model_dir), "--adapter", str(adapter), "--out",
+                            str(tmp_path / "e.jsonl")]), "damaged or truncated")
+
+
+def test_an_adapter_trained_on_another_model_is_one_line(tiny_model_dir, llama_dir, tmp_path, capsys):
+    assert train(tmp_path, capsys, "--set", "train.steps=1", "--set", "train.name=a")[0] == 0
+    adapter = tmp_path / "a" / "checkpoints" / "step_1" / "adapter"
+    _one_line(capsys, main(["eval", "--model", str(llama_dir), "--adapter", str(adapter), "--out",
+                            str(tmp_path / "e.jsonl")]), f"does not fit {llama_dir}: it was trained on")
+    assert not (tmp_path / "e.jsonl").exists()
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("empty", b"", "no rows"),
+    ("binary", b"\x89PNG\r\n\x1a\n" + bytes(range(128, 256)) * 4, "not UTF-8 text"),
+    ("huge", b'{"question": "' + b"x" * (2 << 20) + b'", "answer": "#### 1"}\n', "rows over 1 MB are refused"),
+])
+def test_task_files_no_model_can_use_are_one_line_and_leave_no_folder(tmp_path, capsys, name, content, message):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.jsonl").write_bytes(content)
+    (data / "test.jsonl").write_text('{"question": "1+1?", "answer": "#### 2"}\n')
+    code, _, err = train(tmp_path / "runs", capsys, "--set", "task.name=gsm8k", "--set", f"task.path={data}",
+                         "--set", "train.name=bad")
+    assert code == 2 and err.count("\n") == 1 and message in err and "train.jsonl" in err, err
+    assert not (tmp_path / "runs" / "bad").exists()

@@ -46,7 +46,13 @@ def eval_main(config: RunConfig, adapter: str | None = None) -> int:
                                 batch_size=config.eval.batch_size,
                                 max_lora_rank=engine_lora_rank([update.lora_config["r"] if update else 1]))
         if update is not None:
-            backend.load_update(update)
+            try:
+                backend.load_update(update)
+            except (ValueError, KeyError, RuntimeError) as error:
+                made_for = json.loads((Path(adapter) / "adapter_config.json").read_text()).get(
+                    "base_model_name_or_path") or "another model"
+                raise UserError(f"adapter {adapter} does not fit {config.model.name}: it was trained on {made_for} "
+                                f"({str(error).splitlines()[0][:200]})") from None
     renderer = PromptRenderer(tokenizer, config.task.render, config.task.system_prompt)
     prompts = [renderer(s) for s in samples]
 

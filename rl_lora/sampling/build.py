@@ -51,4 +51,8 @@ def read_adapter(folder: str | Path) -> AdapterUpdate:
     accepted = {f.name for f in dataclasses.fields(LoraConfig) if f.init} - {
         "peft_type", "base_model_name_or_path", "revision", "auto_mapping", "inference_mode"}
     lora_config = {k: v for k, v in saved.items() if k in accepted}
-    return AdapterUpdate(0, TrainMode.LORA, load_file(str(weights_path)), lora_config)
+    try:
+        tensors = load_file(str(weights_path))
+    except Exception as error:  # safetensors' own error type: a damaged or truncated file
+        raise UserError(f"{weights_path} is damaged or truncated ({error})") from None
+    return AdapterUpdate(0, TrainMode.LORA, tensors, lora_config)
