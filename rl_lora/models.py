@@ -58,8 +58,15 @@ def resolve_model(name: str) -> str:
         return str(path)
     if _looks_like_path(name):
         raise UserError(f"model path not found: {name} (known aliases: {', '.join(ALIASES)})")
-    _check_hub_id(name)
     return name  # a hub id such as HuggingFaceTB/SmolLM2-135M-Instruct: loading reaches the hub
+
+
+def check_model(name: str) -> str:
+    """resolve_model, and for a hub id, that the hub cache or the hub has it: what commands call first."""
+    source = resolve_model(name)
+    if source == name and not Path(name).expanduser().exists():
+        _check_hub_id(name)
+    return source
 
 
 def _check_hub_id(name: str) -> None:

@@ -13,7 +13,7 @@ from envs.render import PromptRenderer
 from rl_lora.config import RunConfig
 from rl_lora.errors import UserError
 from rl_lora.io import atomic_write_text
-from rl_lora.models import load_tokenizer, resolve_model
+from rl_lora.models import check_model, load_tokenizer
 from rl_lora.run.train import check_environment
 from rl_lora.sampling.build import build_backend, read_adapter
 from rl_lora.sampling.shared_engine import engine_lora_rank
@@ -35,7 +35,7 @@ def eval_main(config: RunConfig, adapter: str | None = None) -> int:
     _check_output(output)
     update = read_adapter(adapter) if adapter is not None else None
     check_environment(config)
-    resolve_model(config.model.name)
+    check_model(config.model.name)
     task = load_task(config.task)
     scorer = reward_scorer(config.reward, task)
     samples = list(task.test[: config.eval.limit] if config.eval.limit else task.test)

@@ -16,7 +16,7 @@ from rl_lora.config import RunConfig, TrainMode, check_resume_changes
 from rl_lora.errors import RunStopped, UserError
 from rl_lora.io import out_of_space
 from rl_lora.memory import peak_rss_mb
-from rl_lora.models import load_causal_lm, load_tokenizer, resolve_model
+from rl_lora.models import check_model, load_causal_lm, load_tokenizer
 from rl_lora.policy.learner import LocalLearner
 from rl_lora.run.checkpoint import TrainerState, load_checkpoint, save_checkpoint
 from rl_lora.run.folder import CheckpointFolder, RunFolder, RunSummary
@@ -96,7 +96,7 @@ def build_parts(config: RunConfig, console: Console, run_name: str,
                 backend: SamplingBackend | None = None) -> tuple[RunParts, Callable[[], None]]:
     """The run's parts, and how to release them (Ray actors and, if this process started it, Ray itself).
     `backend`: the in-process sampler's backend, if the caller has one already (a shared engine's slot)."""
-    resolve_model(config.model.name)
+    check_model(config.model.name)
     task = load_task(config.task)
     scorer = reward_scorer(config.reward, task)
     tokenizer = load_tokenizer(config.model.name)
