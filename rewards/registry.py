@@ -37,7 +37,8 @@ def _style_of(function, spec: str) -> RewardStyle:
         signature.bind("completion", "sample")
     except TypeError:
         raise RewardSpecError(f"reward {spec} takes ({', '.join(names)}): expected (completion, sample), TRL's "
-                        "(prompts, completions, **kwargs) or verl's (data_source, solution_str, ground_truth, extra_info)") from None
+                              "(prompts, completions, **kwargs) or verl's (data_source, solution_str, ground_truth, "
+                              "extra_info)") from None
     return "sample"
 
 

@@ -77,16 +77,28 @@ class Sandbox:
             self._process.wait()
             self._process = None
 
+    def load(self, spec: str) -> None:
+        """Start the child and import `spec` there now (a slow import is then not paid inside a step)."""
+        with self._lock:
+            try:
+                self._ensure_imported(spec)
+            except (EOFError, BrokenPipeError, SandboxTimeout) as e:
+                self._kill()
+                raise SandboxError(f"{spec}: the sandbox could not import it ({type(e).__name__})") from None
+
+    def _ensure_imported(self, spec: str) -> None:
+        if self._process is None or self._process.poll() is not None:
+            self._process, self._imported = self._start(), set()
+        if spec not in self._imported:
+            # Starting the child and importing the function's module (sympy, say) is not the call: it gets its
+            # own, generous budget so the first call is timed like every other.
+            self._exchange((spec, None, None), IMPORT_TIMEOUT_S)
+            self._imported.add(spec)
+
     def call(self, spec: str, args: tuple, timeout: float, kwargs: dict | None = None) -> Any:
         with self._lock:
-            if self._process is None or self._process.poll() is not None:
-                self._process, self._imported = self._start(), set()
             try:
-                if spec not in self._imported:
-                    # Starting the child and importing the function's module (sympy, say) is not the call:
-                    # it gets its own, generous budget so the first call is timed like every other.
-                    self._exchange((spec, None, None), IMPORT_TIMEOUT_S)
-                    self._imported.add(spec)
+                self._ensure_imported(spec)
                 status, value = self._exchange((spec, args, kwargs or {}), timeout)
             except SandboxTimeout:
                 self._kill()

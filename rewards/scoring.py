@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 from envs.sample import Sample
-from rewards.protocol import OnRewardError, RewardError, RewardFailure, ScoredBatch
+from rewards.protocol import OnRewardError, RewardError, RewardFailure, RewardSpecError, ScoredBatch
 from rewards.registry import RewardRef, resolve_reward
 from rewards.sandbox import Sandbox, SandboxError, SandboxTimeout
 
@@ -49,6 +49,14 @@ class RewardScorer:
     def __post_init__(self) -> None:
         self._sandbox = None if self.reward.builtin else Sandbox()
         self._function = None
+
+    def prepare(self) -> None:
+        """Import a user reward in its sandbox now, so that a slow import shows before training, not in a step."""
+        if self._sandbox is not None:
+            try:
+                self._sandbox.load(self.reward.spec)
+            except SandboxError as error:
+                raise RewardSpecError(f"reward {self.reward.spec}: its sandbox cannot import it ({error})") from None
 
     def score(self, completions: Sequence[str], samples: Sequence[Sample]) -> ScoredBatch:
         if len(completions) != len(samples):

@@ -98,7 +98,9 @@ def build_parts(config: RunConfig, console: Console, run_name: str,
     `backend`: the in-process sampler's backend, if the caller has one already (a shared engine's slot)."""
     check_model(config.model.name)
     task = load_task(config.task)
-    scorer = reward_scorer(config.reward, task)
+    with console.status(f"importing the reward {config.reward.name or task.reward}"):
+        scorer = reward_scorer(config.reward, task)
+        scorer.prepare()
     tokenizer = load_tokenizer(config.model.name)
     probe = Probe.for_tokenizer(tokenizer) if config.rollout.probe else None
     if config.rollout.num_workers == 0:
