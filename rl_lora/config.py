@@ -58,6 +58,8 @@ class TaskConfig:
     train_size: int = opt(5000, "arithmetic: number of training problems", min=1)
     test_size: int = opt(200, "arithmetic: number of test problems (disjoint from train)", min=1)
     seed: int = opt(0, "arithmetic: generator seed")
+    too_long: str = opt("refuse", "prompts that leave no room for the completion in the model's context: refuse "
+                        "the run (naming one), or skip them (counted)", choices=("refuse", "skip"))
 
 
 @dataclass

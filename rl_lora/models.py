@@ -150,6 +150,17 @@ def _quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
 
 
+def model_context(name: str) -> int | None:
+    """The longest sequence the model takes (its config's position limit), or None when the config does not say."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(resolve_model(name))
+    for key in ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length"):
+        if isinstance(getattr(config, key, None), int):
+            return getattr(config, key)
+    return None
+
+
 def load_tokenizer(name: str):
     from transformers import AutoTokenizer
 

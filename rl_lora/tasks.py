@@ -3,11 +3,18 @@
 them."""
 from __future__ import annotations
 
+import dataclasses
+import sys
+
 from envs.arithmetic import ArithmeticSpec
 from envs.registry import load_task as load_named_task
+from envs.render import PromptRenderer
 from envs.task import Task
 from rewards.scoring import RewardScorer
-from rl_lora.config import RewardConfig, TaskConfig
+from rl_lora.config import RewardConfig, RunConfig, TaskConfig
+from rl_lora.errors import UserError
+from rl_lora.models import model_context
+from rl_lora.tokens import tokenize_prompts
 
 
 def load_task(config: TaskConfig) -> Task:
@@ -20,3 +27,34 @@ def reward_scorer(config: RewardConfig, task: Task) -> RewardScorer:
     """The configured reward, or the task's own grader when none is named."""
     return RewardScorer.from_name(config.name or task.reward, timeout_s=config.timeout_s, on_error=config.on_error,
                                   task_name=task.name)
+
+
+def fit_to_context(task: Task, renderer: PromptRenderer, tokenizer, config: RunConfig, new_tokens: int,
+                   splits: tuple[str, ...] = ("train", "test")) -> Task:
+    """Every prompt must leave `new_tokens` of room in the model's context (and vLLM's planned length): checked
+    with the tokenizer before any model loads. task.too_long says whether a prompt that does not is an error or
+    is left out (counted)."""
+    limits = [model_context(config.model.name)]
+    if config.rollout.backend == "vllm":
+        limits.append(config.rollout.vllm_max_model_len)
+    known = [limit for limit in limits if limit]
+    if not known:
+        return task
+    budget = min(known) - new_tokens
+    kept = {split: list(getattr(task, split)) for split in ("train", "test")}
+    for split in splits:
+        samples = list(getattr(task, split))
+        lengths = [len(ids) for ids in tokenize_prompts(tokenizer, [renderer(s) for s in samples])]
+        too_long = [(s, n) for s, n in zip(samples, lengths) if n > budget]
+        if too_long and config.task.too_long == "refuse":
+            sample, length = max(too_long, key=lambda pair: pair[1])
+            raise UserError(f"{len(too_long)} of {len(samples)} {split} prompts leave no room for {new_tokens} new "
+                            f"tokens in a context of {min(known)} (e.g. {sample.id}: {length} prompt tokens); set "
+                            "task.too_long=skip to leave them out, or lower the token limit")
+        if too_long:
+            print(f"task.too_long=skip: left out {len(too_long)} of {len(samples)} {split} prompts longer than "
+                  f"{budget} tokens", file=sys.stderr)
+        kept[split] = [s for s, n in zip(samples, lengths) if n <= budget]
+        if not kept[split]:
+            raise UserError(f"no {split} prompt of {task.name} fits in {budget} tokens")
+    return dataclasses.replace(task, train=kept["train"], test=kept["test"])

@@ -8,7 +8,7 @@ import torch
 
 def tokenize_prompts(tokenizer, prompts: Sequence[str]) -> list[list[int]]:
     """Token ids of each prompt; a BOS the chat template already wrote is not added twice."""
-    encoded = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+    encoded = tokenizer(list(prompts), add_special_tokens=True, verbose=False)["input_ids"]  # length: our checks
     bos = tokenizer.bos_token_id
     return [ids[1:] if bos is not None and ids[:2] == [bos, bos] else ids for ids in encoded]
 

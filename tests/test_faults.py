@@ -206,3 +206,20 @@ def test_task_files_no_model_can_use_are_one_line_and_leave_no_folder(tmp_path, 
                          "--set", "train.name=bad")
     assert code == 2 and err.count("\n") == 1 and message in err and "train.jsonl" in err, err
     assert not (tmp_path / "runs" / "bad").exists()
+
+
+def test_prompts_longer_than_the_context_are_refused_or_skipped_before_the_model_loads(tmp_path, capsys):
+    """The 260K model's context is 512 tokens: one prompt of ~600 words cannot leave room for the completion."""
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = [{"question": f"What is {i} + 1?", "answer": f"#### {i + 1}"} for i in range(20)]
+    rows[3]["question"] = "Once upon a time " * 150 + "what is 1 + 1?"
+    (data / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    (data / "test.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows[:5]))
+    task = ("--set", "task.name=gsm8k", "--set", f"task.path={data}", "--set", "task.render=plain")
+    code, _, err = train(tmp_path / "runs", capsys, *task, "--set", "train.name=long")
+    assert code == 2 and err.count("\n") == 1 and "1 of 20 train prompts leave no room" in err, err
+    assert "gsm8k-train-3" in err and "task.too_long=skip" in err and not (tmp_path / "runs" / "long").exists()
+    code, _, err = train(tmp_path / "runs", capsys, *task, "--set", "train.name=long", "--set",
+                         "task.too_long=skip", "--set", "train.steps=1")
+    assert code == 0 and "left out 1 of 20 train prompts" in err and "left out 1 of 5 test prompts" in err, err

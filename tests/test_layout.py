@@ -18,9 +18,9 @@ REPO = Path(__file__).resolve().parents[1]
 LAYERS = {
     "rl_lora.errors": 0, "rl_lora.io": 0, "rl_lora.memory": 0, "rl_lora.tokens": 0,
     "rl_lora.config": 1,
-    "rl_lora.types": 2, "rl_lora.tasks": 2,
+    "rl_lora.types": 2,
     "rl_lora.models": 3,
-    "rl_lora.step": 4, "rl_lora.policy": 4, "rl_lora.sampling": 4,
+    "rl_lora.step": 4, "rl_lora.policy": 4, "rl_lora.sampling": 4, "rl_lora.tasks": 4,
     "rl_lora.cluster": 5,
     "rl_lora.run": 6,
     "rl_lora.compare": 7,

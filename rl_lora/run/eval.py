@@ -18,7 +18,7 @@ from rl_lora.run.train import check_environment
 from rl_lora.sampling.build import build_backend, read_adapter
 from rl_lora.sampling.shared_engine import engine_lora_rank
 from rl_lora.step.evaluate import evaluate
-from rl_lora.tasks import load_task, reward_scorer
+from rl_lora.tasks import fit_to_context, load_task, reward_scorer
 
 
 def _check_output(path: Path) -> None:
@@ -36,12 +36,14 @@ def eval_main(config: RunConfig, adapter: str | None = None) -> int:
     update = read_adapter(adapter) if adapter is not None else None
     check_environment(config)
     check_model(config.model.name)
-    task = load_task(config.task)
+    tokenizer = load_tokenizer(config.model.name)
+    renderer = PromptRenderer(tokenizer, config.task.render, config.task.system_prompt)
+    task = fit_to_context(load_task(config.task), renderer, tokenizer, config, config.eval.max_new_tokens, ("test",))
     scorer = reward_scorer(config.reward, task)
     samples = list(task.test[: config.eval.limit] if config.eval.limit else task.test)
+    prompts = [renderer(s) for s in samples]
 
     with console.status(f"loading {config.model.name} ({config.rollout.backend} backend)"):
-        tokenizer = load_tokenizer(config.model.name)
         backend = build_backend(config.model, config.rollout, tokenizer, config.model.device, config.train.seed,
                                 batch_size=config.eval.batch_size,
                                 max_lora_rank=engine_lora_rank([update.lora_config["r"] if update else 1]))
@@ -53,8 +55,6 @@ def eval_main(config: RunConfig, adapter: str | None = None) -> int:
                     "base_model_name_or_path") or "another model"
                 raise UserError(f"adapter {adapter} does not fit {config.model.name}: it was trained on {made_for} "
                                 f"({str(error).splitlines()[0][:200]})") from None
-    renderer = PromptRenderer(tokenizer, config.task.render, config.task.system_prompt)
-    prompts = [renderer(s) for s in samples]
 
     columns = (TextColumn("eval {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn())

@@ -27,7 +27,7 @@ from rl_lora.sampling.local import LocalSampler
 from rl_lora.step.data_order import DataOrder
 from rl_lora.step.evaluate import EvalResult
 from rl_lora.step.loop import RunParts, test_accuracy, train_loop
-from rl_lora.tasks import load_task, reward_scorer
+from rl_lora.tasks import fit_to_context, load_task, reward_scorer
 from rl_lora.types import Learner, Probe, SamplingBackend
 
 
@@ -97,17 +97,19 @@ def build_parts(config: RunConfig, console: Console, run_name: str,
     """The run's parts, and how to release them (Ray actors and, if this process started it, Ray itself).
     `backend`: the in-process sampler's backend, if the caller has one already (a shared engine's slot)."""
     check_model(config.model.name)
-    task = load_task(config.task)
+    tokenizer = load_tokenizer(config.model.name)
+    renderer = PromptRenderer(tokenizer, config.task.render, config.task.system_prompt)
+    task = fit_to_context(load_task(config.task), renderer, tokenizer, config,
+                          max(config.rollout.max_new_tokens, config.eval.max_new_tokens))
     with console.status(f"importing the reward {config.reward.name or task.reward}"):
         scorer = reward_scorer(config.reward, task)
         scorer.prepare()
-    tokenizer = load_tokenizer(config.model.name)
     probe = Probe.for_tokenizer(tokenizer) if config.rollout.probe else None
     if config.rollout.num_workers == 0:
         with console.status(f"loading {config.model.name} (learner and sampler)"):
             learner = LocalLearner(load_causal_lm(config.model.name, config.model.dtype, config.model.device),
-                              config.lora, config.algo, config.learning_rate(), config.rollout.temperature,
-                              seed=config.train.seed)
+                                   config.lora, config.algo, config.learning_rate(), config.rollout.temperature,
+                                   seed=config.train.seed)
             if backend is None:
                 backend = build_backend(config.model, config.rollout, tokenizer, config.model.device,
                                         config.train.seed)
@@ -124,7 +126,6 @@ def build_parts(config: RunConfig, console: Console, run_name: str,
         def release() -> None:
             scorer.close()
             ray_parts.shutdown()
-    renderer = PromptRenderer(tokenizer, config.task.render, config.task.system_prompt)
     parts = RunParts(config=config, task=task, renderer=renderer, tokenizer=tokenizer, learner=learner,
                      sampler=sampler, scorer=scorer, order=DataOrder(len(task.train), config.train.seed),
                      pad_id=sampler.pad_id)
