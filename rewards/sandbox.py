@@ -28,6 +28,10 @@ class SandboxError(Exception):
     """The function raised in the child; the message carries its type and text."""
 
 
+class SandboxDied(SandboxError):
+    """The child died during the call (killed for memory, say): like a timeout, the call gave no answer."""
+
+
 def write_message(stream, payload: Any) -> None:
     data = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
     stream.write(_HEADER.pack(len(data)) + data)
@@ -106,7 +110,7 @@ class Sandbox:
                 raise SandboxTimeout(f"{spec} did not return within {timeout:g} s") from None
             except (EOFError, BrokenPipeError) as e:
                 self._kill()
-                raise SandboxError(f"{spec}: the sandbox process died ({e})") from None
+                raise SandboxDied(f"{spec}: the sandbox process died ({e})") from None
         if status == "error":
             raise SandboxError(value)
         return value
@@ -127,3 +131,60 @@ class Sandbox:
             self._kill()
         except Exception:
             pass
+
+
+def default_pool_size() -> int:
+    """The cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class SandboxPool:
+    """Sandboxes shared by threads: a call takes a free child, or starts one while fewer than `size` exist, so
+    `size` calls run side by side (one scoring thread per core grades a batch that much faster). Each call keeps
+    its own time limit; a hung or dead child is replaced without stalling the others."""
+
+    def __init__(self, size: int | None = None) -> None:
+        self.size = size or default_pool_size()
+        self._free: list[Sandbox] = []
+        self._started = 0
+        self._available = threading.Condition()
+
+    def _take(self) -> Sandbox:
+        with self._available:
+            while not self._free and self._started >= self.size:
+                self._available.wait()
+            if self._free:
+                return self._free.pop()
+            self._started += 1
+            return Sandbox()
+
+    def _give_back(self, sandbox: Sandbox) -> None:
+        with self._available:
+            self._free.append(sandbox)
+            self._available.notify()
+
+    def call(self, spec: str, args: tuple, timeout: float, kwargs: dict | None = None) -> Any:
+        sandbox = self._take()
+        try:
+            return sandbox.call(spec, args, timeout, kwargs)
+        finally:
+            self._give_back(sandbox)  # a timed-out child was killed; the sandbox starts a new one on next use
+
+    def load(self, spec: str) -> None:
+        sandbox = self._take()
+        try:
+            sandbox.load(spec)
+        finally:
+            self._give_back(sandbox)
+
+    @property
+    def restarts(self) -> int:
+        return sum(s.restarts for s in self._free)
+
+    def close(self) -> None:
+        with self._available:
+            for sandbox in self._free:
+                sandbox.close()

@@ -1,21 +1,23 @@
 """Score completions with a reward, so that no failure passes as a silent 0.
 
-User rewards run in a sandbox child process with a per-completion time limit (a hang is cut off and reported);
-built-in graders run in-process. Every failure (exception, timeout, non-number, NaN) is reported with the sample
-id and text, then handled by the policy: `stop` raises, `skip` leaves the reward out (None), `zero` scores 0.
+User rewards run in sandbox child processes (a pool: one call per core side by side) with a per-completion time
+limit (a hang is cut off and reported); built-in graders run in-process (MATH's comparisons in a pool of their
+own). Every failure (exception, timeout, non-number, NaN) is reported with the sample id and text, then handled by
+the policy: `stop` raises, `skip` leaves the reward out (None), `zero` scores 0.
 """
 from __future__ import annotations
 
 import logging
 import math
 import numbers
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterator, Sequence
 
 from envs.sample import Sample
 from rewards.protocol import OnRewardError, RewardError, RewardFailure, RewardSpecError, ScoredBatch
-from rewards.registry import RewardRef, resolve_reward
-from rewards.sandbox import Sandbox, SandboxError, SandboxTimeout
+from rewards.registry import BUILTIN_REWARDS, RewardRef, resolve_reward
+from rewards.sandbox import SandboxError, SandboxPool, SandboxTimeout, default_pool_size
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +43,19 @@ class RewardScorer:
     timeout_s: float = 10.0
     on_error: OnRewardError = "stop"
     task_name: str = ""
+    workers: int | None = None  # reward calls side by side (unset: the cores this process may use)
 
     @classmethod
     def from_name(cls, name: str, **kwargs) -> "RewardScorer":
         return cls(resolve_reward(name), **kwargs)
 
     def __post_init__(self) -> None:
-        self._sandbox = None if self.reward.builtin else Sandbox()
+        self.workers = self.workers or default_pool_size()
+        self._sandbox = None if self.reward.builtin else SandboxPool(self.workers)
         self._function = None
+        # User rewards and the MATH grader wait on child processes: worth a thread each. The other built-ins are
+        # fast pure-Python regexes, for which threads would only add overhead.
+        self._parallel = self.workers > 1 and (not self.reward.builtin or self.reward.spec == BUILTIN_REWARDS["math"])
 
     def prepare(self) -> None:
         """Import a user reward in its sandbox now, so that a slow import shows before training, not in a step."""
@@ -64,9 +71,7 @@ class RewardScorer:
         if self.reward.style == "trl":
             outcomes = self._score_trl_batch(completions, samples)
         else:
-            # Lazily: with on_error=stop the first failure stops the batch (a hanging reward costs one timeout,
-            # not one per completion).
-            outcomes = (self._score_one(c, s) for c, s in zip(completions, samples))
+            outcomes = self._score_each(completions, samples)
         rewards: list[float | None] = []
         failures: list[RewardFailure] = []
         for outcome, completion, sample in zip(outcomes, completions, samples):
@@ -80,6 +85,19 @@ class RewardScorer:
             failures.append(failure)
             rewards.append(0.0 if self.on_error == "zero" else None)
         return ScoredBatch(rewards, failures)
+
+    def _score_each(self, completions: Sequence[str], samples: Sequence[Sample]) -> Iterator[float | str]:
+        """Outcomes in order, produced lazily: with on_error=stop the first failure stops the batch (a hanging
+        reward costs one timeout, not one per completion); calls not yet started are then cancelled."""
+        if not self._parallel or len(completions) < 2:
+            yield from (self._score_one(c, s) for c, s in zip(completions, samples))
+            return
+        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="reward")
+        try:
+            for future in [pool.submit(self._score_one, c, s) for c, s in zip(completions, samples)]:
+                yield future.result()
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def _call(self, args: tuple, kwargs: dict, timeout: float) -> Any:
         if self._sandbox is not None:

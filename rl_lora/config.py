@@ -68,6 +68,8 @@ class RewardConfig:
     timeout_s: float = opt(10.0, "time limit per completion for a user reward (it runs in a child process)", min=0.01)
     on_error: str = opt("stop", "when a reward raises, hangs or returns a non-number: stop the run, skip that "
                         "completion, or score it 0 (always reported)", choices=("stop", "skip", "zero"))
+    workers: Optional[int] = opt(None, "reward calls side by side, each in its own child process (user rewards, "
+                                 "MATH comparisons; unset: the cores this process may use)", min=1)
 
 
 @dataclass
@@ -208,7 +210,7 @@ class RunConfig:
 RESUME_MAY_CHANGE = ("train.steps", "train.eval_every", "train.eval_size", "train.checkpoint_every", "eval.*",
                      "ray.*", "rollout.num_workers", "rollout.backend", "rollout.vllm_serve",
                      "rollout.vllm_max_model_len", "rollout.batch_size", "rollout.probe", "reward.timeout_s",
-                     "reward.on_error", "model.device")
+                     "reward.on_error", "reward.workers", "model.device")
 
 
 def check_resume_changes(saved: RunConfig, resumed: RunConfig) -> None:

@@ -26,7 +26,7 @@ def load_task(config: TaskConfig) -> Task:
 def reward_scorer(config: RewardConfig, task: Task) -> RewardScorer:
     """The configured reward, or the task's own grader when none is named."""
     return RewardScorer.from_name(config.name or task.reward, timeout_s=config.timeout_s, on_error=config.on_error,
-                                  task_name=task.name)
+                                  task_name=task.name, workers=config.workers)
 
 
 def fit_to_context(task: Task, renderer: PromptRenderer, tokenizer, config: RunConfig, new_tokens: int,

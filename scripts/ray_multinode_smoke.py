@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ROOT.parent / "shared" / "models" / "stories260K" / "hf"
+TINY = ROOT / "tests" / "fixtures" / "models" / "stories260K" / "hf"
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""Shared fixtures: real data from ../shared when present, real models, one Ray cluster per session."""
+"""Shared fixtures: small real data and a real 260K model vendored in tests/fixtures (a clone runs every test),
+real models, one Ray cluster per session."""
 from __future__ import annotations
 
 import os
@@ -6,26 +7,33 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-SHARED_DATA = SHARED / "data"
-STORIES_260K = SHARED / "models" / "stories260K" / "hf"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+DATA = FIXTURES / "data"  # a few real rows per split, and the labelled GSM8K solutions (tests/fixtures/README.md)
+STORIES_260K = FIXTURES / "models" / "stories260K" / "hf"
 
-if SHARED_DATA.is_dir():
-    os.environ.setdefault("RL_LORA_DATA", str(SHARED_DATA))
+os.environ.setdefault("RL_LORA_DATA", str(DATA))
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"needs the shared data folder {SHARED_DATA} (GSM8K/MATH copies); absent on this machine")
-    return SHARED_DATA
+def fixture_data() -> Path:
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def shared_data(tmp_path_factory) -> Path:
+    """A data folder as ../shared/data lays it out, from the fixtures: the labelled GSM8K solutions unpacked."""
+    import gzip
+    import shutil
+
+    folder = tmp_path_factory.mktemp("data")
+    shutil.copytree(DATA, folder, dirs_exist_ok=True)
+    packed = folder / "gsm8k" / "example_model_solutions.jsonl.gz"
+    (folder / "gsm8k" / "example_model_solutions.jsonl").write_bytes(gzip.decompress(packed.read_bytes()))
+    return folder
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dir() -> Path:
-    if not (STORIES_260K / "config.json").is_file():
-        pytest.skip(f"needs the 260K-parameter Llama at {STORIES_260K}; absent on this machine")
     return STORIES_260K
 
 

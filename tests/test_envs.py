@@ -51,12 +51,13 @@ def test_gsm8k_from_a_local_folder(tmp_path):
         load_task(TaskConfig(name="gsm8k", path=str(tmp_path)))
 
 
-def test_shared_gsm8k_and_math(shared_data):
-    gsm8k = load_task(TaskConfig(name="gsm8k", path=str(shared_data / "gsm8k")))
-    assert (len(gsm8k.train), len(gsm8k.test)) == (7473, 1319)
+def test_real_gsm8k_and_math_rows(fixture_data):
+    """The first rows of the real files (tests/fixtures); the full splits load the same way from a path."""
+    gsm8k = load_task(TaskConfig(name="gsm8k", path=str(fixture_data / "gsm8k")))
+    assert (len(gsm8k.train), len(gsm8k.test)) == (20, 20)
     assert gsm8k.test[0].answer == "18"
-    math500 = load_task(TaskConfig(name="math500", path=str(shared_data / "math")))
-    assert len(math500.test) == 500 and len(math500.train) == 7500
+    math500 = load_task(TaskConfig(name="math500", path=str(fixture_data / "math")))
+    assert len(math500.test) == 20 and len(math500.train) == 20
     assert math500.test[0].answer == "\\left( 3, \\frac{\\pi}{2} \\right)"
     assert math500.reward == "rewards.math:math_reward"
 

@@ -115,3 +115,36 @@ def test_a_hanging_reward_dies_with_a_killed_trainer():
         time.sleep(0.1)
     alive = os.path.exists(f"/proc/{child}") and "Z" not in open(f"/proc/{child}/stat").read().split()[2]
     assert not alive, f"sandbox child {child} outlived its killed owner"
+
+
+def test_a_pool_of_children_scores_a_batch_side_by_side_with_the_same_results():
+    completions = ["yes", "no"] * 4
+    samples = SAMPLES * 4
+    one, three = scorer("slow_exact", workers=1), scorer("slow_exact", workers=3)
+    one.score(completions[:1], samples[:1]), three.score(completions[:3], samples[:3])  # children up, imported
+    timed = {}
+    for name, each in (("one", one), ("three", three)):
+        start = time.perf_counter()
+        timed[name] = (each.score(completions, samples).rewards, time.perf_counter() - start)
+        each.close()
+    assert timed["one"][0] == timed["three"][0] == [1.0, 1.0] * 4
+    assert timed["one"][1] >= 8 * 0.4 and timed["three"][1] < 0.6 * timed["one"][1], timed
+
+
+def test_a_hanging_call_in_the_pool_does_not_stall_the_others():
+    pooled = scorer("hangs_on_hang", workers=2, timeout_s=1.0, on_error="skip")
+    start = time.perf_counter()
+    result = pooled.score(["yes", "hang", "yes", "no", "yes", "yes"], [SAMPLES[0]] * 6)
+    assert time.perf_counter() - start < 4
+    assert result.rewards == [1.0, None, 1.0, 0.0, 1.0, 1.0]
+    assert "timed out after 1 s" in result.failures[0].reason
+    pooled.close()
+
+
+def test_a_killed_child_is_reported_and_replaced():
+    pooled = scorer("dies_on_die", workers=2, on_error="skip")
+    result = pooled.score(["yes", "die", "yes", "no"], [SAMPLES[0]] * 4)
+    assert result.rewards == [1.0, None, 1.0, 0.0]
+    assert "the sandbox process died" in result.failures[0].reason
+    assert pooled.score(["yes"] * 3, [SAMPLES[0]] * 3).rewards == [1.0] * 3
+    pooled.close()

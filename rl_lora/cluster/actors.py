@@ -39,7 +39,7 @@ class RolloutWorker:
         self.backend = build_backend(model, rollout or RolloutConfig(), load_tokenizer(model.name), _device(model),
                                      seed)
         self.scorer = RewardScorer.from_name(reward_name, timeout_s=reward.timeout_s, on_error=reward.on_error,
-                                             task_name=task_name)
+                                             task_name=task_name, workers=reward.workers)
 
     def sample_step(self, prompts: list[str], samples: list[Sample], n: int, sampling: SamplingParams,
                     expected_version: int | None = None) -> SampledStep | None:
