@@ -1,4 +1,7 @@
-"""Format reward: did the completion state a final answer in a form a grader can find?"""
+"""Format reward: did the completion state a final answer in a form a grader can find?
+
+The cues are the GSM8K grader's (`####`, `\\boxed{}`, `The answer is`, `**Answer:**`, `A:`); finding them is linear in
+the completion (the old line-start `A:` pattern backtracked over runs of newlines: 64k of them took 35 s)."""
 from __future__ import annotations
 
 from envs.sample import Sample

@@ -3,62 +3,212 @@
 math-verify's own timeout uses SIGALRM, which raises outside a main thread (inside Ray actors and thread pools
 it would fail on every answer). Here its timeout is off, and the comparison runs in a sandbox child process
 that is killed when it overruns: a pathological answer scores 0 after at most `MATH_TIMEOUT_S`, from any thread.
+
+Around math-verify, and only where it goes wrong:
+- it reads a bounded window of the completion (`answer_window`): some of its extraction patterns are quadratic
+  or cubic in the text, so a long degenerate completion would otherwise take seconds;
+- digit groups written with LaTeX spacing (`1\\,000`, `10{,}000`, `5,\\!525`) are joined first: it reads
+  `1\\,000` as the product 1*000;
+- its unit stripping cuts `\\frac{1}{\\mathrm{e}}` down to `\\frac{1}{` (a `\\text{...}` inside braces is taken for
+  a trailing unit), and two cut-off strings then compare equal; it also takes variables for units (`a + b + c`
+  reads `a +`): a reference whose reading no longer balances its braces, or does not parse, is read without unit
+  stripping, and so is the completion then (and wherever its own reading is cut through a brace);
+- floats are compared to 6 significant digits, not 6 decimals (its default makes .0000672 equal .0000673);
+- two exact numbers must be exactly equal (`_distinct_exact_numbers`), where a percent may be read either way;
+- a reference it cannot parse is reported once per reference (logging), not left to score 0 in silence.
 """
 from __future__ import annotations
 
+import logging
+import math
+import re
 import threading
+from functools import lru_cache
 
 from envs.sample import Sample
-from rewards.sandbox import Sandbox, SandboxTimeout
+from rewards.sandbox import SandboxDied, SandboxPool, SandboxTimeout
+
+log = logging.getLogger(__name__)
 
 MATH_TIMEOUT_S = 5.0
-_sandbox: Sandbox | None = None
-_sandbox_lock = threading.Lock()
+# The window of the completion handed to math-verify: from a little before the last \boxed (earlier boxes there make
+# a listed, hedged answer a set) to well after it; without a box, the tail. Its worst case (repeated `\(\boxed{`) is
+# cubic in the window, so the part that may hold several boxes is kept short.
+BEFORE_BOX_CHARS = 300
+AFTER_BOX_CHARS = 2000
+TAIL_CHARS = 3000
+
+# A thousands separator written with LaTeX spacing, or a Unicode space, between digit groups.
+_DIGIT_GROUP_SEPARATOR = re.compile(r"(?<=\d)(?:\\[,;: ]|\{,\}|,\\!|[\u00a0\u2009\u202f])(?=\d{3}(?!\d))")
+
+# As many children as threads grade at once (RewardScorer runs reward.workers of them): a MATH batch is graded
+# that many comparisons side by side, each under its own time limit.
+_pool = SandboxPool(size=1 << 16)
+_reported_lock = threading.Lock()
+_reported_references: set[str] = set()
 
 
-def answers_equivalent(reference: str, completion: str) -> bool:
-    """Runs in the sandbox child. True when the completion's final answer equals the reference."""
-    import logging
+def answer_window(completion: str) -> str:
+    """The part of the completion that states its final answer, at most ~3,000 characters (linear to find)."""
+    box = max(completion.rfind("\\boxed"), completion.rfind("\\fbox"))
+    if box >= 0:
+        return completion[max(0, box - BEFORE_BOX_CHARS): box + AFTER_BOX_CHARS]
+    if len(completion) <= TAIL_CHARS:
+        return completion
+    tail = completion[-TAIL_CHARS:]
+    # Start on a line boundary where one is near, so a cut does not pair the wrong `$` signs.
+    newline = tail.find("\n", 0, TAIL_CHARS // 2)
+    return tail[newline + 1:] if newline >= 0 else tail
 
-    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+
+def join_digit_groups(text: str) -> str:
+    """`1\\,000` -> `1000`, `90{,}900` -> `90900`, `5,\\!525` -> `5525` (math-verify reads `1\\,000` as 1*000)."""
+    return _DIGIT_GROUP_SEPARATOR.sub("", text)
+
+
+def _configs(with_expressions: bool, units: bool) -> list:
+    from dataclasses import replace
+
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig
+
+    latex = LatexExtractionConfig()
+    if not units:
+        latex = LatexExtractionConfig(normalization_config=replace(latex.normalization_config, units=False))
+    return [latex, ExprExtractionConfig()] if with_expressions else [latex]
+
+
+def _cut_short(parsed: list) -> bool:
+    return any(isinstance(item, str) and item.count("{") != item.count("}") for item in parsed)
+
+
+def _parse(text: str, with_expressions: bool, units: bool) -> list:
+    from math_verify import parse
+
+    return parse(join_digit_groups(text), extraction_config=_configs(with_expressions, units), parsing_timeout=None)
+
+
+def _is_expression(item) -> bool:
+    import sympy
+
+    return isinstance(item, (sympy.Basic, sympy.MatrixBase))
+
+
+def _parse_gold(reference: str, units: bool) -> list:
+    gold = _parse(f"$\\boxed{{{reference}}}$", with_expressions=False, units=units)
+    if not gold:  # a plain-text reference such as "12" or "(1, 2)"
+        gold = _parse(reference, with_expressions=True, units=units)
+    return gold
+
+
+@lru_cache(maxsize=4096)
+def _parse_reference(reference: str) -> tuple[tuple, bool]:
+    """The reference as math-verify reads it, and whether with its unit stripping. Without, where stripping cut
+    through a brace (`\\frac{1}{\\mathrm{e}}` -> `\\frac{1}{`) or took a variable for a unit (`a + b + c` -> `a +`)
+    and left nothing that parses."""
+    gold = _parse_gold(reference, units=True)
+    if _cut_short(gold) or not any(_is_expression(item) for item in gold):
+        again = _parse_gold(reference, units=False)
+        if _cut_short(gold) or any(_is_expression(item) for item in again):
+            return tuple(again), False
+    return tuple(gold), True
+
+
+def grade(reference: str, completion: str) -> tuple[bool, str | None]:
+    """Runs in the sandbox child: (the completion's final answer equals the reference, a note when the reference
+    itself does not parse)."""
+    from math_verify import verify
 
     # It warns that its timeout is off: that is deliberate, the sandbox owns the timeout.
     logging.getLogger("math_verify").setLevel(logging.ERROR)
 
-    gold = parse(f"$\\boxed{{{reference}}}$", extraction_config=[LatexExtractionConfig()], parsing_timeout=None)
-    if not gold:  # a plain-text reference such as "12" or "(1, 2)"
-        gold = parse(reference, parsing_timeout=None)
-    predicted = parse(completion, extraction_config=[LatexExtractionConfig(), ExprExtractionConfig()],
-                      parsing_timeout=None)
-    if not (gold and predicted and verify(gold, predicted, timeout_seconds=None)):
-        return False
-    return not _distinct_exact_numbers(gold[0], predicted[0])
+    gold, units = _parse_reference(reference)
+    gold = list(gold)
+    note = None
+    if not gold:
+        note = "math-verify finds no answer in it: every completion scores 0"
+    elif not any(_is_expression(item) for item in gold):
+        note = f"math-verify cannot parse it (reads {gold[0]!r}): only an answer written the same way scores 1"
+    # The completion is read the way the reference was; never left cut through a brace.
+    window = answer_window(completion)
+    predicted = _parse(window, with_expressions=True, units=units)
+    if units and _cut_short(predicted):
+        predicted = _parse(window, with_expressions=True, units=False)
+    if not (gold and predicted):
+        return False, note
+    rounding = _float_rounding(gold[0], predicted[0])
+    if not verify(gold, predicted, float_rounding=rounding, timeout_seconds=None):
+        return False, note
+    return not _distinct_exact_numbers(gold[0], predicted[0]), note
+
+
+def answers_equivalent(reference: str, completion: str) -> bool:
+    """Runs in the sandbox child. True when the completion's final answer equals the reference."""
+    return grade(reference, completion)[0]
+
+
+SIGNIFICANT_DIGITS = 6
+_MAX_DECIMALS = 60
+
+
+def _float_rounding(*expressions) -> int:
+    """Decimals for math-verify's float comparison: 6 significant digits of the smallest number compared, never
+    fewer decimals than its default 6 (which alone makes 0.0000672 equal 0.0000673)."""
+    import sympy
+
+    decimals = SIGNIFICANT_DIGITS
+    for expression in expressions:
+        if not _is_expression(expression):
+            continue
+        try:
+            atoms = expression.atoms(sympy.Number)
+        except Exception:
+            continue
+        for atom in atoms:
+            if not atom.is_finite or atom.is_zero:
+                continue
+            try:
+                magnitude = abs(float(atom))
+                exponent = math.floor(math.log10(magnitude)) if magnitude else -_MAX_DECIMALS
+            except (TypeError, ValueError, OverflowError):
+                continue
+            decimals = max(decimals, SIGNIFICANT_DIGITS - 1 - exponent)
+    return min(decimals, _MAX_DECIMALS)
 
 
 def _distinct_exact_numbers(gold, predicted) -> bool:
     """math-verify compares exact expressions numerically with chop=True, so distinct tiny numbers such as
-    1/2004! and 1/2006! compare equal. Two exact (float-free, symbol-free) numbers must be equal exactly."""
+    1/2004! and 1/2006! compare equal. Two exact (float-free, symbol-free) numbers must be equal exactly.
+
+    A percent has two readings, N/100 and N (math-verify holds `10\\%` equal to 10, and MATH writes
+    `$\\boxed{20}$ percent` for 20): the numbers are distinct only when no reading of one equals a reading of
+    the other."""
     import sympy
+    from math_verify.grader import get_pct_val
 
     exact = [isinstance(x, sympy.Expr) and not x.free_symbols and not x.atoms(sympy.Float) for x in (gold, predicted)]
     if not all(exact):
         return False
-    gold_value, predicted_value = gold.doit(), predicted.doit()
-    return bool(gold_value.is_Rational and predicted_value.is_Rational and gold_value != predicted_value)
+    readings = [{x.doit(), get_pct_val(x, x).doit()} for x in (gold, predicted)]
+    if not all(value.is_Rational for values in readings for value in values):
+        return False
+    return not readings[0] & readings[1]
 
 
-def _shared_sandbox() -> Sandbox:
-    global _sandbox
-    with _sandbox_lock:
-        if _sandbox is None:
-            _sandbox = Sandbox()
-        return _sandbox
+def _report_reference(sample: Sample, note: str) -> None:
+    with _reported_lock:
+        if sample.answer in _reported_references:
+            return
+        _reported_references.add(sample.answer)
+    log.warning("MATH reference %r (sample %s): %s", sample.answer, sample.id, note)
 
 
 def math_reward(completion: str, sample: Sample, timeout: float = MATH_TIMEOUT_S) -> float:
     try:
-        equal = _shared_sandbox().call("rewards.math:answers_equivalent", (sample.answer, completion), timeout)
-    except SandboxTimeout:
-        # A comparison that does not finish is not a proof of equality: 0, by the grader's own rule.
+        equal, note = _pool.call("rewards.math:grade", (sample.answer, completion), timeout)
+    except (SandboxTimeout, SandboxDied):
+        # A comparison that does not finish (or whose child was killed, say for memory) is not a proof of
+        # equality: 0, by the grader's own rule. The pool replaces the child.
         return 0.0
+    if note:
+        _report_reference(sample, note)
     return float(equal)

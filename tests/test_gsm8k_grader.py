@@ -48,3 +48,105 @@ def test_agrees_with_upstream_labels(shared_data):
                 disagreements.append((index, model))
     assert total == 5276
     assert 1 - len(disagreements) / total >= 0.999, disagreements[:10]
+
+
+def score(completion: str, reference: str) -> float:
+    return gsm8k_reward(completion, Sample("s", "q", reference))
+
+
+@pytest.mark.parametrize("completion, reference, expected", [
+    ("The answer is 12 + 30 = 42 cookies.", "42", 1.0),
+    ("The answer is 12 + 30 = 42 cookies.", "12", 0.0),
+    ("The answer is: after 4 hours at 15 km/h she rode 60 km.", "60", 1.0),
+    ("The answer is: after 4 hours at 15 km/h she rode 60 km.", "4", 0.0),
+    ("#### 5 + 7 = 12", "12", 1.0),
+    ("#### 5 + 7 = 12", "5", 0.0),
+    ("So $\\boxed{12 + 30 = 42}$.", "42", 1.0),
+    ("A: 3 * 4 = 12 apples", "12", 1.0),
+    ("A: 3 * 4 = 12 apples", "3", 0.0),
+    ("The answer is 42 (6 boxes of 7).", "42", 1.0),  # an aside in parentheses is not the result
+    ("The answer is 17. Check: 17 * 2 = 34", "17", 1.0),  # the sentence that states it ends at its full stop
+])
+def test_the_answer_is_the_result_the_cue_states(completion, reference, expected):
+    """Class 1: after an answer cue, the result the span states (after its last `=`, else its last number)."""
+    assert score(completion, reference) == expected
+
+
+@pytest.mark.parametrize("completion, reference, expected", [
+    ("so x = 9/5", "9", 0.0),
+    ("so x = 9/5", "1.8", 1.0),
+    ("The answer is $-\\frac{3}{14}$", "3", 0.0),
+    ("The answer is \u2212\\frac{3}{14}", "-3", 0.0),
+    ("The answer is \u22125", "5", 0.0),
+    ("The answer is \u22125", "-5", 1.0),
+    ("$\\boxed{3, 5}$", "3", 0.0),  # a hedge is not an answer
+    ("$\\boxed{3, 5}$", "5", 0.0),
+    ("The answer is 3 or 5.", "3", 0.0),
+    ("$\\boxed{3}$", "3", 1.0),
+    ("The answer is 1.5e3", "1.5", 0.0),
+    ("The answer is 1.5e3", "1500", 1.0),
+    ("$\\boxed{1.5 \\times 10^{3}}$", "1500", 1.0),
+    ("The answer is 2 500 dollars", "2", 0.0),
+    ("The answer is 2 500 dollars", "2500", 1.0),
+    ("The answer is 2\u2009500", "2500", 1.0),
+    ("$\\boxed{1\\,000}$", "1000", 1.0),
+    ("$\\boxed{10{,}000}$", "10000", 1.0),
+    ("$\\boxed{\\frac{9}{5}}$", "9", 0.0),
+])
+def test_numbers_are_read_whole_and_compared_exactly(completion, reference, expected):
+    """Class 2: fractions (plain and LaTeX), signs and the Unicode minus, scientific notation and space or thin-space
+    thousands are read as one number; a listed answer scores 0."""
+    assert score(completion, reference) == expected
+
+
+def test_latex_fraction_is_read_as_its_value():
+    assert extract_final_number("The answer is $-\\frac{3}{14}$") == extract_final_number("x = -3/14")
+    assert extract_final_number("x = -3/14") * 14 == -3
+
+
+def _repeat(unit: str, size: int = 1 << 20) -> str:
+    return (unit * (size // len(unit) + 1))[:size]
+
+
+DEGENERATE_1MB = {
+    "newlines": _repeat("\n"),
+    "spaces": _repeat(" "),
+    "A_colon": _repeat("A:"),
+    "newlines_then_A": _repeat("\n")[:-4] + "A: 7",
+    "digits": _repeat("7"),
+    "digit_spaces": _repeat("1 "),
+    "boxed_open": _repeat("\\boxed{"),
+    "boxed_nested": _repeat("\\boxed{")[: 7 << 17] + _repeat("}", 1 << 17),
+    "the_answer_is": _repeat("The answer is "),
+    "frac_open": _repeat("\\frac{"),
+}
+
+
+def graded_within(reward, completion: str, sample: Sample, cap_s: float = 20.0) -> float:
+    """Seconds the reward takes; a reward still running after cap_s is interrupted and fails the test."""
+    import signal
+    import time
+
+    def overran(*_):
+        raise TimeoutError(f"still grading after {cap_s:g} s")
+
+    previous = signal.signal(signal.SIGALRM, overran)
+    signal.setitimer(signal.ITIMER_REAL, cap_s)
+    try:
+        start = time.perf_counter()
+        reward(completion, sample)
+        return time.perf_counter() - start
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.parametrize("reward_name", ["gsm8k", "format"])
+@pytest.mark.parametrize("case", sorted(DEGENERATE_1MB))
+def test_rewards_are_linear_in_the_completion_at_1mb(reward_name, case):
+    """Class 3: a 1 MB degenerate completion is graded well under a second (the `A:` pattern used to backtrack
+    quadratically over newlines: 64k of them took 35 s)."""
+    from rewards.format import format_reward
+
+    reward = {"gsm8k": gsm8k_reward, "format": format_reward}[reward_name]
+    assert graded_within(reward, DEGENERATE_1MB[case], Sample("s", "q", "7")) < 1.0

@@ -84,3 +84,103 @@ def test_grades_inside_a_ray_actor(ray_cluster):
     value, seconds = ray.get(actor.grade.remote(*PATHOLOGICAL, 2.0))
     assert value == 0.0 and seconds < 6.0
     ray.kill(actor)
+
+
+@pytest.mark.parametrize("reference, completion, expected", [
+    ("10\\%", "$\\boxed{10}$", 1.0),
+    ("10\\%", "$\\boxed{10\\%}$", 1.0),
+    ("10\\%", "$\\boxed{0.1}$", 1.0),
+    ("10", "$\\boxed{10\\%}$", 1.0),
+    ("20", "Hence the desired percent change is $\\boxed{20}$ percent.", 1.0),  # MATH's own style
+    ("10\\%", "$\\boxed{11}$", 0.0),
+    ("10\\%", "$\\boxed{1000}$", 0.0),
+    ("20", "Hence the desired percent change is $\\boxed{21}$ percent.", 0.0),
+    ("\\frac{1}{2004!}", "$\\boxed{\\frac{1}{2006!}\\%}$", 0.0),  # the exactness guard still holds
+])
+def test_a_percent_matches_its_number(reference, completion, expected):
+    """Class 4: math-verify holds `N\\%` equal to N; the exact-number guard must not veto it (N/100 != N)."""
+    assert grade(reference, completion) == expected
+
+
+@pytest.mark.parametrize("reference, completion, expected", [
+    ("\\frac{1}{\\mathrm{e}}", "$\\boxed{\\frac{1}{\\mathrm{e}^2}}$", 0.0),  # the reference read as `\frac{1}{`
+    ("\\frac{1}{\\mathrm{e}}", "$\\boxed{\\frac{1}{\\text{f}}}$", 0.0),
+    ("\\frac{1}{\\mathrm{e}}", "$\\boxed{\\frac{1}{\\mathrm{e}}}$", 1.0),
+    ("a + b + c", "Thus, $p(a,b,c) = \\boxed{a + b + c}.$", 1.0),  # `c` taken for a unit: read as `a +`
+    ("a + b + c", "$\\boxed{a + b}$", 0.0),
+    (".0000672", "$\\boxed{.0000673}$", 0.0),  # 6 decimals made these equal
+    (".0000672", "$\\boxed{6.72 \\times 10^{-5}}$", 1.0),
+    ("\\frac{1}{3}", "$\\boxed{0.333333}$", 1.0),
+    ("1000", "$\\boxed{1\\,000}$", 1.0),  # read as 1*000
+    ("0", "$\\boxed{1\\,000}$", 0.0),
+    ("\\frac{12}{5,\\!525}", "$\\boxed{\\frac{12}{5525}}$", 1.0),
+])
+def test_the_reference_and_the_answer_are_read_whole(reference, completion, expected):
+    """Class 5: no reading cut short by unit stripping, floats to significant digits, LaTeX digit groups joined."""
+    assert grade(reference, completion) == expected
+
+
+def test_a_reference_that_does_not_parse_is_reported_once(caplog):
+    reference = "\\frac{7}{5} + \\frac{1}{5} i."  # MATH test row 2656: math-verify cannot parse it
+    with caplog.at_level("WARNING", logger="rewards.math"):
+        assert grade(reference, "$\\boxed{\\frac{7}{5} + \\frac{1}{5} i.}$") == 1.0  # written the same way
+        grade(reference, "$\\boxed{3}$")
+        grade(reference, "$\\boxed{1.4 + 0.2 i}$")
+    reports = [r for r in caplog.records if r.name == "rewards.math"]
+    assert len(reports) == 1 and "cannot parse" in reports[0].getMessage()
+
+
+def _repeat(unit: str, size: int = 1 << 20) -> str:
+    return (unit * (size // len(unit) + 1))[:size]
+
+
+DEGENERATE_1MB = {
+    "newlines": _repeat("\n"),
+    "spaces": _repeat(" "),
+    "A_colon": _repeat("A:"),
+    "digits": _repeat("7"),
+    "digit_spaces": _repeat("1 "),
+    "boxed_open": _repeat("\\boxed{"),
+    "paren_boxed": _repeat("\\(\\boxed{"),
+    "display_brackets": _repeat("\\["),
+    "box_then_parens": "\\boxed{1}" + _repeat("\\("),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DEGENERATE_1MB))
+def test_math_reward_is_linear_in_the_completion_at_1mb(case):
+    """Class 3: math-verify's extraction patterns are quadratic to cubic in the text (a 1 MB completion of `1 `
+    ran into the 5 s timeout): the grader hands it a bounded window and grades 1 MB well under a second."""
+    grade("1", "$\\boxed{1}$")  # the grader's process is started outside the timed call
+    start = time.perf_counter()
+    grade("7", DEGENERATE_1MB[case])
+    assert time.perf_counter() - start < 1.0
+
+
+def test_a_math_child_killed_mid_comparison_scores_0_and_is_replaced():
+    """Killed for memory, say: handled like a timeout (0), not raised; the next comparison gets a new child."""
+    import subprocess
+    import sys
+
+    script = """
+import os, signal, subprocess, threading, time
+from envs.sample import Sample
+from rewards.math import math_reward
+sample = Sample("s", "q", "\\\\frac{1}{2}")
+result = {}
+thread = threading.Thread(target=lambda: result.update(first=math_reward("\\\\boxed{\\\\frac{1}{2}}", sample)))
+thread.start()
+deadline = time.time() + 30
+while time.time() < deadline:
+    found = subprocess.run(["pgrep", "-P", str(os.getpid()), "-f", "_sandbox_worker"], capture_output=True,
+                           text=True).stdout.split()
+    if found:
+        os.kill(int(found[0]), signal.SIGKILL)  # while it imports math-verify or compares
+        break
+    time.sleep(0.01)
+thread.join()
+print(result["first"], math_reward("\\\\boxed{0.5}", sample))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["0.0", "1.0"], out.stdout
