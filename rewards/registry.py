@@ -42,14 +42,24 @@ def _style_of(function, spec: str) -> RewardStyle:
     return "sample"
 
 
-def resolve_reward(name: str) -> RewardRef:
+def reward_spec(name: str) -> str:
+    """`module:function` for a built-in name or a spec, checked for shape only (nothing is imported)."""
     spec = BUILTIN_REWARDS.get(name, name)
     module_name, sep, attribute = spec.partition(":")
     if not sep or not module_name or not attribute:
-        raise RewardSpecError(f"reward {name!r}: use a built-in ({', '.join(BUILTIN_REWARDS)}) or package.module:function")
+        raise RewardSpecError(f"reward {name!r}: use a built-in ({', '.join(BUILTIN_REWARDS)}) or "
+                              "package.module:function")
     # A console script does not put the working directory on sys.path; users expect `my_rewards:fn` to work.
+    # (A sandbox child inherits this sys.path.)
     if os.getcwd() not in sys.path:
         sys.path.append(os.getcwd())
+    return spec
+
+
+def inspect_reward(spec: str) -> RewardStyle:
+    """Import the function and tell its style. Runs where the reward will run: in process for the built-ins, in
+    the sandbox child for user rewards (so a slow user module is imported once, in the child)."""
+    module_name, _, attribute = spec.partition(":")
     try:
         module = importlib.import_module(module_name)
     except Exception as e:
@@ -57,4 +67,18 @@ def resolve_reward(name: str) -> RewardRef:
     function = getattr(module, attribute, None)
     if not callable(function):
         raise RewardSpecError(f"reward {spec}: {module_name} has no callable {attribute!r}")
-    return RewardRef(spec=spec, style=_style_of(function, spec), builtin=spec in BUILTIN_REWARDS.values())
+    return _style_of(function, spec)
+
+
+def inspect_reward_outcome(spec: str) -> tuple[str, str]:
+    """inspect_reward for a sandbox call: ("ok", style) or ("error", the one-line message)."""
+    try:
+        return "ok", inspect_reward(spec)
+    except RewardSpecError as error:
+        return "error", str(error)
+
+
+def resolve_reward(name: str) -> RewardRef:
+    """The reward, imported in this process."""
+    spec = reward_spec(name)
+    return RewardRef(spec=spec, style=inspect_reward(spec), builtin=spec in BUILTIN_REWARDS.values())

@@ -81,15 +81,6 @@ class Sandbox:
             self._process.wait()
             self._process = None
 
-    def load(self, spec: str) -> None:
-        """Start the child and import `spec` there now (a slow import is then not paid inside a step)."""
-        with self._lock:
-            try:
-                self._ensure_imported(spec)
-            except (EOFError, BrokenPipeError, SandboxTimeout) as e:
-                self._kill()
-                raise SandboxError(f"{spec}: the sandbox could not import it ({type(e).__name__})") from None
-
     def _ensure_imported(self, spec: str) -> None:
         if self._process is None or self._process.poll() is not None:
             self._process, self._imported = self._start(), set()
@@ -172,17 +163,6 @@ class SandboxPool:
             return sandbox.call(spec, args, timeout, kwargs)
         finally:
             self._give_back(sandbox)  # a timed-out child was killed; the sandbox starts a new one on next use
-
-    def load(self, spec: str) -> None:
-        sandbox = self._take()
-        try:
-            sandbox.load(spec)
-        finally:
-            self._give_back(sandbox)
-
-    @property
-    def restarts(self) -> int:
-        return sum(s.restarts for s in self._free)
 
     def close(self) -> None:
         with self._available:

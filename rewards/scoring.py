@@ -11,13 +11,13 @@ import logging
 import math
 import numbers
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
 from envs.sample import Sample
 from rewards.protocol import OnRewardError, RewardError, RewardFailure, RewardSpecError, ScoredBatch
-from rewards.registry import BUILTIN_REWARDS, RewardRef, resolve_reward
-from rewards.sandbox import SandboxError, SandboxPool, SandboxTimeout, default_pool_size
+from rewards.registry import BUILTIN_REWARDS, RewardRef, resolve_reward, reward_spec
+from rewards.sandbox import IMPORT_TIMEOUT_S, SandboxError, SandboxPool, SandboxTimeout, default_pool_size
 
 log = logging.getLogger(__name__)
 
@@ -44,26 +44,33 @@ class RewardScorer:
     on_error: OnRewardError = "stop"
     task_name: str = ""
     workers: int | None = None  # reward calls side by side (unset: the cores this process may use)
+    sandbox: SandboxPool | None = field(default=None, repr=False)  # a user reward's children, if started already
 
     @classmethod
     def from_name(cls, name: str, **kwargs) -> "RewardScorer":
-        return cls(resolve_reward(name), **kwargs)
+        """A built-in is imported here; a user reward only in its sandbox children, where it runs (a slow import
+        is paid once, there, before the first step)."""
+        spec = reward_spec(name)
+        if spec in BUILTIN_REWARDS.values():
+            return cls(resolve_reward(name), **kwargs)
+        pool = SandboxPool(kwargs.get("workers"))
+        try:
+            status, outcome = pool.call("rewards.registry:inspect_reward_outcome", (spec,), IMPORT_TIMEOUT_S)
+        except SandboxError as error:
+            pool.close()
+            raise RewardSpecError(f"reward {spec}: its sandbox could not import it ({error})") from None
+        if status == "error":
+            pool.close()
+            raise RewardSpecError(outcome)
+        return cls(RewardRef(spec, outcome, builtin=False), sandbox=pool, **kwargs)  # children holding the module
 
     def __post_init__(self) -> None:
         self.workers = self.workers or default_pool_size()
-        self._sandbox = None if self.reward.builtin else SandboxPool(self.workers)
+        self._sandbox = None if self.reward.builtin else (self.sandbox or SandboxPool(self.workers))
         self._function = None
         # User rewards and the MATH grader wait on child processes: worth a thread each. The other built-ins are
         # fast pure-Python regexes, for which threads would only add overhead.
         self._parallel = self.workers > 1 and (not self.reward.builtin or self.reward.spec == BUILTIN_REWARDS["math"])
-
-    def prepare(self) -> None:
-        """Import a user reward in its sandbox now, so that a slow import shows before training, not in a step."""
-        if self._sandbox is not None:
-            try:
-                self._sandbox.load(self.reward.spec)
-            except SandboxError as error:
-                raise RewardSpecError(f"reward {self.reward.spec}: its sandbox cannot import it ({error})") from None
 
     def score(self, completions: Sequence[str], samples: Sequence[Sample]) -> ScoredBatch:
         if len(completions) != len(samples):

@@ -148,3 +148,17 @@ def test_a_killed_child_is_reported_and_replaced():
     assert "the sandbox process died" in result.failures[0].reason
     assert pooled.score(["yes"] * 3, [SAMPLES[0]] * 3).rewards == [1.0] * 3
     pooled.close()
+
+
+def test_a_user_reward_is_imported_once_in_its_sandbox_not_in_the_trainer():
+    import sys
+
+    user = RewardScorer.from_name("tests.reward_imported_once:reward", workers=1)
+    assert user.reward.style == "sample"
+    assert user.score(["yes", "yes"], SAMPLES).rewards == [1.0, 0.0]
+    assert "tests.reward_imported_once" not in sys.modules  # only the child imported it
+    user.close()
+    with pytest.raises(RewardSpecError, match="cannot import no_such_module_xyz"):
+        RewardScorer.from_name("no_such_module_xyz:fn")
+    with pytest.raises(RewardSpecError, match=r"expected \(completion, sample\)"):
+        RewardScorer.from_name(f"{FIX}:three_args")

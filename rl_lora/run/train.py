@@ -103,7 +103,6 @@ def build_parts(config: RunConfig, console: Console, run_name: str,
                           max(config.rollout.max_new_tokens, config.eval.max_new_tokens))
     with console.status(f"importing the reward {config.reward.name or task.reward}"):
         scorer = reward_scorer(config.reward, task)
-        scorer.prepare()
     probe = Probe.for_tokenizer(tokenizer) if config.rollout.probe else None
     if config.rollout.num_workers == 0:
         with console.status(f"loading {config.model.name} (learner and sampler)"):

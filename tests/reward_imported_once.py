@@ -1,0 +1,8 @@
+"""A user reward module that only test_rewards imports by name: it must be imported in the sandbox child alone."""
+import time
+
+time.sleep(0.5)  # a slow import (sympy, a model, ...)
+
+
+def reward(completion, sample):
+    return float(completion == sample.answer)
