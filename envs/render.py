@@ -22,9 +22,14 @@ class PromptRenderer:
         self.system_prompt = system_prompt
 
     def __call__(self, sample: Sample) -> str:
-        if not self.use_chat:
-            return sample.prompt
-        messages = [{"role": "user", "content": sample.prompt}]
-        if self.system_prompt:
-            messages.insert(0, {"role": "system", "content": self.system_prompt})
+        if isinstance(sample.prompt, str):
+            if not self.use_chat:
+                return sample.prompt
+            messages = [{"role": "user", "content": sample.prompt}]
+            if self.system_prompt:
+                messages.insert(0, {"role": "system", "content": self.system_prompt})
+        else:  # chat messages, as a dataset gives them (TRL's and verl's formats): rendered as given
+            messages = list(sample.prompt)
+            if not self.use_chat:  # plain rendering, or a tokenizer without a template: the turns' text
+                return "\n".join(m["content"] for m in messages)
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

@@ -8,6 +8,7 @@ from typing import Any, Mapping
 @dataclass(frozen=True)
 class Sample:
     id: str
-    prompt: str
+    # A string, or chat messages ({"role": ..., "content": ...}) that the chat template renders as given.
+    prompt: str | tuple[Mapping[str, str], ...] = field(hash=False)
     answer: str
     metadata: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)

@@ -29,8 +29,8 @@ def _style_of(function, spec: str) -> RewardStyle:
     except (TypeError, ValueError):  # some C callables have no signature: take them as (completion, sample)
         return "sample"
     names = list(signature.parameters)
-    if names[:2] == ["prompts", "completions"]:
-        return "trl"
+    if names[:2] == ["prompts", "completions"] or names[:1] == ["completions"]:
+        return "trl"  # called as TRL calls it: by keyword, with prompts, completions and the dataset's columns
     if names[:3] == ["data_source", "solution_str", "ground_truth"]:
         return "verl"
     try:

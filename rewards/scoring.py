@@ -116,8 +116,12 @@ class RewardScorer:
 
     def _score_one(self, completion: str, sample: Sample) -> float | str:
         if self.reward.style == "verl":
+            # A verl-prepared row carries its own data_source and extra_info; other rows lend their columns.
             data_source = sample.metadata.get("data_source", self.task_name)
-            args = (data_source, completion, sample.answer, {**sample.metadata, "id": sample.id})
+            extra_info = sample.metadata.get("extra_info")
+            if not isinstance(extra_info, dict):
+                extra_info = {**sample.metadata, "id": sample.id}
+            args = (data_source, completion, sample.answer, extra_info)
         else:
             args = (completion, sample)
         try:
@@ -132,13 +136,19 @@ class RewardScorer:
             return f"raised {type(e).__name__}: {e}"
 
     def _score_trl_batch(self, completions: Sequence[str], samples: Sequence[Sample]) -> list[float | str]:
-        # TRL passes the dataset's other columns as keyword lists; ours are the answer, the id and the metadata.
-        kwargs: dict[str, list] = {"answer": [s.answer for s in samples], "sample_id": [s.id for s in samples]}
-        for key in {k for s in samples for k in s.metadata}:
+        # As TRL calls it: everything by keyword, the dataset's other columns as lists (ours: the row's columns,
+        # the answer and the id), and for chat prompts each completion as a list of messages.
+        prompts = [s.prompt if isinstance(s.prompt, str) else [dict(m) for m in s.prompt] for s in samples]
+        kwargs: dict[str, list] = {
+            "prompts": prompts,
+            "completions": [c if isinstance(p, str) else [{"role": "assistant", "content": c}]
+                            for c, p in zip(completions, prompts)]}
+        for key in sorted({k for s in samples for k in s.metadata}):
             kwargs.setdefault(key, [s.metadata.get(key) for s in samples])
-        args = ([s.prompt for s in samples], list(completions))
+        kwargs.setdefault("answer", [s.answer for s in samples])
+        kwargs.setdefault("sample_id", [s.id for s in samples])
         try:
-            values = self._call(args, kwargs, self.timeout_s * len(samples))
+            values = self._call((), kwargs, self.timeout_s * len(samples))
         except SandboxTimeout:
             return [f"timed out after {self.timeout_s * len(samples):g} s (batch of {len(samples)})"] * len(samples)
         except SandboxError as e:

@@ -98,7 +98,8 @@ def run_eval(args: argparse.Namespace) -> int:
     config: RunConfig = load_config(args.config, overrides + args.overrides)
     from rl_lora.run.eval import eval_main
 
-    return eval_main(config, adapter=args.adapter)
+    eval_main(config, adapter=args.adapter)
+    return 0
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -108,8 +109,10 @@ def run_train(args: argparse.Namespace) -> int:
     if args.resume:
         if args.config:
             raise UserError("--resume uses the run's own config.yaml; pass changes with --set")
-        return train_main(None, args.resume, overrides)
-    return train_main(load_config(args.config, overrides), None, overrides)
+        train_main(None, args.resume, overrides)
+    else:
+        train_main(load_config(args.config, overrides), None, overrides)
+    return 0
 
 
 def run_compare(args: argparse.Namespace) -> int:

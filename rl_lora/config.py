@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -15,14 +16,16 @@ from typing import Any, Optional
 
 import yaml
 
-from envs.registry import TASK_NAMES
+from envs.registry import CODE_TASK, TASK_NAMES
 from rl_lora.errors import UserError
 
 
 def opt(default: Any, help: str, *, choices: tuple | None = None, min: float | None = None,
-        max: float | None = None) -> Any:
-    """A config field: its default, its one-line doc, and optionally the values it allows."""
-    return field(default=default, metadata={"help": help, "choices": choices, "min": min, "max": max})
+        max: float | None = None, or_pattern: tuple[str, str] | None = None) -> Any:
+    """A config field: its default, its one-line doc, and optionally the values it allows: `choices`, or any value
+    matching `or_pattern` = (regex, what it looks like)."""
+    return field(default=default, metadata={"help": help, "choices": choices, "min": min, "max": max,
+                                            "or_pattern": or_pattern})
 
 
 class TrainMode(str, enum.Enum):
@@ -45,9 +48,17 @@ class ModelConfig:
 
 @dataclass
 class TaskConfig:
-    name: str = opt("arithmetic", "the task", choices=TASK_NAMES)
-    path: Optional[str] = opt(None, "local data: a file or a folder of <split>.jsonl|parquet; "
-                              "unset: $RL_LORA_DATA/<task>/ if present, else the hub dataset")
+    name: str = opt("arithmetic", "the task: a built-in, dataset (any file, folder or hub dataset at task.path), or "
+                    "package.module:function returning an envs.task.Task", choices=TASK_NAMES,
+                    or_pattern=(CODE_TASK, "package.module:function"))
+    path: Optional[str] = opt(None, "local data: a file or a folder of <split>.jsonl|parquet (dataset: also .json, "
+                              "or a hub dataset id); unset: $RL_LORA_DATA/<task>/ if present, else the hub dataset")
+    prompt_key: Optional[str] = opt(None, "dataset: the prompt column, a string or a list of chat messages (unset: "
+                                    "the first of prompt, question, problem)")
+    answer_key: Optional[str] = opt(None, "dataset: the reference answer column; a.b reads a nested field (unset: "
+                                    "the first of answer, solution, ground_truth, reward_model.ground_truth)")
+    train_split: str = opt("train", "dataset: the training split (a file <split>.jsonl|json|parquet, or a hub split)")
+    test_split: str = opt("test", "dataset: the test split; when absent, task.test_size rows are held out")
     render: str = opt("auto", "prompt rendering: the tokenizer's chat template, plain text, or chat when "
                       "the tokenizer has a template", choices=("auto", "chat", "plain"))
     system_prompt: Optional[str] = opt(None, "system message for chat rendering (unset: the template's default)")
@@ -56,7 +67,8 @@ class TaskConfig:
     operators: str = opt("+", "arithmetic: operators to draw from, any of + - *")
     terms: int = opt(2, "arithmetic: operands per problem", min=2, max=8)
     train_size: int = opt(5000, "arithmetic: number of training problems", min=1)
-    test_size: int = opt(200, "arithmetic: number of test problems (disjoint from train)", min=1)
+    test_size: int = opt(200, "arithmetic: number of test problems (disjoint from train); dataset: rows held out "
+                         "when there is no test split", min=1)
     seed: int = opt(0, "arithmetic: generator seed")
     too_long: str = opt("refuse", "prompts that leave no room for the completion in the model's context: refuse "
                         "the run (naming one), or skip them (counted)", choices=("refuse", "skip"))
@@ -268,9 +280,10 @@ def _coerce(value: Any, tp: Any, key: str, meta: dict) -> Any:
         if isinstance(value, (dict, list)) or value is None:
             raise bad
         value = str(value)
-    choices = meta.get("choices")
-    if choices and value not in choices:
-        raise UserError(f"config key {key}: {value!r} is not allowed; allowed: {', '.join(map(str, choices))}")
+    choices, pattern = meta.get("choices"), meta.get("or_pattern")
+    if choices and value not in choices and not (pattern and re.fullmatch(pattern[0], str(value))):
+        also = f", or {pattern[1]}" if pattern else ""
+        raise UserError(f"config key {key}: {value!r} is not allowed; allowed: {', '.join(map(str, choices))}{also}")
     low, high = meta.get("min"), meta.get("max")
     if (low is not None and value < low) or (high is not None and value > high):
         bounds = " and ".join(s for s in (f">= {low}" if low is not None else "", f"<= {high}" if high is not None else "") if s)

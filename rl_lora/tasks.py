@@ -7,6 +7,7 @@ import dataclasses
 import sys
 
 from envs.arithmetic import ArithmeticSpec
+from envs.dataset import DatasetSpec
 from envs.registry import load_task as load_named_task
 from envs.render import PromptRenderer
 from envs.task import Task
@@ -20,7 +21,9 @@ from rl_lora.tokens import tokenize_prompts
 def load_task(config: TaskConfig) -> Task:
     arithmetic = ArithmeticSpec(digits=config.digits, operators=config.operators, terms=config.terms,
                                 train_size=config.train_size, test_size=config.test_size, seed=config.seed)
-    return load_named_task(config.name, config.path, config.instruction, arithmetic)
+    dataset = DatasetSpec(prompt_key=config.prompt_key, answer_key=config.answer_key, train_split=config.train_split,
+                          test_split=config.test_split, test_size=config.test_size, seed=config.seed)
+    return load_named_task(config.name, config.path, config.instruction, arithmetic, dataset)
 
 
 def reward_scorer(config: RewardConfig, task: Task) -> RewardScorer:

@@ -66,3 +66,37 @@ def dies_on_die(completion, sample):
 
         os.kill(os.getpid(), signal.SIGKILL)  # as the kernel's OOM killer would
     return float(completion.strip() == sample.answer)
+
+
+def _log(record: dict) -> None:
+    """What a reward received, for the test that named a log file (RL_LORA_TEST_REWARD_LOG)."""
+    import json
+    import os
+
+    path = os.environ.get("RL_LORA_TEST_REWARD_LOG")
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def verl_compute_score(data_source, solution_str, ground_truth, extra_info=None):
+    """verl's signature, as a verl user writes it."""
+    _log({"data_source": data_source, "ground_truth": ground_truth, "extra_info": extra_info})
+    return float("the" in solution_str)
+
+
+def trl_accuracy_reward(completions, solution, **kwargs):
+    """TRL's accuracy_reward signature: chat completions as message lists, the dataset's columns by keyword."""
+    for prompt, answer in zip(kwargs["prompts"], solution):
+        _log({"question": prompt[-1]["content"], "solution": answer})
+    return [float("the" in completion[0]["content"]) for completion in completions]
+
+
+def story_task():
+    """A Task factory (task.name=tests.reward_fixtures:story_task): prompts the 260K story model can continue."""
+    from envs.sample import Sample
+    from envs.task import Task
+
+    openings = ["Once upon a time", "The little dog", "Lily saw a", "One day, Tom", "The sun was", "A big red"]
+    samples = [Sample(f"story-{i}", text, "the") for i, text in enumerate(openings)]
+    return Task(name="stories", train=samples[:4], test=samples[4:], reward="tests.reward_fixtures:mentions_the")

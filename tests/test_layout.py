@@ -149,7 +149,8 @@ def test_run_folder_file_names_are_written_in_one_module():
     """config.yaml, summary.json, ... appear as path literals (the name, or a path that starts or ends with it)
     only in rl_lora/run/folder.py. Messages that mention a file in passing (they have spaces) do not count."""
     names = {"config.yaml", "summary.json", "metrics.jsonl", "learner_memory.json", "trainer_state.json",
-             "optimizer.pt", "rng.pt", "checkpoints", "evals", "tensorboard", "curve.png"}
+             "optimizer.pt", "rng.pt", "checkpoints", "evals", "tensorboard", "curve.png", "code.json",
+             "code.diff"}
     holders = {}
     for module, path in _modules("rl_lora").items():
         literals = {node.value for node in ast.walk(ast.parse(path.read_text()))

@@ -78,3 +78,19 @@ def test_bad_input_stops_cleanly_and_leaves_nothing(tiny_model_dir, tmp_path, ca
     assert got == code
     assert message in err and err.strip().count("\n") == 0, err
     assert list(tmp_path.iterdir()) == []  # no half-written run folder
+
+
+def test_logs_get_a_plain_line_per_step_and_the_run_folder_records_its_code(tiny_model_dir, tmp_path):
+    """stderr is not a terminal (ray job submit, nohup, CI): no silent progress bar, one line per step."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "rl_lora.cli", "train", *TINY_RUN, "--set", "train.steps=3",
+                             "--set", f"train.runs_dir={tmp_path}", "--set", "train.name=logged"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    steps = [line for line in result.stdout.splitlines() if line.startswith("step ") and "/" in line.split()[1]]
+    assert [line.split()[1] for line in steps] == ["1/3", "2/3", "3/3"] and "s left" in steps[0], result.stdout
+    code = json.loads((tmp_path / "logged" / "code.json").read_text())["sessions"]
+    assert len(code) == 1 and code[0]["package_version"] == "0.1.0"
+    assert code[0]["git_commit"] is None or len(code[0]["git_commit"]) == 40  # a checkout records its commit

@@ -17,7 +17,7 @@ from rl_lora.models import check_model, load_tokenizer
 from rl_lora.run.train import check_environment
 from rl_lora.sampling.build import build_backend, read_adapter
 from rl_lora.sampling.shared_engine import engine_lora_rank
-from rl_lora.step.evaluate import evaluate
+from rl_lora.step.evaluate import EvalResult, evaluate
 from rl_lora.tasks import fit_to_context, load_task, reward_scorer
 
 
@@ -28,7 +28,9 @@ def _check_output(path: Path) -> None:
         raise UserError(f"output path is a folder: {path}")
 
 
-def eval_main(config: RunConfig, adapter: str | None = None) -> int:
+def eval_main(config: RunConfig, adapter: str | None = None) -> EvalResult:
+    """Greedy accuracy on the test split; writes the per-problem records to eval.output. Errors a user can fix
+    raise UserError."""
     console = Console(stderr=True)
     output = Path(config.eval.output or f"eval-{config.task.name}.jsonl")
     # Everything a user can get wrong is checked before the model loads, and nothing is written until the end.
@@ -73,4 +75,4 @@ def eval_main(config: RunConfig, adapter: str | None = None) -> int:
         print(f"{result.num_reward_failures} completions could not be scored (policy {config.reward.on_error})")
     print(f"per-sample results: {output}")
     print(json.dumps(result.summary()))
-    return 0
+    return result

@@ -8,6 +8,7 @@
     plots/curve.png        reward and accuracy curves
     summary.json           written when the run ends (RunSummary)
     learner_memory.json    the learner alone, measured by `rl-lora learner-memory` (compare does it per arm)
+    code.json, code.diff   the code each session of the run ran: package version, git commit, uncommitted diff
 
 Everything that reads or writes these goes through RunFolder, so the format is defined once. Folders written by
 earlier versions load unchanged (fields added since take their defaults).
@@ -227,6 +228,18 @@ class RunFolder:
     def resumable(self) -> bool:
         return self.is_run() and bool(self.checkpoints())
 
+    # -- the code that ran ----------------------------------------------------------------------------------
+    def record_code(self) -> None:
+        """Append this session's code version to code.json; from a git checkout with changes, code.diff holds the
+        uncommitted diff (the last session's)."""
+        path = self.path / "code.json"
+        sessions = json.loads(path.read_text())["sessions"] if path.is_file() else []
+        version, diff = _code_version()
+        sessions.append({**version, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        atomic_write_text(path, json.dumps({"sessions": sessions}, indent=1) + "\n")
+        if diff:
+            atomic_write_text(self.path / "code.diff", diff)
+
     # -- the learner measured alone ------------------------------------------------------------------------
     @property
     def learner_memory_path(self) -> Path:
@@ -241,3 +254,27 @@ class RunFolder:
             return None
         record = json.loads(self.learner_memory_path.read_text())
         return LearnerAlone(record.get("learner_peak_mb"), record.get("step_s_median"))
+
+
+def _code_version() -> tuple[dict[str, Any], str]:
+    """({package version, git commit, whether the checkout had uncommitted changes}, the diff)."""
+    import importlib.metadata
+    import subprocess
+
+    try:
+        version = importlib.metadata.version("rl-lora")
+    except importlib.metadata.PackageNotFoundError:
+        version = None
+    checkout = Path(__file__).resolve().parents[2]
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(checkout), *args], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD") if (checkout / ".git").exists() else None
+    diff = (git("diff", "HEAD") or "") if commit else ""
+    return {"package_version": version, "git_commit": commit.strip() if commit else None,
+            "uncommitted_changes": bool(diff)}, diff

@@ -75,7 +75,8 @@ def run_shared(specs: list[RunSpec]) -> int:
 
     def run(spec: RunSpec, hosted: HostedRun) -> None:
         try:
-            codes[spec.name] = train_main(None if spec.resume else spec.config, spec.resume, [], hosted)
+            train_main(None if spec.resume else spec.config, spec.resume, [], hosted)
+            codes[spec.name] = 0
         except USER_ERRORS as error:
             print(f"rl-lora: error: {spec.name}: {error}", file=sys.stderr, flush=True)
             codes[spec.name] = 2

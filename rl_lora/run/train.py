@@ -132,7 +132,9 @@ def build_parts(config: RunConfig, console: Console, run_name: str,
 
 
 def train_main(config: RunConfig | None, resume: str | None, overrides: list[str],
-               hosted: HostedRun | None = None) -> int:
+               hosted: HostedRun | None = None) -> RunSummary:
+    """One run, new (`config`) or resumed (`resume`, a run folder; `overrides` as --set). Returns its summary;
+    errors a user can fix raise UserError (the CLI prints them as one line)."""
     console = Console(stderr=True)
     if resume:
         folder = RunFolder.existing(resume)
@@ -151,6 +153,7 @@ def train_main(config: RunConfig | None, resume: str | None, overrides: list[str
         folder.write_config(config)  # keep --set changes (e.g. more steps)
     else:
         folder.claim(config)
+    folder.record_code()
     try:
         parts, release = build_parts(config, console, folder.name, hosted.backend if hosted else None)
     except BaseException:
@@ -164,7 +167,7 @@ def train_main(config: RunConfig | None, resume: str | None, overrides: list[str
 
 
 def _start(parts: RunParts, folder: RunFolder, resumed: bool, checkpoint: CheckpointFolder | None,
-           console: Console, hosted: HostedRun | None) -> int:
+           console: Console, hosted: HostedRun | None) -> RunSummary:
     if checkpoint is not None:
         state, update, optimizer_state = load_checkpoint(checkpoint, parts.learner.lora_config)
         parts.learner.load_state(update, optimizer_state)
@@ -194,7 +197,7 @@ def _start(parts: RunParts, folder: RunFolder, resumed: bool, checkpoint: Checkp
 
 
 def _run(parts: RunParts, folder: RunFolder, resumed: bool, first_step: int, base_accuracy: float | None,
-         console: Console, hosted: HostedRun | None) -> int:
+         console: Console, hosted: HostedRun | None) -> RunSummary:
     config, started = parts.config, time.perf_counter()
     # Hosted runs print side by side: each line says whose it is.
     tag = f"{folder.name}: " if hosted else ""
@@ -218,8 +221,11 @@ def _run(parts: RunParts, folder: RunFolder, resumed: bool, first_step: int, bas
     last_eval: dict = {}
     columns = (TextColumn("step"), MofNCompleteColumn(), BarColumn(), TextColumn("{task.fields[status]}"),
                TimeElapsedColumn(), TimeRemainingColumn())
+    # A progress bar shows nothing in a log file (`ray job submit`, nohup, CI) until the end: there, and for runs
+    # printing side by side, one plain line per step instead.
+    plain_lines = hosted is not None or not console.is_terminal
     try:
-        with Progress(*columns, console=console, disable=hosted is not None) as progress:
+        with Progress(*columns, console=console, disable=plain_lines) as progress:
             bar = progress.add_task("train", total=config.train.steps, completed=first_step - 1, status="")
 
             def on_step(metrics):
@@ -227,8 +233,11 @@ def _run(parts: RunParts, folder: RunFolder, resumed: bool, first_step: int, bas
                 accuracy = "" if metrics.test_accuracy is None else f" test {metrics.test_accuracy:.0%}"
                 status = f"reward {metrics.reward_mean:.2f}{accuracy} | {metrics.time_step:.1f} s/step"
                 progress.update(bar, completed=metrics.step, status=status)
-                if hosted:
-                    print(f"{tag}step {metrics.step}/{config.train.steps} {status}", flush=True)
+                if plain_lines:
+                    elapsed = time.perf_counter() - started
+                    left = elapsed / (metrics.step - first_step + 1) * (config.train.steps - metrics.step)
+                    print(f"{tag}step {metrics.step}/{config.train.steps} {status} | {elapsed:.0f} s, about "
+                          f"{left:.0f} s left", flush=True)
 
             def on_eval(step, result):
                 folder.write_eval(step, result)
@@ -252,12 +261,13 @@ def _run(parts: RunParts, folder: RunFolder, resumed: bool, first_step: int, bas
     final = last_eval.get("result")
     params = parts.learner.trainable_parameters
     failures = sum(m.reward_failures for m in metrics)
-    folder.write_summary(RunSummary(
+    summary = RunSummary(
         run_dir=str(folder), steps=last_step, base_accuracy=base_accuracy,
         final_accuracy=final.accuracy if final else None, wall_s=time.perf_counter() - started,
         peak_rss_mb=peak_rss_mb(), trainable_parameters=params,
         update_bytes=params * (4 if config.model.dtype == "float32" else 2),
-        reward_failures=failures, engine_shared_with=hosted.peers if hosted else ()))
+        reward_failures=failures, engine_shared_with=hosted.peers if hosted else ())
+    folder.write_summary(summary)
     if stop_requested() and last_step < config.train.steps:
         print(f"stopped after step {last_step}; resume with: rl-lora train --resume {folder}")
     if failures:
@@ -270,4 +280,4 @@ def _run(parts: RunParts, folder: RunFolder, resumed: bool, first_step: int, bas
         print(f"{tag}test accuracy: base {base_accuracy:.1%} -> final {final.accuracy:.1%} "
               f"({(final.accuracy - base_accuracy) * 100:+.1f} points) after {last_step} steps")
     print(f"{tag}run folder: {folder} ({folder.contents})")
-    return 0
+    return summary
