@@ -1,13 +1,14 @@
 """What a reward is, and what scoring a batch reports.
 
 A reward is a plain callable `(completion: str, sample: Sample) -> float`. Two other shapes are accepted
-unchanged so existing reward code plugs in: TRL's batch reward `(prompts, completions, **kwargs) -> list[float]`
-and verl's `compute_score(data_source, solution_str, ground_truth, extra_info) -> float | {"score": float}`.
+unchanged so existing reward code plugs in: TRL's batch reward `(completions, **kwargs)` or
+`(prompts, completions, **kwargs) -> list[float]`, called by keyword as TRL calls it, and verl's
+`compute_score(data_source, solution_str, ground_truth, extra_info) -> float | {"score": float}`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Literal
+from dataclasses import dataclass, field
+from typing import Callable, Literal, Protocol, Sequence
 
 from envs.sample import Sample
 
@@ -29,9 +30,27 @@ class RewardFailure:
 
 @dataclass(frozen=True)
 class ScoredBatch:
-    """One reward per completion; None where the reward failed and the policy is `skip`."""
+    """One reward per completion; None where the reward failed and the policy is `skip`. With several weighted
+    rewards, `parts` holds each one's own values (by its name), and `rewards` their weighted sum."""
     rewards: list[float | None]
     failures: list[RewardFailure]
+    parts: dict[str, list[float | None]] = field(default_factory=dict)
+
+    @staticmethod
+    def join(batches: list["ScoredBatch"]) -> "ScoredBatch":
+        """Batches of consecutive completions (shards of one step) as one."""
+        names = list(batches[0].parts) if batches else []
+        return ScoredBatch([r for b in batches for r in b.rewards], [f for b in batches for f in b.failures],
+                           {name: [r for b in batches for r in b.parts[name]] for name in names})
+
+
+class Scorer(Protocol):
+    """Scores completions against their samples: one reward (rewards.scoring.RewardScorer) or several, weighted
+    (WeightedRewards)."""
+
+    def score(self, completions: Sequence[str], samples: Sequence[Sample]) -> ScoredBatch: ...
+
+    def close(self) -> None: ...
 
 
 class RewardSpecError(ValueError):

@@ -167,3 +167,46 @@ class RewardScorer:
     def close(self) -> None:
         if self._sandbox is not None:
             self._sandbox.close()
+
+
+class WeightedRewards:
+    """Several rewards scored on the same completions; the reward is their weighted sum, and each one's values
+    are kept (ScoredBatch.parts, logged as reward/<name>). A part that fails is reported under its own name and
+    handled by its policy: with `skip` the completion has no reward, with `zero` that part counts 0."""
+
+    def __init__(self, parts: list[tuple[str, float, RewardScorer]]):
+        self.parts = parts
+
+    def score(self, completions: Sequence[str], samples: Sequence[Sample]) -> ScoredBatch:
+        scored = {name: scorer.score(completions, samples) for name, _, scorer in self.parts}
+        totals: list[float | None] = []
+        for index in range(len(completions)):
+            values = [(weight, scored[name].rewards[index]) for name, weight, _ in self.parts]
+            totals.append(None if any(v is None for _, v in values) else sum(w * v for w, v in values))
+        return ScoredBatch(totals, [f for batch in scored.values() for f in batch.failures],
+                           {name: batch.rewards for name, batch in scored.items()})
+
+    def close(self) -> None:
+        for _, _, scorer in self.parts:
+            scorer.close()
+
+
+def make_scorer(names: Sequence[str], weights: Sequence[float] | None = None,
+                **kwargs) -> RewardScorer | WeightedRewards:
+    """One reward, or several weighted (weights: default all 1). `kwargs`: each RewardScorer's options."""
+    if weights is not None and len(weights) != len(names):
+        raise RewardSpecError(f"{len(weights)} reward weights for {len(names)} rewards ({', '.join(names)}): give "
+                              "one weight per reward")
+    if len(set(names)) != len(names):
+        raise RewardSpecError(f"a reward is named twice in {', '.join(names)}")
+    if len(names) == 1 and weights is None:
+        return RewardScorer.from_name(names[0], **kwargs)
+    scorers: list[tuple[str, float, RewardScorer]] = []
+    try:
+        for name, weight in zip(names, weights or [1.0] * len(names)):
+            scorers.append((name, float(weight), RewardScorer.from_name(name, **kwargs)))
+    except BaseException:
+        for _, _, scorer in scorers:
+            scorer.close()
+        raise
+    return WeightedRewards(scorers)

@@ -21,11 +21,11 @@ from rl_lora.errors import UserError
 
 
 def opt(default: Any, help: str, *, choices: tuple | None = None, min: float | None = None,
-        max: float | None = None, or_pattern: tuple[str, str] | None = None) -> Any:
+        max: float | None = None, or_pattern: tuple[str, str] | None = None, list_ok: bool = False) -> Any:
     """A config field: its default, its one-line doc, and optionally the values it allows: `choices`, or any value
-    matching `or_pattern` = (regex, what it looks like)."""
+    matching `or_pattern` = (regex, what it looks like). `list_ok`: a YAML list is taken as its comma-joined text."""
     return field(default=default, metadata={"help": help, "choices": choices, "min": min, "max": max,
-                                            "or_pattern": or_pattern})
+                                            "or_pattern": or_pattern, "list_ok": list_ok})
 
 
 class TrainMode(str, enum.Enum):
@@ -76,7 +76,11 @@ class TaskConfig:
 
 @dataclass
 class RewardConfig:
-    name: Optional[str] = opt(None, "gsm8k, math, format, or package.module:function (unset: the task's grader)")
+    name: Optional[str] = opt(None, "gsm8k, math, format, or package.module:function; several, comma-separated "
+                              "(or a YAML list), are summed with reward.weights (unset: the task's grader)",
+                              list_ok=True)
+    weights: Optional[str] = opt(None, "one weight per reward in reward.name, comma-separated or a YAML list "
+                                 "(unset: all 1)", list_ok=True)
     timeout_s: float = opt(10.0, "time limit per completion for a user reward (it runs in a child process)", min=0.01)
     on_error: str = opt("stop", "when a reward raises, hangs or returns a non-number: stop the run, skip that "
                         "completion, or score it 0 (always reported)", choices=("stop", "skip", "zero"))
@@ -176,6 +180,15 @@ class TrainConfig:
 
 
 @dataclass
+class LogConfig:
+    wandb: bool = opt(False, "also log to Weights & Biases: the metrics (namespaced reward/, policy/, time/, sync/), "
+                      "the config, the curve plot (needs pip install 'rl-lora[wandb]'; WANDB_MODE=offline keeps the "
+                      "run in the run folder)")
+    wandb_project: str = opt("rl-lora", "wandb project")
+    wandb_name: Optional[str] = opt(None, "wandb run name (unset: the run folder's name)")
+
+
+@dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
@@ -186,6 +199,7 @@ class RunConfig:
     algo: AlgoConfig = field(default_factory=AlgoConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
     def learning_rate(self) -> float:
         if self.algo.lr is not None:
@@ -222,7 +236,7 @@ class RunConfig:
 RESUME_MAY_CHANGE = ("train.steps", "train.eval_every", "train.eval_size", "train.checkpoint_every", "eval.*",
                      "ray.*", "rollout.num_workers", "rollout.backend", "rollout.vllm_serve",
                      "rollout.vllm_max_model_len", "rollout.batch_size", "rollout.probe", "reward.timeout_s",
-                     "reward.on_error", "reward.workers", "model.device")
+                     "reward.on_error", "reward.workers", "model.device", "log.*")
 
 
 def check_resume_changes(saved: RunConfig, resumed: RunConfig) -> None:
@@ -277,6 +291,8 @@ def _coerce(value: Any, tp: Any, key: str, meta: dict) -> Any:
             raise bad
         value = float(value)
     elif tp is str:
+        if isinstance(value, list) and meta.get("list_ok") and value:
+            value = ",".join(str(v) for v in value)
         if isinstance(value, (dict, list)) or value is None:
             raise bad
         value = str(value)

@@ -11,7 +11,8 @@ from envs.dataset import DatasetSpec
 from envs.registry import load_task as load_named_task
 from envs.render import PromptRenderer
 from envs.task import Task
-from rewards.scoring import RewardScorer
+from rewards.protocol import Scorer
+from rewards.scoring import make_scorer
 from rl_lora.config import RewardConfig, RunConfig, TaskConfig
 from rl_lora.errors import UserError
 from rl_lora.models import model_context
@@ -26,10 +27,22 @@ def load_task(config: TaskConfig) -> Task:
     return load_named_task(config.name, config.path, config.instruction, arithmetic, dataset)
 
 
-def reward_scorer(config: RewardConfig, task: Task) -> RewardScorer:
-    """The configured reward, or the task's own grader when none is named."""
-    return RewardScorer.from_name(config.name or task.reward, timeout_s=config.timeout_s, on_error=config.on_error,
-                                  task_name=task.name, workers=config.workers)
+def reward_names(config: RewardConfig, default: str) -> tuple[list[str], list[float] | None]:
+    """The rewards reward.name lists (the task's own grader when unset) and their weights (None: all 1)."""
+    names = [n.strip() for n in (config.name or default).split(",") if n.strip()]
+    if not config.weights:
+        return names, None
+    try:
+        return names, [float(w) for w in config.weights.split(",")]
+    except ValueError:
+        raise UserError(f"reward.weights={config.weights!r}: numbers, comma-separated (one per reward)") from None
+
+
+def reward_scorer(config: RewardConfig, task_name: str, default: str) -> Scorer:
+    """The configured reward(s), or the task's own grader (`default`) when none is named."""
+    names, weights = reward_names(config, default)
+    return make_scorer(names, weights, timeout_s=config.timeout_s, on_error=config.on_error, task_name=task_name,
+                       workers=config.workers)
 
 
 def fit_to_context(task: Task, renderer: PromptRenderer, tokenizer, config: RunConfig, new_tokens: int,

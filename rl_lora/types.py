@@ -239,6 +239,8 @@ class StepMetrics:
     probe_gap: float | None = None  # largest |sampler - learner| probe log-prob after the sync (None: probe off)
     worker_restarts: int = 0  # rollout workers restarted during the step (their prompts re-sampled)
     test_accuracy: float | None = None
+    # With several weighted rewards: each one's mean over the completions it scored (metrics.jsonl: reward/<name>).
+    reward_parts: dict[str, float] | None = None
 
 
 # -- protocols ------------------------------------------------------------------------------------------------

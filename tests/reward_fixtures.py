@@ -100,3 +100,7 @@ def story_task():
     openings = ["Once upon a time", "The little dog", "Lily saw a", "One day, Tom", "The sun was", "A big red"]
     samples = [Sample(f"story-{i}", text, "the") for i, text in enumerate(openings)]
     return Task(name="stories", train=samples[:4], test=samples[4:], reward="tests.reward_fixtures:mentions_the")
+
+
+def always_one(completion, sample):
+    return 1.0

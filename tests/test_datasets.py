@@ -130,3 +130,50 @@ def test_the_python_api_runs_what_the_cli_runs(tmp_path, capsys):
 
     with pytest.raises(UserError, match="finished step 2 of 2"):
         train(resume=summary.run_dir)
+
+
+def test_weighted_rewards_sum_and_each_part_is_logged(tmp_path, capsys):
+    """task.name=module:function and reward.name=[a, b] with weights: the logged reward is the weighted sum."""
+    code, err = _train(tmp_path, capsys, "--set", "task.name=tests.reward_fixtures:story_task", "--set",
+                       "train.name=weighted", "--set",
+                       "reward.name=[tests.reward_fixtures:mentions_the, tests.reward_fixtures:always_one]",
+                       "--set", "reward.weights=0.5,2")
+    assert code == 0, err
+    steps = [json.loads(line) for line in (tmp_path / "runs" / "weighted" / "metrics.jsonl").read_text().splitlines()]
+    for m in steps:
+        the, one = m["reward/tests.reward_fixtures:mentions_the"], m["reward/tests.reward_fixtures:always_one"]
+        assert one == 1.0 and m["reward_mean"] == pytest.approx(0.5 * the + 2 * one)
+    code = main(["train", *RUN, "--set", "task.name=tests.reward_fixtures:story_task",
+                 "--set", "reward.name=gsm8k,format", "--set", "reward.weights=1"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "1 reward weights for 2 rewards" in err, err
+
+
+def test_wandb_offline_holds_one_history_row_per_step_with_namespaced_keys(tmp_path, capsys, monkeypatch):
+    from tests.wandb_history import history
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    code, err = _train(tmp_path, capsys, "--set", "task.name=tests.reward_fixtures:story_task", "--set",
+                       "train.name=wb", "--set", "log.wandb=true", "--set", "train.steps=3")
+    assert code == 0, err
+    files = list((tmp_path / "runs" / "wb" / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(files) == 1
+    rows = history(files[0])
+    steps = [row for row in rows if "reward/mean" in row]
+    assert [row["_step"] for row in steps] == [1, 2, 3]
+    for row in steps:
+        assert {"reward/mean", "policy/loss", "policy/grad_norm", "time/step", "sync/lag",
+                "sampling/tokens_per_s"} <= set(row), row
+    assert steps[-1]["eval/test_accuracy"] is not None
+    assert any(key.startswith("plots/curve/") for row in rows for key in row)  # the curve, as a wandb image
+    assert list((files[0].parent / "files" / "media" / "images").glob("plots/curve*.png"))
+
+
+def test_wandb_without_the_extra_is_one_line(tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "wandb", None)  # as if the extra were not installed: `import wandb` fails
+    code, err = _train(tmp_path, capsys, "--set", "log.wandb=true", "--set", "train.name=nowb")
+    assert code == 2 and err.count("\n") == 1 and "pip install 'rl-lora[wandb]'" in err, err
+    assert not (tmp_path / "runs" / "nowb").exists()

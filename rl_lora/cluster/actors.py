@@ -7,9 +7,9 @@ into the live tensors; no files, no engine restart.
 from __future__ import annotations
 
 from envs.sample import Sample
-from rewards.scoring import RewardScorer
 from rl_lora.config import ModelConfig, RewardConfig, RolloutConfig, RunConfig
 from rl_lora.sampling.local import sample_and_score
+from rl_lora.tasks import reward_scorer
 from rl_lora.types import AdapterUpdate, Batch, Completion, LearnMetrics, Probe, SampledStep, SamplingParams
 
 
@@ -27,7 +27,7 @@ def _device(model: ModelConfig) -> str:
 
 
 class RolloutWorker:
-    def __init__(self, model: ModelConfig, reward: RewardConfig, reward_name: str, task_name: str,
+    def __init__(self, model: ModelConfig, reward: RewardConfig, default_reward: str, task_name: str,
                  rollout: RolloutConfig | None = None, torch_threads: int = 1, seed: int = 0):
         import torch
 
@@ -38,8 +38,8 @@ class RolloutWorker:
         torch.set_num_threads(torch_threads)
         self.backend = build_backend(model, rollout or RolloutConfig(), load_tokenizer(model.name), _device(model),
                                      seed)
-        self.scorer = RewardScorer.from_name(reward_name, timeout_s=reward.timeout_s, on_error=reward.on_error,
-                                             task_name=task_name, workers=reward.workers)
+        # reward.name's rewards (weighted), or the task's own grader, scored where the completions are sampled.
+        self.scorer = reward_scorer(reward, task_name, default_reward)
 
     def sample_step(self, prompts: list[str], samples: list[Sample], n: int, sampling: SamplingParams,
                     expected_version: int | None = None) -> SampledStep | None:

@@ -72,7 +72,7 @@ def describe_requests(config: RunConfig) -> str:
             f"placement {config.ray.placement}")
 
 
-def start(config: RunConfig, probe: Probe | None, reward_name: str, run_name: str) -> RayParts:
+def start(config: RunConfig, probe: Probe | None, default_reward: str, run_name: str) -> RayParts:
     """Actors are named <run_name>/learner and <run_name>/rollout-worker-<i> (ray.get_actor finds them)."""
     import ray
     from ray.util.placement_group import placement_group
@@ -104,8 +104,8 @@ def start(config: RunConfig, probe: Probe | None, reward_name: str, run_name: st
             num_cpus=worker_bundle.get("CPU", 0), num_gpus=worker_bundle.get("GPU", 0),
             max_restarts=config.ray.max_restarts, max_task_retries=0, scheduling_strategy=on(1 + index),
             name=f"{run_name}/rollout-worker-{index}"
-        ).remote(config.model, config.reward, reward_name, config.task.name, config.rollout, config.ray.worker_threads,
-                 config.train.seed + index) for index in range(config.rollout.num_workers)]
+        ).remote(config.model, config.reward, default_reward, config.task.name, config.rollout,
+                 config.ray.worker_threads, config.train.seed + index) for index in range(config.rollout.num_workers)]
         parts = RayParts(RemoteLearner(learner_actor), WorkerPool(workers, probe), group, started)
         nodes = ray.get([w.node.remote() for w in workers])
         print(f"placed on {len(set(nodes) | {parts.learner.node})} node(s): learner on node "

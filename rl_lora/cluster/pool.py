@@ -93,8 +93,7 @@ class WorkerPool:
             results.append(result)
         return SampledStep(
             groups=[g for r in results for g in r.groups],
-            scored=ScoredBatch([x for r in results for x in r.scored.rewards],
-                               [f for r in results for f in r.scored.failures]),
+            scored=ScoredBatch.join([r.scored for r in results]),
             generate_s=max(r.generate_s for r in results), score_s=max(r.score_s for r in results),
             restarts=self.recoveries - recoveries_before)
 

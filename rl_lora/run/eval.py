@@ -41,7 +41,7 @@ def eval_main(config: RunConfig, adapter: str | None = None) -> EvalResult:
     tokenizer = load_tokenizer(config.model.name)
     renderer = PromptRenderer(tokenizer, config.task.render, config.task.system_prompt)
     task = fit_to_context(load_task(config.task), renderer, tokenizer, config, config.eval.max_new_tokens, ("test",))
-    scorer = reward_scorer(config.reward, task)
+    scorer = reward_scorer(config.reward, task.name, task.reward)
     samples = list(task.test[: config.eval.limit] if config.eval.limit else task.test)
     prompts = [renderer(s) for s in samples]
 

@@ -200,7 +200,10 @@ class RunFolder:
 
     def read_metrics(self) -> list[StepMetrics]:
         known = {f.name for f in dataclasses.fields(StepMetrics)}
-        return [StepMetrics(**{k: v for k, v in record.items() if k in known}) for record in self.metric_records()]
+        return [StepMetrics(**{k: v for k, v in record.items() if k in known},
+                            reward_parts={k.removeprefix("reward/"): v for k, v in record.items()
+                                          if k.startswith("reward/")} or None)
+                for record in self.metric_records()]
 
     def write_eval(self, step: int, result: EvalResult) -> None:
         folder = self.path / "evals"

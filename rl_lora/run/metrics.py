@@ -1,5 +1,5 @@
 """Per-step metrics as they are written: one JSON line per step in the run folder's metrics.jsonl, the same
-scalars in TensorBoard."""
+scalars in TensorBoard, and, with log.wandb, in Weights & Biases."""
 from __future__ import annotations
 
 import json
@@ -24,6 +24,8 @@ class MetricsLog:
 
     def write(self, metrics: StepMetrics) -> None:
         record = asdict(metrics)
+        for name, value in (record.pop("reward_parts") or {}).items():  # flat keys: jq, pandas, TensorBoard
+            record[f"reward/{name}"] = value
         line = memoryview((json.dumps(record) + "\n").encode())
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         end = os.lseek(fd, 0, os.SEEK_END)
@@ -42,3 +44,56 @@ class MetricsLog:
 
     def close(self) -> None:
         self.tensorboard.close()
+
+
+# wandb groups charts by the prefix before "/".
+NAMESPACES = (("reward_", "reward/"), ("zero_variance_groups", "reward/"), ("time_", "time/"),
+              ("test_accuracy", "eval/"), ("loss", "policy/"), ("grad_norm", "policy/"), ("sampler_kl", "policy/"),
+              ("base_kl", "policy/"), ("clip_fraction", "policy/"), ("entropy", "policy/"),
+              ("learning_rate", "policy/"), ("lag", "sync/"), ("sampler_version", "sync/"), ("probe_gap", "sync/"),
+              ("worker_restarts", "sync/"))
+
+
+def namespaced(record: dict) -> dict:
+    """metrics.jsonl's keys as wandb charts them: reward_mean -> reward/mean, time_learn -> time/learn, ..."""
+    out = {}
+    for key, value in record.items():
+        if value is None or key == "step":
+            continue
+        prefix = next(((start, space) for start, space in NAMESPACES if key.startswith(start)), None)
+        if "/" in key:
+            out[key] = value
+        elif prefix is None:
+            out[f"sampling/{key}"] = value
+        else:
+            start, space = prefix
+            out[space + (key[len(start):] if start.endswith("_") else key)] = value
+    return out
+
+
+class WandbLog:
+    """One wandb run per run folder (a resume continues it); its files go to the run folder."""
+
+    def __init__(self, config, folder: RunFolder):
+        import hashlib
+        import re
+
+        import wandb
+
+        from rl_lora.config import to_dict
+
+        self.wandb = wandb
+        stable_id = re.sub(r"[^\w-]", "-", folder.name)[:48] + "-" + hashlib.sha1(
+            str(folder.path.resolve()).encode()).hexdigest()[:8]
+        self.run = wandb.init(project=config.log.wandb_project, name=config.log.wandb_name or folder.name,
+                              id=stable_id, resume="allow", dir=str(folder.path), config=to_dict(config))
+
+    def write(self, metrics: StepMetrics) -> None:
+        record = asdict(metrics)
+        record.update({f"reward/{k}": v for k, v in (record.pop("reward_parts") or {}).items()})
+        self.run.log(namespaced(record), step=metrics.step)
+
+    def finish(self, plot=None, failed: bool = False) -> None:
+        if plot is not None and plot.is_file():
+            self.run.log({"plots/curve": self.wandb.Image(str(plot))})
+        self.run.finish(exit_code=1 if failed else 0)

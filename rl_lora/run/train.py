@@ -20,7 +20,7 @@ from rl_lora.models import check_model, load_causal_lm, load_tokenizer
 from rl_lora.policy.learner import LocalLearner
 from rl_lora.run.checkpoint import TrainerState, load_checkpoint, save_checkpoint
 from rl_lora.run.folder import CheckpointFolder, RunFolder, RunSummary
-from rl_lora.run.metrics import MetricsLog
+from rl_lora.run.metrics import MetricsLog, WandbLog
 from rl_lora.run.plots import plot_run
 from rl_lora.sampling.build import build_backend
 from rl_lora.sampling.local import LocalSampler
@@ -37,6 +37,11 @@ def check_environment(config: RunConfig) -> None:
         from rl_lora.sampling.vllm import require_vllm
 
         require_vllm()
+    if config.log.wandb:
+        try:
+            import wandb  # noqa: F401
+        except ImportError:
+            raise UserError("log.wandb=true needs wandb, an optional extra: pip install 'rl-lora[wandb]'") from None
 
 
 def capacity_line(learner: Learner, config: RunConfig) -> str:
@@ -102,7 +107,7 @@ def build_parts(config: RunConfig, console: Console, run_name: str,
     task = fit_to_context(load_task(config.task), renderer, tokenizer, config,
                           max(config.rollout.max_new_tokens, config.eval.max_new_tokens))
     with console.status(f"importing the reward {config.reward.name or task.reward}"):
-        scorer = reward_scorer(config.reward, task)
+        scorer = reward_scorer(config.reward, task.name, task.reward)
     probe = Probe.for_tokenizer(tokenizer) if config.rollout.probe else None
     if config.rollout.num_workers == 0:
         with console.status(f"loading {config.model.name} (learner and sampler)"):
@@ -119,7 +124,7 @@ def build_parts(config: RunConfig, console: Console, run_name: str,
         print(placement.describe_requests(config))
         with console.status(f"starting Ray actors: a learner and {config.rollout.num_workers} rollout worker(s), "
                             f"each loading {config.model.name}"):
-            ray_parts = placement.start(config, probe, config.reward.name or task.reward, run_name)
+            ray_parts = placement.start(config, probe, task.reward, run_name)
         learner, sampler = ray_parts.learner, ray_parts.pool
 
         def release() -> None:
@@ -212,6 +217,7 @@ def _run(parts: RunParts, folder: RunFolder, resumed: bool, first_step: int, bas
         print(tag + _eval_line("base model", base, config.eval.max_new_tokens))
 
     log = MetricsLog(folder, resume_after_step=first_step - 1 if resumed else None)
+    dashboard = WandbLog(config, folder) if config.log.wandb else None
     # Only the main thread may set a signal handler; a hosted run's host owns Ctrl-C and SIGTERM.
     if hosted:
         previous_handlers, stop_requested = {}, hosted.stop_requested
@@ -230,6 +236,8 @@ def _run(parts: RunParts, folder: RunFolder, resumed: bool, first_step: int, bas
 
             def on_step(metrics):
                 log.write(metrics)
+                if dashboard:
+                    dashboard.write(metrics)
                 accuracy = "" if metrics.test_accuracy is None else f" test {metrics.test_accuracy:.0%}"
                 status = f"reward {metrics.reward_mean:.2f}{accuracy} | {metrics.time_step:.1f} s/step"
                 progress.update(bar, completed=metrics.step, status=status)
@@ -249,6 +257,10 @@ def _run(parts: RunParts, folder: RunFolder, resumed: bool, first_step: int, bas
                                 parts.tokenizer)
 
             last_step = train_loop(parts, first_step, on_step, on_eval, on_checkpoint, stop_requested)
+    except BaseException:
+        if dashboard:
+            dashboard.finish(failed=True)
+        raise
     finally:
         StopFlag.restore(previous_handlers)
         log.close()
@@ -258,6 +270,8 @@ def _run(parts: RunParts, folder: RunFolder, resumed: bool, first_step: int, bas
              f"{config.model.name} · {config.task.name} · " +
              (f"LoRA r={config.lora.rank}" if config.lora.mode == TrainMode.LORA else "FullFT") +
              f" · lr {config.learning_rate():g}")
+    if dashboard:
+        dashboard.finish(folder.plot_path)
     final = last_eval.get("result")
     params = parts.learner.trainable_parameters
     failures = sum(m.reward_failures for m in metrics)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import time
 
 from envs.sample import Sample
-from rewards.scoring import RewardScorer
+from rewards.protocol import Scorer
 from rl_lora.sampling.probe import check_probe
 from rl_lora.types import Completion, Learner, Probe, SampledStep, SamplingBackend, SamplingParams, SyncResult
 
 
-def sample_and_score(backend: SamplingBackend, scorer: RewardScorer, prompts: list[str], samples: list[Sample],
+def sample_and_score(backend: SamplingBackend, scorer: Scorer, prompts: list[str], samples: list[Sample],
                      n: int, sampling: SamplingParams) -> SampledStep:
     """n completions per prompt, scored where they were sampled (in this process, or in a RolloutWorker)."""
     start = time.perf_counter()
@@ -23,7 +23,7 @@ def sample_and_score(backend: SamplingBackend, scorer: RewardScorer, prompts: li
 class LocalSampler:
     """The backend and the reward in this process (rollout.num_workers = 0)."""
 
-    def __init__(self, backend: SamplingBackend, scorer: RewardScorer, probe: Probe | None):
+    def __init__(self, backend: SamplingBackend, scorer: Scorer, probe: Probe | None):
         self.backend, self.scorer, self.probe = backend, scorer, probe
 
     @property

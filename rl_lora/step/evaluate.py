@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import Callable, Sequence
 
 from envs.sample import Sample
-from rewards.scoring import RewardScorer
+from rewards.protocol import Scorer
 from rl_lora.types import Sampler, SamplingBackend, SamplingParams
 
 
@@ -40,7 +40,7 @@ class EvalResult:
 
 
 def evaluate(backend: SamplingBackend | Sampler, prompts: Sequence[str], samples: Sequence[Sample],
-             scorer: RewardScorer, max_new_tokens: int, batch_size: int = 32,
+             scorer: Scorer, max_new_tokens: int, batch_size: int = 32,
              progress: Callable[[int], None] = lambda done: None) -> EvalResult:
     """Greedy, in batches of `batch_size` prompts: the KV cache of long generations stays bounded. `progress` is
     told how many prompts each batch finished."""

@@ -13,7 +13,7 @@ from typing import Any, Callable
 from envs.render import PromptRenderer
 from envs.sample import Sample
 from envs.task import Task
-from rewards.scoring import RewardScorer
+from rewards.protocol import Scorer
 from rl_lora.config import RunConfig
 from rl_lora.errors import UserError
 from rl_lora.step.advantages import build_rollouts
@@ -31,7 +31,7 @@ class RunParts:
     tokenizer: Any  # a transformers tokenizer; checkpoints of FullFT runs save it beside the weights
     learner: Learner
     sampler: Sampler
-    scorer: RewardScorer  # for evaluation in this process (rollouts are scored where they are sampled)
+    scorer: Scorer  # for evaluation in this process (rollouts are scored where they are sampled)
     order: DataOrder
     pad_id: int
 
@@ -96,6 +96,8 @@ def rl_step(parts: RunParts, pending: PendingStep, submit_ahead: Callable[[], No
         learning_rate=learned.learning_rate,
         sampler_version=min(c.version for c in completions), probe_gap=synced.probe_gap,
         worker_restarts=sampled.restarts,
+        reward_parts={name: mean(scored) for name, values in sampled.scored.parts.items()
+                      if (scored := [v for v in values if v is not None])} or None,
     )
 
 
