@@ -1,9 +1,9 @@
-import json
 
 import pytest
 
 from envs.sample import Sample
 from rewards.gsm8k import extract_final_number, gsm8k_reward
+from tests.degenerate import COMMON_1MB, repeat_to_1mb
 
 MODELS = ("6b_finetuning", "6b_verification", "175b_finetuning", "175b_verification")
 
@@ -36,40 +36,30 @@ def test_exact_comparison_not_approximate():
 
 def test_agrees_with_upstream_labels(shared_data):
     """5,276 real model solutions with upstream is_correct labels; the grader must agree on >= 99.9 %."""
-    rows = [json.loads(line) for line in open(shared_data / "gsm8k" / "example_model_solutions.jsonl")]
-    total, disagreements = 0, []
-    for index, row in enumerate(rows):
-        reference = row["ground_truth"].rsplit("A:", 1)[1].strip().replace(",", "")
-        sample = Sample(f"gsm8k-test-{index}", row["question"], reference)
-        for model in MODELS:
-            total += 1
-            graded = gsm8k_reward(row[model]["solution"], sample) == 1.0
-            if graded != row[model]["is_correct"]:
-                disagreements.append((index, model))
-    assert total == 5276
-    assert 1 - len(disagreements) / total >= 0.999, disagreements[:10]
+    from scripts.check_graders import gsm8k_labels
+
+    labels = gsm8k_labels(shared_data)
+    assert labels["total"] == 5276
+    assert labels["agreement"] >= 0.999, labels["disagreements"][:10]
 
 
 def score(completion: str, reference: str) -> float:
     return gsm8k_reward(completion, Sample("s", "q", reference))
 
 
-@pytest.mark.parametrize("completion, reference, expected", [
-    ("The answer is 12 + 30 = 42 cookies.", "42", 1.0),
-    ("The answer is 12 + 30 = 42 cookies.", "12", 0.0),
-    ("The answer is: after 4 hours at 15 km/h she rode 60 km.", "60", 1.0),
-    ("The answer is: after 4 hours at 15 km/h she rode 60 km.", "4", 0.0),
-    ("#### 5 + 7 = 12", "12", 1.0),
-    ("#### 5 + 7 = 12", "5", 0.0),
-    ("So $\\boxed{12 + 30 = 42}$.", "42", 1.0),
-    ("A: 3 * 4 = 12 apples", "12", 1.0),
-    ("A: 3 * 4 = 12 apples", "3", 0.0),
-    ("The answer is 42 (6 boxes of 7).", "42", 1.0),  # an aside in parentheses is not the result
-    ("The answer is 17. Check: 17 * 2 = 34", "17", 1.0),  # the sentence that states it ends at its full stop
+@pytest.mark.parametrize("completion, stated, other", [
+    ("The answer is 12 + 30 = 42 cookies.", "42", "12"),
+    ("The answer is: after 4 hours at 15 km/h she rode 60 km.", "60", "4"),
+    ("#### 5 + 7 = 12", "12", "5"),
+    ("So $\\boxed{12 + 30 = 42}$.", "42", "12"),
+    ("A: 3 * 4 = 12 apples", "12", "3"),
+    ("The answer is 42 (6 boxes of 7).", "42", "6"),  # an aside in parentheses is not the result
+    ("The answer is 17. Check: 17 * 2 = 34", "17", "34"),  # the sentence that states it ends at its full stop
 ])
-def test_the_answer_is_the_result_the_cue_states(completion, reference, expected):
-    """Class 1: after an answer cue, the result the span states (after its last `=`, else its last number)."""
-    assert score(completion, reference) == expected
+def test_the_answer_is_the_result_the_cue_states(completion, stated, other):
+    """Class 1: after an answer cue, the result the span states (after its last `=`, else its last number), and
+    not another number of the span."""
+    assert score(completion, stated) == 1.0 and score(completion, other) == 0.0
 
 
 @pytest.mark.parametrize("completion, reference, expected", [
@@ -104,21 +94,12 @@ def test_latex_fraction_is_read_as_its_value():
     assert extract_final_number("x = -3/14") * 14 == -3
 
 
-def _repeat(unit: str, size: int = 1 << 20) -> str:
-    return (unit * (size // len(unit) + 1))[:size]
-
-
 DEGENERATE_1MB = {
-    "newlines": _repeat("\n"),
-    "spaces": _repeat(" "),
-    "A_colon": _repeat("A:"),
-    "newlines_then_A": _repeat("\n")[:-4] + "A: 7",
-    "digits": _repeat("7"),
-    "digit_spaces": _repeat("1 "),
-    "boxed_open": _repeat("\\boxed{"),
-    "boxed_nested": _repeat("\\boxed{")[: 7 << 17] + _repeat("}", 1 << 17),
-    "the_answer_is": _repeat("The answer is "),
-    "frac_open": _repeat("\\frac{"),
+    **COMMON_1MB,
+    "newlines_then_A": repeat_to_1mb("\n")[:-4] + "A: 7",
+    "boxed_nested": repeat_to_1mb("\\boxed{")[: 7 << 17] + repeat_to_1mb("}", 1 << 17),
+    "the_answer_is": repeat_to_1mb("The answer is "),
+    "frac_open": repeat_to_1mb("\\frac{"),
 }
 
 

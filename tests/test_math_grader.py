@@ -5,6 +5,7 @@ import pytest
 
 from envs.sample import Sample
 from rewards.math import math_reward
+from tests.degenerate import COMMON_1MB, repeat_to_1mb
 
 PATHOLOGICAL = ("2", "$\\boxed{9^{9^{9^{9}}} - 9^{9^{9^{9}}} + 2}$")
 
@@ -130,20 +131,11 @@ def test_a_reference_that_does_not_parse_is_reported_once(caplog):
     assert len(reports) == 1 and "cannot parse" in reports[0].getMessage()
 
 
-def _repeat(unit: str, size: int = 1 << 20) -> str:
-    return (unit * (size // len(unit) + 1))[:size]
-
-
 DEGENERATE_1MB = {
-    "newlines": _repeat("\n"),
-    "spaces": _repeat(" "),
-    "A_colon": _repeat("A:"),
-    "digits": _repeat("7"),
-    "digit_spaces": _repeat("1 "),
-    "boxed_open": _repeat("\\boxed{"),
-    "paren_boxed": _repeat("\\(\\boxed{"),
-    "display_brackets": _repeat("\\["),
-    "box_then_parens": "\\boxed{1}" + _repeat("\\("),
+    **COMMON_1MB,
+    "paren_boxed": repeat_to_1mb("\\(\\boxed{"),
+    "display_brackets": repeat_to_1mb("\\["),
+    "box_then_parens": "\\boxed{1}" + repeat_to_1mb("\\("),
 }
 
 
