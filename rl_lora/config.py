@@ -117,6 +117,13 @@ class RolloutConfig:
                           "(auto: merged on CPU, where the LoRA kernels are slow; lora on GPU)",
                           choices=("auto", "lora", "merged"))
     vllm_max_model_len: int = opt(1024, "vllm: longest prompt + completion the engine plans for", min=16)
+    vllm_gpu_memory_utilization: Optional[float] = opt(None, "vllm: the fraction of each GPU the engine reserves, in "
+                                                       "(0, 1] (unset: vLLM's own 0.9; sharing a GPU with the "
+                                                       "learner, leave it room, e.g. 0.4)")
+    vllm_tensor_parallel_size: int = opt(1, "vllm: GPUs one engine spreads the model over (with Ray, each rollout "
+                                         "worker asks for that many GPUs)", min=1)
+    vllm_enforce_eager: Optional[bool] = opt(None, "vllm: no CUDA graphs (less memory and start-up time, slower "
+                                             "decoding; unset: on for CPU engines, off on GPUs)")
     prompts_per_step: int = opt(8, "distinct prompts per RL step", min=1)
     group_size: int = opt(8, "completions sampled per prompt (the group the baseline is taken over)", min=1)
     temperature: float = opt(0.7, "sampling temperature (no top-k/top-p: the sampler samples the policy)", min=0.0)
@@ -225,6 +232,9 @@ class RunConfig:
         if self.rollout.max_lag > 0 and self.rollout.num_workers == 0:
             raise UserError("rollout.max_lag > 0 samples ahead while the learner trains, which needs Ray rollout "
                             "workers: set rollout.num_workers >= 1 (or max_lag=0)")
+        utilization = self.rollout.vllm_gpu_memory_utilization
+        if utilization is not None and not 0 < utilization <= 1:
+            raise UserError(f"rollout.vllm_gpu_memory_utilization={utilization:g}: a fraction of the GPU, in (0, 1]")
         if self.algo.kl_coef > 0 and self.lora.mode == TrainMode.FULL:
             raise UserError("algo.kl_coef > 0 needs the base model as reference; with lora.mode=full that is a "
                             "second full copy, which rl-lora does not keep: use lora.mode=lora or algo.kl_coef=0")
@@ -235,8 +245,9 @@ class RunConfig:
 # is fixed when the run starts.
 RESUME_MAY_CHANGE = ("train.steps", "train.eval_every", "train.eval_size", "train.checkpoint_every", "eval.*",
                      "ray.*", "rollout.num_workers", "rollout.backend", "rollout.vllm_serve",
-                     "rollout.vllm_max_model_len", "rollout.batch_size", "rollout.probe", "reward.timeout_s",
-                     "reward.on_error", "reward.workers", "model.device", "log.*")
+                     "rollout.vllm_max_model_len", "rollout.vllm_gpu_memory_utilization",
+                     "rollout.vllm_tensor_parallel_size", "rollout.vllm_enforce_eager", "rollout.batch_size",
+                     "rollout.probe", "reward.timeout_s", "reward.on_error", "reward.workers", "model.device", "log.*")
 
 
 def check_resume_changes(saved: RunConfig, resumed: RunConfig) -> None:

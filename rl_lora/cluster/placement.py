@@ -13,16 +13,20 @@ from dataclasses import dataclass
 
 from rl_lora.cluster.pool import WorkerPool
 from rl_lora.cluster.remote_learner import RemoteLearner
-from rl_lora.config import RayConfig, RunConfig
+from rl_lora.config import RunConfig
 from rl_lora.errors import UserError
 from rl_lora.types import Probe
 
 PLACEMENT_TIMEOUT_S = 120
 
 
-def _requests(ray_config: RayConfig) -> tuple[dict, dict]:
+def _requests(config: RunConfig) -> tuple[dict, dict]:
+    ray_config = config.ray
+    # A vLLM engine spread over N GPUs needs its worker to hold N of them.
+    tensor_parallel = config.rollout.vllm_tensor_parallel_size if config.rollout.backend == "vllm" else 1
     learner = {"CPU": ray_config.learner_cpus, "GPU": ray_config.learner_gpus}
-    worker = {"CPU": ray_config.worker_cpus, "GPU": ray_config.worker_gpus}
+    worker = {"CPU": ray_config.worker_cpus,
+              "GPU": max(ray_config.worker_gpus, tensor_parallel if tensor_parallel > 1 else 0)}
     # Ray refuses empty bundles and zero entries; an actor that asks for nothing still takes a sliver of CPU.
     return tuple({k: v for k, v in bundle.items() if v > 0} or {"CPU": 0.01} for bundle in (learner, worker))
 
@@ -37,7 +41,7 @@ def connect(config: RunConfig) -> bool:
     if address:
         ray.init(address=address, log_to_driver=True)
         return True
-    learner, worker = _requests(config.ray)
+    learner, worker = _requests(config)
     asked = learner.get("CPU", 0) + config.rollout.num_workers * worker.get("CPU", 0)
     # Logical CPUs are a scheduling count: a local cluster sized to what the run asks for always places it
     # (more workers than cores simply share them).
@@ -67,7 +71,7 @@ class RayParts:
 
 
 def describe_requests(config: RunConfig) -> str:
-    learner, worker = _requests(config.ray)
+    learner, worker = _requests(config)
     return (f"Ray: learner {learner}, {config.rollout.num_workers} rollout worker(s) {worker} each, "
             f"placement {config.ray.placement}")
 
@@ -82,7 +86,7 @@ def start(config: RunConfig, probe: Probe | None, default_reward: str, run_name:
 
     started = connect(config)
     try:
-        learner_bundle, worker_bundle = _requests(config.ray)
+        learner_bundle, worker_bundle = _requests(config)
         bundles = [learner_bundle] + [worker_bundle] * config.rollout.num_workers
         group = placement_group(bundles, strategy="STRICT_PACK" if config.ray.placement == "colocated" else "SPREAD")
         try:

