@@ -11,6 +11,14 @@ from rl_lora.run.folder import RunFolder
 from rl_lora.types import StepMetrics
 
 
+def flat_record(metrics: StepMetrics) -> dict:
+    """A step as one flat record (what metrics.jsonl holds): each weighted reward's mean as reward/<name>, so jq,
+    pandas and TensorBoard read plain keys."""
+    record = asdict(metrics)
+    record.update({f"reward/{name}": value for name, value in (record.pop("reward_parts") or {}).items()})
+    return record
+
+
 class MetricsLog:
     def __init__(self, folder: RunFolder, resume_after_step: int | None = None):
         self.path = folder.metrics_path
@@ -23,9 +31,7 @@ class MetricsLog:
         self.tensorboard = SummaryWriter(str(folder.tensorboard_dir), purge_step=(resume_after_step or 0) + 1)
 
     def write(self, metrics: StepMetrics) -> None:
-        record = asdict(metrics)
-        for name, value in (record.pop("reward_parts") or {}).items():  # flat keys: jq, pandas, TensorBoard
-            record[f"reward/{name}"] = value
+        record = flat_record(metrics)
         line = memoryview((json.dumps(record) + "\n").encode())
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         end = os.lseek(fd, 0, os.SEEK_END)
@@ -89,9 +95,7 @@ class WandbLog:
                               id=stable_id, resume="allow", dir=str(folder.path), config=to_dict(config))
 
     def write(self, metrics: StepMetrics) -> None:
-        record = asdict(metrics)
-        record.update({f"reward/{k}": v for k, v in (record.pop("reward_parts") or {}).items()})
-        self.run.log(namespaced(record), step=metrics.step)
+        self.run.log(namespaced(flat_record(metrics)), step=metrics.step)
 
     def finish(self, plot=None, failed: bool = False) -> None:
         if plot is not None and plot.is_file():
