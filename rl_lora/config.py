@@ -123,7 +123,11 @@ class RolloutConfig:
     vllm_tensor_parallel_size: int = opt(1, "vllm: GPUs one engine spreads the model over (with Ray, each rollout "
                                          "worker asks for that many GPUs)", min=1)
     vllm_enforce_eager: Optional[bool] = opt(None, "vllm: no CUDA graphs (less memory and start-up time, slower "
-                                             "decoding; unset: on for CPU engines, off on GPUs)")
+                                             "decoding; auto: on for CPU engines, off on GPUs)")
+    vllm_sleep: Optional[bool] = opt(None, "vllm: the engine sleeps while the learner trains (weights offloaded to "
+                                     "host memory, KV cache freed) and wakes for the sync; auto: on when the learner "
+                                     "and the engine share a GPU (model.device=cuda in one process, or "
+                                     "ray.placement=colocated with fractional GPUs) and max_lag=0")
     prompts_per_step: int = opt(8, "distinct prompts per RL step", min=1)
     group_size: int = opt(8, "completions sampled per prompt (the group the baseline is taken over)", min=1)
     temperature: float = opt(0.7, "sampling temperature (no top-k/top-p: the sampler samples the policy)", min=0.0)
@@ -219,6 +223,20 @@ class RunConfig:
         """What is trained, as compare names it: lora:RANK or full."""
         return f"lora:{self.lora.rank}" if self.lora.mode == TrainMode.LORA else "full"
 
+    @property
+    def engine_sleeps(self) -> bool:
+        """rollout.vllm_sleep resolved. auto: on when the learner and the engine take turns on one GPU."""
+        rollout, ray = self.rollout, self.ray
+        if rollout.backend != "vllm" or rollout.max_lag > 0:
+            return False
+        if rollout.vllm_sleep is not None:
+            return rollout.vllm_sleep
+        if rollout.num_workers == 0:
+            return self.model.device.startswith("cuda")
+        # Fractional GPUs packed on one node share a device; whole ones (or a tensor-parallel engine) do not.
+        return (ray.placement == "colocated" and rollout.vllm_tensor_parallel_size == 1
+                and 0 < ray.learner_gpus < 1 and 0 < ray.worker_gpus < 1)
+
     def check(self) -> None:
         """The one place where combinations that would silently do nothing useful are refused."""
         if self.algo.baseline == "group_mean" and self.rollout.group_size < 2:
@@ -235,6 +253,11 @@ class RunConfig:
         utilization = self.rollout.vllm_gpu_memory_utilization
         if utilization is not None and not 0 < utilization <= 1:
             raise UserError(f"rollout.vllm_gpu_memory_utilization={utilization:g}: a fraction of the GPU, in (0, 1]")
+        if self.rollout.vllm_sleep and self.rollout.backend != "vllm":
+            raise UserError("rollout.vllm_sleep=true puts a vLLM engine to sleep; it needs rollout.backend=vllm")
+        if self.rollout.vllm_sleep and self.rollout.max_lag > 0:
+            raise UserError("rollout.vllm_sleep=true with rollout.max_lag > 0: the engine samples while the learner "
+                            "trains, so it can never sleep; use max_lag=0 (colocated) or vllm_sleep=false")
         if self.algo.kl_coef > 0 and self.lora.mode == TrainMode.FULL:
             raise UserError("algo.kl_coef > 0 needs the base model as reference; with lora.mode=full that is a "
                             "second full copy, which rl-lora does not keep: use lora.mode=lora or algo.kl_coef=0")
@@ -246,7 +269,8 @@ class RunConfig:
 RESUME_MAY_CHANGE = ("train.steps", "train.eval_every", "train.eval_size", "train.checkpoint_every", "eval.*",
                      "ray.*", "rollout.num_workers", "rollout.backend", "rollout.vllm_serve",
                      "rollout.vllm_max_model_len", "rollout.vllm_gpu_memory_utilization",
-                     "rollout.vllm_tensor_parallel_size", "rollout.vllm_enforce_eager", "rollout.batch_size",
+                     "rollout.vllm_tensor_parallel_size", "rollout.vllm_enforce_eager", "rollout.vllm_sleep",
+                     "rollout.batch_size",
                      "rollout.probe", "reward.timeout_s", "reward.on_error", "reward.workers", "model.device", "log.*")
 
 
@@ -277,9 +301,10 @@ def _type_name(tp: Any) -> str:
 def _coerce(value: Any, tp: Any, key: str, meta: dict) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
-        if value is None:
-            return None
         tp = next(a for a in typing.get_args(tp) if a is not type(None))
+        # An unset tri-state switch (vllm_sleep, vllm_enforce_eager) reads as "auto" in --help and YAML.
+        if value is None or (tp is bool and value == "auto"):
+            return None
     bad = UserError(f"config key {key}: {value!r} is not a valid {_type_name(tp)}")
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         allowed = [member.value for member in tp]
@@ -403,5 +428,7 @@ def describe(cls: type = RunConfig, prefix: str = "") -> list[str]:
         allowed = f" [{'|'.join(map(str, choices))}]" if choices else ""
         default = f.default.value if isinstance(f.default, enum.Enum) else f.default
         type_name = "str" if choices and not meta.get("choices") else _type_name(tp)
+        if typing.Optional[bool] == tp:  # a tri-state switch: true, false, or auto (unset)
+            type_name, allowed, default = "bool", " [true|false|auto]", "auto"
         lines.append(f"  {prefix}{f.name} ({type_name}, default {default!r}){allowed}\n      {meta['help']}")
     return lines

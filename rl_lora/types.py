@@ -260,6 +260,10 @@ class SamplingBackend(Protocol):
     def probe_logprobs(self, probe: Probe) -> list[float]:
         """Log-probs of the probe completion under the weights served now."""
 
+    def sleep(self) -> None:
+        """Sampling is done until the next sync: give back the device memory the learner needs (vLLM sleep mode,
+        where configured); the next call wakes the engine. A no-op for backends that hold nothing between steps."""
+
 
 @runtime_checkable
 class Learner(Protocol):

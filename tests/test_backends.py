@@ -275,3 +275,41 @@ def test_eval_serves_an_adapter_on_the_configured_backend(llama, llama_dir, tmp_
     assert [tokens for tokens, _ in answers["vllm"]] == [tokens for tokens, _ in answers["hf"]]
     for backend in ("hf", "vllm"):  # the adapter was served, not the base weights
         assert sum(text != base for (_, text), base in zip(answers[backend], base_answers)) >= 3, backend
+
+
+@pytest.mark.skipif("not vllm_installed()")
+@pytest.mark.parametrize("serve", ["merged", "lora"])
+def test_an_engine_that_sleeps_between_steps_samples_what_one_that_never_slept_does(llama, llama_dir, serve):
+    """Colocated sleep mode (rollout.vllm_sleep): the sampler puts the engine to sleep after each step's sampling,
+    and the sync wakes it before the update is loaded and the probe runs. Same seed, same updates: the same tokens
+    as an engine that never slept, and the probe passes. (On CPU vLLM's worker frees no memory while asleep; the
+    engine's scheduler is paused and its prefix cache cleared, and the call order is what is tested here.)"""
+    from envs.sample import Sample
+    from rewards.scoring import RewardScorer
+    from rl_lora.sampling.local import LocalSampler
+    from rl_lora.sampling.vllm import VLLMBackend
+
+    model, tokenizer = llama
+    probe = Probe.for_tokenizer(tokenizer)
+    samples = [Sample(str(i), prompt, "4") for i, prompt in enumerate(PROMPTS)]
+    learner = learner_for(model)
+    tokens: dict[bool, list] = {}
+    for sleeps in (False, True):
+        engine = VLLMBackend(str(llama_dir), tokenizer, serve=serve, max_model_len=256, sleep=sleeps, seed=0)
+        sampler = LocalSampler(engine, RewardScorer.from_name("format", workers=1), probe)
+        torch.manual_seed(0)
+        learner = learner_for(model)
+        tokens[sleeps] = []
+        for step in range(3):
+            handle = sampler.submit(PROMPTS, samples, 2, SamplingParams(1.0, 12, seed=step))
+            sampled = sampler.collect(handle)
+            tokens[sleeps].append([c.token_ids for group in sampled.groups for c in group])
+            assert engine.llm.llm_engine.is_sleeping() == sleeps  # asleep while the learner trains
+            perturb(learner, 0.3)  # the learner's step
+            synced = sampler.sync(learner)
+            assert not engine.llm.llm_engine.is_sleeping()
+            assert synced.version == learner.version and synced.probe_gap <= 1e-3
+        sampler.close()
+        del sampler, engine
+    assert tokens[True] == tokens[False]
+    assert tokens[True][0] != tokens[True][2]  # the updates changed what is sampled

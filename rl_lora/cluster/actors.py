@@ -28,7 +28,7 @@ def _device(model: ModelConfig) -> str:
 
 class RolloutWorker:
     def __init__(self, model: ModelConfig, reward: RewardConfig, default_reward: str, task_name: str,
-                 rollout: RolloutConfig | None = None, torch_threads: int = 1, seed: int = 0):
+                 rollout: RolloutConfig | None = None, torch_threads: int = 1, seed: int = 0, sleep: bool = False):
         import torch
 
         from rl_lora.models import load_tokenizer
@@ -37,7 +37,7 @@ class RolloutWorker:
         # Several workers share the machine's cores; each takes its share, not all of them.
         torch.set_num_threads(torch_threads)
         self.backend = build_backend(model, rollout or RolloutConfig(), load_tokenizer(model.name), _device(model),
-                                     seed)
+                                     seed, sleep=sleep)
         # reward.name's rewards (weighted), or the task's own grader, scored where the completions are sampled.
         self.scorer = reward_scorer(reward, task_name, default_reward)
 
@@ -47,7 +47,9 @@ class RolloutWorker:
         caller syncs it again rather than train on samples from the wrong policy."""
         if expected_version is not None and self.backend.version != expected_version:
             return None
-        return sample_and_score(self.backend, self.scorer, prompts, samples, n, sampling)
+        sampled = sample_and_score(self.backend, self.scorer, prompts, samples, n, sampling)
+        self.backend.sleep()  # the learner trains next (sleep mode: on its GPU); the sync wakes the engine
+        return sampled
 
     def generate(self, prompts: list[str], n: int, sampling: SamplingParams) -> list[list[Completion]]:
         return self.backend.generate(prompts, n, sampling)
@@ -81,14 +83,21 @@ class LearnerWorker:
         torch.set_num_threads(torch_threads)
         model = load_causal_lm(config.model.name, config.model.dtype, _device(config.model))
         self.learner = LocalLearner(model, config.lora, config.algo, config.learning_rate(), config.rollout.temperature,
-                               seed=config.train.seed)
+                                    seed=config.train.seed)
+        # An engine sleeping on this GPU wakes after the step: leave it the memory torch's cache would keep.
+        self.free_cache = config.engine_sleeps and _device(config.model).startswith("cuda")
 
     def describe(self) -> dict:
         return {"trainable_parameters": self.learner.trainable_parameters, "lora_config": self.learner.lora_config,
                 "version": self.learner.version, "node": node_id()}
 
     def step(self, batch: Batch) -> LearnMetrics:
-        return self.learner.step(batch)
+        metrics = self.learner.step(batch)
+        if self.free_cache:
+            import torch
+
+            torch.cuda.empty_cache()
+        return metrics
 
     def export_update(self) -> AdapterUpdate:
         return self.learner.export_update()

@@ -44,6 +44,15 @@ def check_environment(config: RunConfig) -> None:
             if torch.cuda.device_count() < tensor_parallel:
                 raise UserError(f"rollout.vllm_tensor_parallel_size={tensor_parallel} needs {tensor_parallel} GPUs "
                                 f"for the engine; this machine has {torch.cuda.device_count()}")
+        if config.engine_sleeps:
+            from rl_lora.sampling.vllm import check_sleep_mode
+
+            # In process, the engine runs on this machine; a Ray worker's engine checks its own node's platform.
+            engine_device = config.model.device if config.rollout.num_workers == 0 else \
+                (None if config.ray.worker_gpus > 0 else "cpu")
+            note = check_sleep_mode(engine_device)
+            if note:
+                print(note)
     if config.log.wandb:
         try:
             import wandb  # noqa: F401
@@ -123,7 +132,7 @@ def build_parts(config: RunConfig, console: Console, run_name: str,
                                    seed=config.train.seed)
             if backend is None:
                 backend = build_backend(config.model, config.rollout, tokenizer, config.model.device,
-                                        config.train.seed)
+                                        config.train.seed, sleep=config.engine_sleeps)
         sampler, release = LocalSampler(backend, scorer, probe), scorer.close
     else:
         from rl_lora.cluster import placement

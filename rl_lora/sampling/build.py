@@ -12,10 +12,11 @@ from rl_lora.types import AdapterUpdate, SamplingBackend
 
 def build_backend(model: ModelConfig, rollout: RolloutConfig, tokenizer, device: str, seed: int = 0, *,
                   batch_size: int | None = None, serve: str | None = None, lora_slots: int | None = None,
-                  max_lora_rank: int = 8) -> SamplingBackend:
+                  max_lora_rank: int = 8, sleep: bool = False) -> SamplingBackend:
     """The backend `rollout.backend` names, serving `model` on `device`. `batch_size`: completions per forward
     batch (hf; default rollout.batch_size). `serve`, `lora_slots`, `max_lora_rank`: vllm's adapter serving
-    (default rollout.vllm_serve; a shared engine asks for serve=lora with a slot per run)."""
+    (default rollout.vllm_serve; a shared engine asks for serve=lora with a slot per run). `sleep`: a vllm engine
+    sleeps between steps (RunConfig.engine_sleeps)."""
     from rl_lora.models import load_causal_lm, resolve_model
 
     if rollout.backend == "vllm":
@@ -26,7 +27,7 @@ def build_backend(model: ModelConfig, rollout: RolloutConfig, tokenizer, device:
                            max_lora_rank=max_lora_rank, lora_slots=lora_slots, seed=seed,
                            gpu_memory_utilization=rollout.vllm_gpu_memory_utilization,
                            tensor_parallel_size=rollout.vllm_tensor_parallel_size,
-                           enforce_eager=rollout.vllm_enforce_eager)
+                           enforce_eager=rollout.vllm_enforce_eager, sleep=sleep)
     from rl_lora.sampling.hf import HFBackend
 
     return HFBackend(load_causal_lm(model.name, model.dtype, device), tokenizer,

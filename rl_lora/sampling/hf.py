@@ -85,6 +85,9 @@ class HFBackend:
         self.eos_ids = eos_token_ids(tokenizer, getattr(model, "generation_config", None))
         self.pad_id = pad_token_id(tokenizer, self.eos_ids)
 
+    def sleep(self) -> None:
+        """Nothing to give back: generate() keeps no KV cache between calls."""
+
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device

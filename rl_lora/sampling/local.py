@@ -35,7 +35,9 @@ class LocalSampler:
         return prompts, samples, n, sampling
 
     def collect(self, handle: tuple) -> SampledStep:
-        return sample_and_score(self.backend, self.scorer, *handle)
+        sampled = sample_and_score(self.backend, self.scorer, *handle)
+        self.backend.sleep()  # the learner trains next; sync() wakes the engine
+        return sampled
 
     def sync(self, learner: Learner) -> SyncResult:
         start = time.perf_counter()

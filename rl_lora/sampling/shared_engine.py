@@ -67,6 +67,9 @@ class EngineSlot:
             self.request = self.shared.engine.adapter_request(update, self.name, self.lora_id)
         self.version = update.version
 
+    def sleep(self) -> None:
+        """Never: the other runs' slots sample while this run's learner trains."""
+
     def probe_logprobs(self, probe: Probe) -> list[float]:
         with self.shared.lock:
             return self.shared.engine.probe_logprobs(probe, self.request)

