@@ -109,7 +109,8 @@ def start(config: RunConfig, probe: Probe | None, default_reward: str, run_name:
             max_restarts=config.ray.max_restarts, max_task_retries=0, scheduling_strategy=on(1 + index),
             name=f"{run_name}/rollout-worker-{index}"
         ).remote(config.model, config.reward, default_reward, config.task.name, config.rollout,
-                 config.ray.worker_threads, config.train.seed + index, config.engine_sleeps) for index in range(config.rollout.num_workers)]
+                 config.ray.worker_threads, config.train.seed + index, config.engine_sleeps)
+            for index in range(config.rollout.num_workers)]
         parts = RayParts(RemoteLearner(learner_actor), WorkerPool(workers, probe), group, started)
         nodes = ray.get([w.node.remote() for w in workers])
         print(f"placed on {len(set(nodes) | {parts.learner.node})} node(s): learner on node "
