@@ -82,8 +82,9 @@ class VLLMBackend:
                  lora_slots: int | None = None, seed: int = 0, gpu_memory_utilization: float | None = None,
                  tensor_parallel_size: int = 1, enforce_eager: bool | None = None, sleep: bool = False):
         """`sleep`: sleep between steps (module doc). `lora_slots`: how many adapters one batch may mix (the
-        policy's, for serve=lora, and any others, e.g. several runs' in one engine); default 1 for serve=lora, 0 for serve=merged. With 0 the engine has no LoRA
-        layers at all: they cost every forward pass, adapter or not (on CPU the base path ran 1.3x slower)."""
+        policy's, for serve=lora, and any others, e.g. several runs' in one engine); default 1 for serve=lora, 0 for
+        serve=merged. With 0 the engine has no LoRA layers at all: they cost every forward pass, adapter or not (on
+        CPU the base path ran 1.3x slower)."""
         require_vllm()
         for key, value in ENGINE_ENV.items():
             os.environ.setdefault(key, value)
