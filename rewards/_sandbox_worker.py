@@ -30,8 +30,11 @@ def die_with(parent: int, every_s: float = 0.5) -> None:
 
 
 def main() -> None:
-    # Ctrl-C belongs to the parent; it ends this process by closing the pipe.
+    # Ctrl-C and SIGTERM belong to the parent, which stops after its current step and ends this process by closing
+    # the pipe. Schedulers signal every process of a job (Slurm's scancel, `ray job stop`): a child that died of it
+    # mid-call would fail the step the parent is finishing.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     threading.Thread(target=die_with, args=(os.getppid(),), daemon=True, name="die-with-parent").start()
     # Keep the protocol's stdout private: whatever the called code prints goes to stderr.
     channel = os.fdopen(os.dup(sys.stdout.fileno()), "wb")

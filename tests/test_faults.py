@@ -262,3 +262,32 @@ def test_sleep_mode_is_for_a_vllm_engine_and_auto_is_on_only_where_a_gpu_is_shar
     assert sleeps(*colocated, "ray.worker_gpus=0.5") and not sleeps(*colocated, "ray.worker_gpus=1")
     assert not sleeps(*colocated, "ray.worker_gpus=0.5", "rollout.max_lag=1")  # it samples while the learner trains
     assert not sleeps("rollout.num_workers=1", "ray.learner_gpus=0.5", "ray.worker_gpus=0.5")  # separate placement
+
+
+def test_a_sigterm_to_every_process_of_the_job_does_not_fail_the_reward_call_in_flight():
+    """Schedulers signal every process of a job (Slurm's scancel; `ray job stop` signals the driver's children
+    too). The driver finishes its step before it stops, so a reward child in the middle of a call finishes it."""
+    import threading
+
+    from rewards.sandbox import Sandbox
+
+    sandbox = Sandbox()
+    outcome: dict = {}
+
+    def call() -> None:
+        try:
+            outcome["value"] = sandbox.call("time:sleep", (1.5,), timeout=30)
+        except Exception as error:  # noqa: BLE001 - the test reports whatever the call raised
+            outcome["error"] = error
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    deadline = time.time() + 30
+    while sandbox._process is None or "time:sleep" not in sandbox._imported:
+        assert time.time() < deadline
+        time.sleep(0.05)
+    time.sleep(0.3)  # inside the call
+    sandbox._process.send_signal(signal.SIGTERM)
+    thread.join(timeout=30)
+    assert outcome == {"value": None} and sandbox._process.poll() is None
+    sandbox.close()
