@@ -13,8 +13,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import STORIES_260K
 
 README = Path(__file__).resolve().parent.parent / "README.md"
