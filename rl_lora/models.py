@@ -164,7 +164,11 @@ def model_context(name: str) -> int | None:
 def load_tokenizer(name: str):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model(name))
+    return for_generation(AutoTokenizer.from_pretrained(resolve_model(name)))
+
+
+def for_generation(tokenizer):
+    """Left padding (prompts end where generation starts) and a pad token (the EOS, where the model has none)."""
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

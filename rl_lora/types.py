@@ -6,6 +6,7 @@ LocalSampler and a LocalLearner, on Ray a WorkerPool of actors and a RemoteLearn
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -148,6 +149,10 @@ class Batch:
     @property
     def rows(self) -> int:
         return self.completion_ids.shape[0]
+
+    def to(self, device) -> "Batch":
+        """This batch on `device`: batches are collated on the CPU, and the learner's model may sit on a GPU."""
+        return Batch(*(getattr(self, f.name).to(device) for f in dataclasses.fields(self)))
 
     def split(self, max_rows: int) -> list[tuple[slice, "Batch"]]:
         """Micro-batches of whole groups, each up to max_rows rows (or one group, if a group is larger), trimmed to

@@ -54,10 +54,12 @@ class LocalLearner:
 
     def step(self, batch: Batch) -> LearnMetrics:
         start = time.perf_counter()
-        weights = token_weights(batch.completion_mask, self.algo.normalization)
+        device = self.params[0].device  # the batch is split on the CPU; each micro-batch goes where the model is
+        weights = token_weights(batch.completion_mask, self.algo.normalization).to(device)
         totals = {"loss": 0.0, "clipped": 0.0, "sampler_kl": 0.0, "base_kl": 0.0, "entropy": 0.0}
         self.optimizer.zero_grad(set_to_none=True)
         for rows, micro in batch.split(self.algo.micro_batch_size):
+            micro = micro.to(device)
             logprobs, entropy = batch_logprobs(self.model, micro, self.temperature)
             base_logprobs = self._base_logprobs(micro) if self.algo.kl_coef > 0 else None
             micro_weights = weights[rows, :micro.completion_ids.shape[1]]
@@ -99,11 +101,12 @@ class LocalLearner:
             self.model.train()
 
     def export_update(self) -> AdapterUpdate:
+        """On the CPU, wherever the model is: an update crosses processes (Ray's object store) and devices."""
         if self.lora_config is None:
-            # No copy of 0.5 GB: whoever receives the update copies it (load_state_dict, or Ray's ray.put).
-            weights = {k: v.detach() for k, v in self.model.state_dict().items()}
+            # On the CPU no copy of 0.5 GB: whoever receives the update copies it (load_state_dict, or ray.put).
+            weights = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
             return AdapterUpdate(self.version, TrainMode.FULL, weights)
-        tensors = {key: parameter.detach().clone() for key, parameter in self._lora.items()}
+        tensors = {key: parameter.detach().to("cpu", copy=True) for key, parameter in self._lora.items()}
         return AdapterUpdate(self.version, TrainMode.LORA, tensors, dict(self.lora_config))
 
     # -- checkpoints --------------------------------------------------------------------------------------

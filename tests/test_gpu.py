@@ -1,0 +1,42 @@
+"""The learner and the hf sampler on a CUDA GPU (marked gpu: skipped where torch sees none, never faked). CPU
+machines check the same code on the CPU everywhere else; these are the paths only a GPU takes: batches collated on
+the CPU reaching a model on the GPU, bf16 weights, updates crossing devices."""
+import pytest
+import torch
+
+from rl_lora.config import AlgoConfig, LoraConfig
+from rl_lora.policy.learner import LocalLearner
+from rl_lora.sampling.hf import HFBackend
+from rl_lora.step.advantages import build_rollouts
+from rl_lora.types import Probe, SamplingParams, collate
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+PROMPTS = ["Once upon a time", "The little dog ran to the park and saw"]
+
+
+def on_gpu(folder, dtype=torch.float32):
+    from rl_lora.models import load_causal_lm
+
+    return load_causal_lm(str(folder), {torch.float32: "float32", torch.bfloat16: "bfloat16"}[dtype], "cuda")
+
+
+@pytest.mark.parametrize("mode", ["lora", "full"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_step_on_the_gpu_is_served_by_a_gpu_sampler(llama_dir, mode, dtype):
+    from rl_lora.models import load_tokenizer
+
+    tokenizer = load_tokenizer(str(llama_dir))
+    sampler = HFBackend(on_gpu(llama_dir, dtype), tokenizer, batch_size=8)
+    learner = LocalLearner(on_gpu(llama_dir, dtype), LoraConfig(mode=mode, rank=1), AlgoConfig(),
+                           lr=1e-2 if mode == "lora" else 1e-3, temperature=0.7)
+    groups = sampler.generate(PROMPTS, 4, SamplingParams(0.7, 16, seed=0))
+    rewards = [float(i % 2) for i in range(8)]
+    metrics = learner.step(collate(build_rollouts(["a", "b"], groups, rewards, "group_mean", False),
+                                   sampler.pad_id))
+    assert torch.isfinite(torch.tensor(metrics.loss)) and metrics.grad_norm > 0
+    update = learner.export_update()
+    assert all(t.device.type == "cpu" for t in update.tensors.values())  # crosses processes and devices
+    sampler.load_update(update)
+    probe = Probe.for_tokenizer(tokenizer)
+    gap = max(abs(a - b) for a, b in zip(learner.probe_logprobs(probe), sampler.probe_logprobs(probe)))
+    assert gap <= (1e-3 if dtype == torch.float32 else 5e-2)
