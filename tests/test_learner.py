@@ -97,3 +97,79 @@ def test_exported_update_reproduces_the_learner(fresh, tmp_path, mode):
         learner.save_weights(tmp_path / "adapter")
         reloaded = PeftModel.from_pretrained(new_model(), tmp_path / "adapter")
         torch.testing.assert_close(logits(reloaded, ids), logits(learner.model, ids), atol=1e-5, rtol=1e-5)
+
+
+def test_bf16_fullft_keeps_fp32_masters_so_small_updates_accumulate_instead_of_rounding_away(tiny_model_dir):
+    """FullFT at LR 1e-5 on bf16 weights: each Adam step moves a weight by ~1e-5, below half a bf16 step for most
+    weights, so plain bf16 AdamW rounds the update away every step and the weights the sampler gets stay stuck.
+    With fp32 masters the steps accumulate until they cross a bf16 step. Measured here (stories260K, 292,800
+    weights): plain bf16 moves 6,817 weights after 3 steps and 6,824 after 8; with masters 13,702 after 3 and
+    53,364 after 8; fp32 moves ~287,000."""
+    from rl_lora.config import TrainMode
+    from rl_lora.models import load_causal_lm, load_tokenizer
+
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    backend = HFBackend(load_causal_lm(str(tiny_model_dir)), tokenizer)
+    groups = backend.generate(["Once upon a time", "The cat sat", "Lily and Tom", "The sun"], 8,
+                              SamplingParams(1.0, 16, seed=0))
+    rewards = [float(sum(c.token_ids) % 2) for g in groups for c in g]
+    batch = collate(build_rollouts(list("abcd"), groups, rewards, "group_mean", False), backend.pad_id)
+
+    def moved_after(steps: list[int], dtype: str, plain: bool = False) -> tuple[list[int], list[float]]:
+        learner = LocalLearner(load_causal_lm(str(tiny_model_dir), dtype), LoraConfig(mode=TrainMode.FULL),
+                               AlgoConfig(), lr=1e-5)
+        if plain:  # what the learner did before masters: AdamW on the bf16 weights themselves
+            learner.master = None
+            learner.optimizer = torch.optim.AdamW(learner.params, lr=1e-5, weight_decay=0.0)
+        before = {k: v.clone() for k, v in learner.export_update().tensors.items()}
+        counts, losses = [], []
+        for step in range(1, max(steps) + 1):
+            losses.append(learner.step(batch).loss)
+            if step in steps:
+                after = learner.export_update().tensors
+                assert all(t.dtype == getattr(torch, dtype) for t in after.values())  # what the sampler gets
+                counts.append(sum(int((after[k] != before[k]).sum()) for k in before))
+        return counts, losses
+
+    plain, _ = moved_after([3, 8], "bfloat16", plain=True)
+    masters, bf16_losses = moved_after([3, 8], "bfloat16")
+    fp32, fp32_losses = moved_after([8], "float32")
+    assert plain[1] < 1.01 * plain[0]  # stuck: nearly every later update rounds away too
+    assert masters[0] > 1.5 * plain[0] and masters[1] > 5 * plain[1]  # accumulating
+    assert fp32[0] > 0.9 * 292_800
+    # The bf16 run's loss goes the fp32 run's way, more slowly while most weights sit on their bf16 step.
+    assert bf16_losses[-1] < bf16_losses[0] - 1e-3 and fp32_losses[-1] < fp32_losses[0] - 1e-2
+
+
+def test_a_bf16_base_gets_an_fp32_adapter_and_optimizer_state(fresh):
+    new_model, tokenizer = fresh
+    learner = LocalLearner(new_model().to(torch.bfloat16), LoraConfig(rank=2), AlgoConfig(), lr=1e-2)
+    assert {p.dtype for p in learner.params} == {torch.float32} and learner.master is None
+    backend = HFBackend(new_model(), tokenizer)
+    batch, _ = make_batch(backend, tokenizer, lambda c: float(sum(c.token_ids) % 2))
+    learner.step(batch)
+    state = learner.optimizer.state_dict()["state"]
+    assert {s["exp_avg"].dtype for s in state.values()} == {torch.float32}
+    assert next(p for n, p in learner.model.named_parameters() if "q_proj.base_layer" in n).dtype == torch.bfloat16
+
+
+def test_a_resumed_bf16_fullft_learner_goes_on_from_its_fp32_masters(fresh):
+    """The saved weights are bf16 (rounded); the fp32 masters travel in the optimizer state, so a resume does not
+    lose the updates that have not yet crossed a bf16 step."""
+    from rl_lora.config import TrainMode
+
+    new_model, tokenizer = fresh
+    backend = HFBackend(new_model(), tokenizer)
+    batch, _ = make_batch(backend, tokenizer, lambda c: float(sum(c.token_ids) % 2))
+    config = (LoraConfig(mode=TrainMode.FULL), AlgoConfig())
+    first = LocalLearner(new_model().to(torch.bfloat16), *config, lr=1e-5)
+    for _ in range(2):
+        first.step(batch)
+    update, state = first.export_update(), copy.deepcopy(first.optimizer_state())  # as torch.load gives it
+    resumed = LocalLearner(new_model().to(torch.bfloat16), *config, lr=1e-5)
+    resumed.load_state(update, state)
+    assert all(torch.equal(a, b) for a, b in zip(first.master, resumed.master))
+    assert any(not torch.equal(m.to(torch.bfloat16).float(), m) for m in resumed.master)  # below bf16's steps
+    first.step(batch)
+    resumed.step(batch)
+    assert all(torch.equal(a, b) for a, b in zip(first.master, resumed.master))

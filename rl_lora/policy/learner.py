@@ -42,7 +42,13 @@ class LocalLearner:
         self.model = model
         self.model.train()
         self.params = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(self.params, lr=lr, weight_decay=algo.weight_decay)
+        # Mixed precision. LoRA: PEFT keeps the adapter in fp32 over a bf16/fp16 base, so AdamW and its state are
+        # fp32 already. FullFT on bf16/fp16 weights: an update of 1e-5 x a weight of 1e-2 is below bf16's
+        # resolution (8 mantissa bits) and would round away, so AdamW steps fp32 master copies and the model (what
+        # computes, and what the samplers get) holds them rounded to its dtype.
+        self.master = [p.detach().float().clone().requires_grad_(True) for p in self.params] \
+            if any(p.dtype != torch.float32 for p in self.params) else None
+        self.optimizer = torch.optim.AdamW(self.master or self.params, lr=lr, weight_decay=algo.weight_decay)
         warmup = algo.warmup_steps
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0)
@@ -58,6 +64,7 @@ class LocalLearner:
         weights = token_weights(batch.completion_mask, self.algo.normalization).to(device)
         totals = {"loss": 0.0, "clipped": 0.0, "sampler_kl": 0.0, "base_kl": 0.0, "entropy": 0.0}
         self.optimizer.zero_grad(set_to_none=True)
+        self.model.zero_grad(set_to_none=True)
         for rows, micro in batch.split(self.algo.micro_batch_size):
             micro = micro.to(device)
             logprobs, entropy = batch_logprobs(self.model, micro, self.temperature)
@@ -72,10 +79,15 @@ class LocalLearner:
             totals["sampler_kl"] += terms.sampler_kl_sum.item()
             totals["base_kl"] += terms.base_kl_sum.item()
             totals["entropy"] += (entropy * micro.completion_mask).sum().item()
+        if self.master is not None:
+            for master, param in zip(self.master, self.params):
+                master.grad, param.grad = param.grad.float(), None
+        stepped = self.master or self.params
         max_norm = self.algo.max_grad_norm if self.algo.max_grad_norm > 0 else float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm).item()
+        grad_norm = torch.nn.utils.clip_grad_norm_(stepped, max_norm).item()
         learning_rate = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()
+        self._copy_master_to_model()
         self.scheduler.step()
         self.version += 1
         tokens = int(batch.completion_mask.sum().item())
@@ -84,6 +96,11 @@ class LocalLearner:
             base_kl=totals["base_kl"] / max(tokens, 1), clip_fraction=totals["clipped"] / max(tokens, 1),
             entropy=totals["entropy"] / max(tokens, 1), tokens=tokens, seconds=time.perf_counter() - start,
             learning_rate=learning_rate)
+
+    @torch.no_grad()
+    def _copy_master_to_model(self) -> None:
+        for master, param in zip(self.master or (), self.params):
+            param.copy_(master)
 
     @torch.no_grad()
     def _base_logprobs(self, batch: Batch) -> torch.Tensor:
@@ -115,8 +132,11 @@ class LocalLearner:
         self.model.save_pretrained(folder)
 
     def optimizer_state(self) -> dict:
-        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "version": self.version}
+        state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                 "version": self.version}
+        if self.master is not None:  # the saved weights are rounded; a resume goes on from the fp32 masters
+            state["master_weights"] = [m.detach().cpu() for m in self.master]
+        return state
 
     def load_state(self, update: AdapterUpdate, optimizer_state: dict) -> None:
         if update.kind == TrainMode.FULL:
@@ -130,6 +150,12 @@ class LocalLearner:
             from peft import set_peft_model_state_dict
 
             set_peft_model_state_dict(self.model, update.tensors)
+        if self.master is not None:
+            with torch.no_grad():
+                saved = optimizer_state.get("master_weights")
+                for master, param, value in zip(self.master, self.params, saved or [None] * len(self.master)):
+                    master.copy_(param if value is None else value)
+            self._copy_master_to_model()
         self.optimizer.load_state_dict(optimizer_state["optimizer"])
         self.scheduler.load_state_dict(optimizer_state["scheduler"])
         self.version = optimizer_state["version"]

@@ -31,8 +31,23 @@ from rl_lora.tasks import fit_to_context, load_task, reward_scorer
 from rl_lora.types import Learner, Probe, SamplingBackend
 
 
+def cpu_has_native_kernels(dtype: str) -> bool:
+    """Whether torch's CPU kernels for bf16/fp16 run natively here (oneDNN: AVX512-BF16 / AMX / AVX512-FP16),
+    rather than emulated at many times float32's cost."""
+    import torch
+
+    probe = {"bfloat16": torch.ops.mkldnn._is_mkldnn_bf16_supported,
+             "float16": torch.ops.mkldnn._is_mkldnn_fp16_supported}.get(dtype)
+    return probe is None or bool(probe())
+
+
 def check_environment(config: RunConfig) -> None:
     """What this machine must have for the run (the config's own combinations: RunConfig.check)."""
+    in_process = config.rollout.num_workers == 0  # Ray actors may compute on other nodes' CPUs, or on GPUs
+    if in_process and config.model.device == "cpu" and not cpu_has_native_kernels(config.model.dtype):
+        raise UserError(f"model.dtype={config.model.dtype} on this CPU: torch has no native {config.model.dtype} "
+                        "kernels here (no AVX512-BF16/AMX), so it would run emulated, far slower than float32; use "
+                        "model.dtype=float32 on this machine (bf16 belongs on GPUs and recent server CPUs)")
     if config.rollout.backend == "vllm":
         from rl_lora.sampling.vllm import require_vllm
 
