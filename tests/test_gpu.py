@@ -35,7 +35,8 @@ def test_a_step_on_the_gpu_is_served_by_a_gpu_sampler(llama_dir, mode, dtype):
                                    sampler.pad_id))
     assert torch.isfinite(torch.tensor(metrics.loss)) and metrics.grad_norm > 0
     update = learner.export_update()
-    assert all(t.device.type == "cpu" for t in update.tensors.values())  # crosses processes and devices
+    if mode == "lora":  # kB: crosses processes and devices as a CPU copy
+        assert all(t.device.type == "cpu" for t in update.tensors.values())
     sampler.load_update(update)
     probe = Probe.for_tokenizer(tokenizer)
     gap = max(abs(a - b) for a, b in zip(learner.probe_logprobs(probe), sampler.probe_logprobs(probe)))

@@ -100,7 +100,11 @@ class LearnerWorker:
         return metrics
 
     def export_update(self) -> AdapterUpdate:
-        return self.learner.export_update()
+        import dataclasses
+
+        update = self.learner.export_update()
+        # Into the object store from the CPU: a CUDA tensor would unpickle only on a worker with that GPU.
+        return dataclasses.replace(update, tensors={k: v.cpu() for k, v in update.tensors.items()})
 
     def probe(self, probe: Probe) -> list[float]:
         return self.learner.probe_logprobs(probe)

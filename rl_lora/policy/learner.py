@@ -60,6 +60,7 @@ class LocalLearner:
 
     def step(self, batch: Batch) -> LearnMetrics:
         start = time.perf_counter()
+        self.model.train()  # an in-process hf sampler sharing this model switches it to eval mode to sample
         device = self.params[0].device  # the batch is split on the CPU; each micro-batch goes where the model is
         weights = token_weights(batch.completion_mask, self.algo.normalization).to(device)
         totals = {"loss": 0.0, "clipped": 0.0, "sampler_kl": 0.0, "base_kl": 0.0, "entropy": 0.0}
@@ -118,10 +119,11 @@ class LocalLearner:
             self.model.train()
 
     def export_update(self) -> AdapterUpdate:
-        """On the CPU, wherever the model is: an update crosses processes (Ray's object store) and devices."""
+        """The adapter as a CPU copy (kB: it crosses processes and devices as it is). FullFT weights stay where they
+        are, uncopied: whoever receives them copies them (load_state_dict, vLLM's weight push), and a Ray learner
+        moves them to the CPU first (LearnerWorker.export_update)."""
         if self.lora_config is None:
-            # On the CPU no copy of 0.5 GB: whoever receives the update copies it (load_state_dict, or ray.put).
-            weights = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+            weights = {k: v.detach() for k, v in self.model.state_dict().items()}
             return AdapterUpdate(self.version, TrainMode.FULL, weights)
         tensors = {key: parameter.detach().to("cpu", copy=True) for key, parameter in self._lora.items()}
         return AdapterUpdate(self.version, TrainMode.LORA, tensors, dict(self.lora_config))

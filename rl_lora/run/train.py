@@ -145,7 +145,13 @@ def build_parts(config: RunConfig, console: Console, run_name: str,
             learner = LocalLearner(load_causal_lm(config.model.name, config.model.dtype, config.model.device),
                                    config.lora, config.algo, config.learning_rate(), config.rollout.temperature,
                                    seed=config.train.seed)
-            if backend is None:
+            if backend is None and config.rollout.backend == "hf":
+                # One copy of the weights: the hf sampler serves the learner's own model (adapter included).
+                from rl_lora.sampling.hf import HFBackend
+
+                backend = HFBackend(learner.model, tokenizer, batch_size=config.rollout.batch_size,
+                                    shares_learner_model=True)
+            elif backend is None:
                 backend = build_backend(config.model, config.rollout, tokenizer, config.model.device,
                                         config.train.seed, sleep=config.engine_sleeps)
         sampler, release = LocalSampler(backend, scorer, probe), scorer.close

@@ -77,7 +77,10 @@ def _first_eos(tokens: torch.Tensor, eos: torch.Tensor) -> torch.Tensor:
 class HFBackend:
     """transformers + PEFT on any torch device."""
 
-    def __init__(self, model, tokenizer, batch_size: int = 64, version: int = 0):
+    def __init__(self, model, tokenizer, batch_size: int = 64, version: int = 0, shares_learner_model: bool = False):
+        """`shares_learner_model`: `model` is the in-process learner's own (one copy of the weights in memory, not
+        two): every update is already in it, so load_update only takes its version."""
+        self.shares_learner_model = shares_learner_model
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.batch_size = batch_size
@@ -93,6 +96,7 @@ class HFBackend:
         return next(self.model.parameters()).device
 
     def generate(self, prompts: list[str], n: int, sampling: SamplingParams) -> list[list[Completion]]:
+        self.model.eval()  # dropout off (a shared model comes back from the learner in train mode)
         prompt_ids = [tuple(ids) for ids in tokenize_prompts(self.tokenizer, prompts)]
         generator = None
         if sampling.seed is not None:
@@ -124,9 +128,13 @@ class HFBackend:
         )
 
     def probe_logprobs(self, probe: Probe) -> list[float]:
+        self.model.eval()
         return probe_logprobs(self.model, probe)
 
     def load_update(self, update: AdapterUpdate) -> None:
+        if self.shares_learner_model:
+            self.version = update.version
+            return
         with torch.no_grad():
             if update.kind == TrainMode.FULL:
                 self.model.load_state_dict(update.tensors, strict=True)
