@@ -177,6 +177,12 @@ class AlgoConfig:
     clip_eps: float = opt(0.2, "ppo: ratio clip range", min=0.0)
     kl_coef: float = opt(0.0, "weight of the KL to the base model (LoRA: the adapter disabled)", min=0.0)
     micro_batch_size: int = opt(8, "completions per forward/backward pass, whole groups (bounds learner memory)", min=1)
+    micro_batch_tokens: Optional[int] = opt(None, "instead of micro_batch_size: tokens per forward/backward pass (each "
+                                            "prompt once plus every completion, padded), splitting a group where "
+                                            "it must; bounds activations for long completions (unset: by rows)",
+                                            min=1)
+    gradient_checkpointing: bool = opt(False, "recompute each decoder layer's activations in the backward pass "
+                                       "instead of keeping them (less learner memory, ~1.3x the step time)")
 
 
 @dataclass
@@ -258,6 +264,11 @@ class RunConfig:
         if self.rollout.vllm_sleep and self.rollout.max_lag > 0:
             raise UserError("rollout.vllm_sleep=true with rollout.max_lag > 0: the engine samples while the learner "
                             "trains, so it can never sleep; use max_lag=0 (colocated) or vllm_sleep=false")
+        budget = self.algo.micro_batch_tokens
+        if budget is not None and budget < self.rollout.max_new_tokens:
+            raise UserError(f"algo.micro_batch_tokens={budget} is smaller than one completion "
+                            f"(rollout.max_new_tokens={self.rollout.max_new_tokens}, plus its prompt): set it to at "
+                            "least a prompt and a completion, e.g. 4096")
         if self.algo.kl_coef > 0 and self.lora.mode == TrainMode.FULL:
             raise UserError("algo.kl_coef > 0 needs the base model as reference; with lora.mode=full that is a "
                             "second full copy, which rl-lora does not keep: use lora.mode=lora or algo.kl_coef=0")
@@ -271,7 +282,9 @@ RESUME_MAY_CHANGE = ("train.steps", "train.eval_every", "train.eval_size", "trai
                      "rollout.vllm_max_model_len", "rollout.vllm_gpu_memory_utilization",
                      "rollout.vllm_tensor_parallel_size", "rollout.vllm_enforce_eager", "rollout.vllm_sleep",
                      "rollout.batch_size",
-                     "rollout.probe", "reward.timeout_s", "reward.on_error", "reward.workers", "model.device", "log.*")
+                     "rollout.probe", "reward.timeout_s", "reward.on_error", "reward.workers", "model.device", "log.*",
+                     # how a step is computed, not what it computes:
+                     "algo.micro_batch_size", "algo.micro_batch_tokens", "algo.gradient_checkpointing")
 
 
 def check_resume_changes(saved: RunConfig, resumed: RunConfig) -> None:

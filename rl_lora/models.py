@@ -69,6 +69,20 @@ def check_model(name: str) -> str:
     return source
 
 
+def check_gradient_checkpointing(name: str) -> None:
+    """algo.gradient_checkpointing needs a model class that transformers can checkpoint: known from its config,
+    before the weights load."""
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    config = AutoConfig.from_pretrained(resolve_model(name))
+    model_class = MODEL_FOR_CAUSAL_LM_MAPPING.get(type(config), None)
+    if model_class is None or not getattr(model_class, "supports_gradient_checkpointing", False):
+        what = model_class.__name__ if model_class else f"model type {config.model_type!r}"
+        raise UserError(f"algo.gradient_checkpointing=true: transformers cannot checkpoint {what}; set "
+                        "algo.gradient_checkpointing=false")
+
+
 def _check_hub_id(name: str) -> None:
     """A hub id must be in the local hub cache or on a reachable hub; else say so in one line now, rather than
     after the hub client's retries and a long traceback (a typo such as smollm2-135M looks like a hub id)."""

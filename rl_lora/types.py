@@ -154,24 +154,47 @@ class Batch:
         """This batch on `device`: batches are collated on the CPU, and the learner's model may sit on a GPU."""
         return Batch(*(getattr(self, f.name).to(device) for f in dataclasses.fields(self)))
 
-    def split(self, max_rows: int) -> list[tuple[slice, "Batch"]]:
-        """Micro-batches of whole groups, each up to max_rows rows (or one group, if a group is larger), trimmed to
-        the columns they use. Returns (row slice into this batch, micro-batch) pairs."""
-        parts, first_prompt, first_row = [], 0, 0
-        while first_prompt < len(self.repeats):
-            last_prompt, rows = first_prompt, 0
-            while last_prompt < len(self.repeats) and (rows == 0 or rows + self.repeats[last_prompt] <= max_rows):
-                rows += int(self.repeats[last_prompt])
-                last_prompt += 1
-            p, r = slice(first_prompt, last_prompt), slice(first_row, first_row + rows)
-            # Padding columns this micro-batch does not use would only cost compute.
-            width = max(int(self.completion_mask[r].sum(1).max()), 1)
-            prompt_start = int((self.prompt_mask[p].sum(0) == 0).sum())  # left-padding columns no prompt uses
-            parts.append((r, Batch(self.prompt_ids[p, prompt_start:], self.prompt_mask[p, prompt_start:],
-                                   self.repeats[p], self.completion_ids[r, :width], self.completion_mask[r, :width],
-                                   self.sampler_logprobs[r, :width], self.advantages[r])))
-            first_prompt, first_row = last_prompt, first_row + rows
-        return parts
+    def split(self, max_rows: int, max_tokens: int | None = None) -> list[tuple[slice, "Batch"]]:
+        """Micro-batches, as (row slice into this batch, micro-batch) pairs, each trimmed to the columns it uses.
+        By rows: whole groups, up to `max_rows` rows each (or one group, if a group is larger). By tokens
+        (`max_tokens` set): consecutive rows while the micro-batch's padded tokens (each prompt once, plus every
+        completion) stay within the budget, splitting a group where it must (its advantages are already taken;
+        the split group's prompt runs once in each part). A row larger than the budget goes alone."""
+        prompt_of = torch.repeat_interleave(torch.arange(len(self.repeats)), self.repeats).tolist()
+        prompt_lengths = self.prompt_mask.sum(1).tolist()
+        completion_lengths = self.completion_mask.sum(1).tolist()
+        cuts, first = [], 0
+        while first < self.rows:
+            last, prompts, widest_prompt, widest_completion = first, set(), 0, 0
+            while last < self.rows:
+                row_prompt = prompt_of[last]
+                if max_tokens is None:  # whole groups: take the group of `last` if it fits
+                    group_end = last + int(self.repeats[row_prompt])
+                    if last > first and group_end - first > max_rows:
+                        break
+                    last = group_end
+                    continue
+                wider_prompt = max(widest_prompt, int(prompt_lengths[row_prompt]))
+                wider_completion = max(widest_completion, int(completion_lengths[last]))
+                tokens = (len(prompts | {row_prompt}) * wider_prompt + (last - first + 1) * wider_completion)
+                if last > first and tokens > max_tokens:
+                    break
+                prompts.add(row_prompt)
+                widest_prompt, widest_completion, last = wider_prompt, wider_completion, last + 1
+            cuts.append((first, last))
+            first = last
+        return [(slice(a, b), self._rows(a, b, prompt_of)) for a, b in cuts]
+
+    def _rows(self, first: int, last: int, prompt_of: list[int]) -> "Batch":
+        r = slice(first, last)
+        p = slice(prompt_of[first], prompt_of[last - 1] + 1)
+        repeats = torch.bincount(torch.tensor(prompt_of[first:last]) - prompt_of[first], minlength=p.stop - p.start)
+        # Padding columns this micro-batch does not use would only cost compute.
+        width = max(int(self.completion_mask[r].sum(1).max()), 1)
+        prompt_start = int((self.prompt_mask[p].sum(0) == 0).sum())  # left-padding columns no prompt uses
+        return Batch(self.prompt_ids[p, prompt_start:], self.prompt_mask[p, prompt_start:], repeats,
+                     self.completion_ids[r, :width], self.completion_mask[r, :width],
+                     self.sampler_logprobs[r, :width], self.advantages[r])
 
 
 def collate(rollouts: list[Rollout], pad_id: int) -> Batch:

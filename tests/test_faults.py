@@ -303,3 +303,23 @@ def test_bf16_on_a_cpu_without_native_bf16_kernels_is_one_line_before_the_model_
     code, _, err = train(tmp_path, capsys, "--set", "model.dtype=bfloat16", "--set", "train.name=bf16")
     assert code == 2 and err.count("\n") == 1 and "no native bfloat16 kernels" in err, err
     assert not (tmp_path / "bf16").exists()
+
+
+def test_a_token_budget_below_one_completion_is_one_line_before_the_model_loads(tmp_path, capsys):
+    code, _, err = train(tmp_path, capsys, "--set", "algo.micro_batch_tokens=8", "--set", "rollout.max_new_tokens=24",
+                         "--set", "train.name=budget")
+    assert code == 2 and err.count("\n") == 1 and "algo.micro_batch_tokens=8 is smaller than one completion" in err
+    assert not (tmp_path / "budget").exists()
+
+
+def test_checkpointing_a_model_transformers_cannot_checkpoint_is_one_line_before_it_loads(tmp_path, capsys):
+    """A real architecture whose transformers class has no gradient checkpointing (GPT-2's does; this one not)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    unsupported = next((config_class, model_class) for config_class, model_class in MODEL_FOR_CAUSAL_LM_MAPPING.items()
+                       if not model_class.supports_gradient_checkpointing)
+    folder = tmp_path / "model"
+    unsupported[0]().save_pretrained(folder)
+    code, _, err = train(tmp_path, capsys, "--set", f"model.name={folder}", "--set", "algo.gradient_checkpointing=true",
+                         "--set", "train.name=ckpt")
+    assert code == 2 and err.count("\n") == 1 and f"cannot checkpoint {unsupported[1].__name__}" in err, err

@@ -60,3 +60,48 @@ def test_split_keeps_groups_whole(tiny_model):
     assert [p.completion_ids.shape[1] for _, p in parts] == [3, 4]  # each trimmed to its own longest completion
     assert parts[0][1].prompt_ids.shape[1] == len(tokenize_prompts(tokenizer, PROMPTS[:1])[0])  # and its prompt
     assert [p.repeats.tolist() for _, p in batch.split(64)] == [[2, 3]]
+
+
+def test_split_by_tokens_may_split_a_group_and_counts_each_prompt_once(tiny_model):
+    _, tokenizer = tiny_model
+    batch = collate(rollouts(tokenizer), pad_id=tokenizer.pad_token_id)
+    prompt_lengths = [len(p) for p in tokenize_prompts(tokenizer, PROMPTS)]
+    # Room for the first prompt and 2 rows of 3 tokens, not for a third row: the second group is split.
+    budget = prompt_lengths[1] + 2 * 4
+    parts = batch.split(8, max_tokens=budget)
+    assert [(r.start, r.stop) for r, _ in parts] == [(0, 2), (2, 4), (4, 5)]
+    assert [p.repeats.tolist() for _, p in parts] == [[2], [2], [1]]
+    for _, part in parts:
+        assert part.prompt_ids.shape[0] * part.prompt_ids.shape[1] + part.completion_ids.numel() <= budget
+    assert len(batch.split(8, max_tokens=1)) == 5  # a row larger than the budget goes alone
+
+
+def _gradients(model, batch, algo_settings: dict) -> dict:
+    from rl_lora.config import AlgoConfig, LoraConfig, TrainMode
+    from rl_lora.policy.learner import LocalLearner
+
+    # LR 0: the weights stay, so every variant is differentiated at one and the same point.
+    learner = LocalLearner(copy.deepcopy(model), LoraConfig(mode=TrainMode.FULL), AlgoConfig(**algo_settings), lr=0.0)
+    layer_calls = []
+    learner.model.model.layers[0].register_forward_pre_hook(lambda *_: layer_calls.append(1))
+    learner.step(batch)
+    micro_batches = len(batch.split(8, algo_settings.get("micro_batch_tokens")))
+    # A prompt pass and a completion pass per micro-batch, and a replay of the completion pass when checkpointed.
+    assert len(layer_calls) == micro_batches * (3 if algo_settings.get("gradient_checkpointing") else 2)
+    return {name: p.grad.clone() for name, p in learner.model.named_parameters()}
+
+
+def test_checkpointing_and_token_micro_batches_leave_the_gradients_unchanged(tiny_model):
+    """The same step's gradients: whole-group micro-batches, micro-batches by tokens that split groups, and
+    either with every decoder layer of the completion pass checkpointed."""
+    model, tokenizer = tiny_model
+    batch = collate([Rollout(r.sample_id, r.prompt_ids, r.completion_ids, (-1.0,) * len(r.completion_ids), 0.0,
+                             advantage, 0) for r, advantage in zip(rollouts(tokenizer), (1.0, -1.0, 0.5, -0.5, 0.0))],
+                    pad_id=tokenizer.pad_token_id)
+    reference_grads = _gradients(model, batch, {"micro_batch_size": 8, "max_grad_norm": 0.0})
+    assert any(g.abs().sum() > 0 for g in reference_grads.values())
+    for settings in ({"gradient_checkpointing": True}, {"micro_batch_tokens": 16},
+                     {"micro_batch_tokens": 16, "gradient_checkpointing": True}):
+        grads = _gradients(model, batch, {"max_grad_norm": 0.0, **settings})
+        for name, grad in reference_grads.items():
+            torch.testing.assert_close(grads[name], grad, atol=1e-6, rtol=1e-4, msg=f"{settings} {name}")

@@ -8,7 +8,7 @@ import torch
 from rl_lora.config import AlgoConfig, LoraConfig, TrainMode
 from rl_lora.errors import UserError
 from rl_lora.models import lora_parameters, probe_logprobs
-from rl_lora.policy.logprobs import batch_logprobs
+from rl_lora.policy.logprobs import batch_logprobs, enable_layer_checkpointing
 from rl_lora.policy.losses import policy_loss, token_weights
 from rl_lora.types import AdapterUpdate, Batch, LearnMetrics, Probe
 
@@ -39,6 +39,8 @@ class LocalLearner:
             self._lora = lora_parameters(model)
         else:
             self.lora_config = None  # FullFT with a KL term is refused by RunConfig.check: no reference copy
+        if algo.gradient_checkpointing:
+            enable_layer_checkpointing(model)
         self.model = model
         self.model.train()
         self.params = [p for p in model.parameters() if p.requires_grad]
@@ -66,7 +68,7 @@ class LocalLearner:
         totals = {"loss": 0.0, "clipped": 0.0, "sampler_kl": 0.0, "base_kl": 0.0, "entropy": 0.0}
         self.optimizer.zero_grad(set_to_none=True)
         self.model.zero_grad(set_to_none=True)
-        for rows, micro in batch.split(self.algo.micro_batch_size):
+        for rows, micro in batch.split(self.algo.micro_batch_size, self.algo.micro_batch_tokens):
             micro = micro.to(device)
             logprobs, entropy = batch_logprobs(self.model, micro, self.temperature)
             base_logprobs = self._base_logprobs(micro) if self.algo.kl_coef > 0 else None

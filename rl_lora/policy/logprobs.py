@@ -3,11 +3,21 @@
 The prompt runs through the backbone once per group and its key/value cache is repeated for the group's
 completions (differentiably: LoRA gradients flow through the shared prompt). The output head runs over chunks
 of completion positions, each chunk checkpointed so its vocabulary-wide logits exist only while it is computed.
+
+Gradient checkpointing (`enable_layer_checkpointing`): the completion pass keeps only each decoder layer's input
+and recomputes the layer in the backward pass. Its cache is a `PromptCache`, read and never extended, so a replayed
+layer sees what the first pass saw (transformers otherwise drops the cache under checkpointing). The prompt pass,
+which writes the cache, is not checkpointed: it is one row per group, a small share of the activations.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 from torch.utils.checkpoint import checkpoint
+from transformers import DynamicCache
+
+from rl_lora.errors import UserError
 
 
 def _unwrap(model):
@@ -27,6 +37,55 @@ def _chunk(head, hidden: torch.Tensor, targets: torch.Tensor, temperature: float
     return logprobs, entropy
 
 
+class PromptCache(DynamicCache):
+    """The prompts' keys and values as the completion pass reads them: a layer's update returns prompt + new keys
+    and values and stores nothing (nothing after the completion pass reads them), so a layer can be replayed."""
+
+    @classmethod
+    def of(cls, cache: DynamicCache) -> "PromptCache":
+        prompts = cls()
+        prompts.layers = cache.layers
+        return prompts
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args, **kwargs):
+        layer = self.layers[layer_idx]
+        return torch.cat([layer.keys, key_states], dim=-2), torch.cat([layer.values, value_states], dim=-2)
+
+
+def _causal_lm(model):
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def enable_layer_checkpointing(model) -> None:
+    """Checkpoint every decoder layer of the completion pass (see the module doc)."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    causal_lm = _causal_lm(model)
+    layers = [m for m in causal_lm.modules() if isinstance(m, GradientCheckpointingLayer)]
+    if not getattr(causal_lm, "supports_gradient_checkpointing", False) or not layers:
+        raise UserError(f"algo.gradient_checkpointing=true: {type(causal_lm).__name__} does not support gradient "
+                        "checkpointing in transformers; set algo.gradient_checkpointing=false")
+    causal_lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    for layer in layers:
+        layer._can_checkpoint_with_cache = True  # the completion pass's cache is a read-only PromptCache
+
+
+@contextmanager
+def _layers_not_checkpointed(model):
+    """For the prompt pass, which writes its cache: a replay would write it twice."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    layers = [m for m in _causal_lm(model).modules()
+              if isinstance(m, GradientCheckpointingLayer) and m.gradient_checkpointing]
+    for layer in layers:
+        layer.gradient_checkpointing = False
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.gradient_checkpointing = True
+
+
 def repeat_cache(cache, repeats: torch.Tensor) -> None:
     """Give row i of the cache repeats[i] copies (autograd-friendly, unlike the cache's own in-place helpers)."""
     for layer in cache.layers:
@@ -42,13 +101,12 @@ def completion_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tens
     Prompts are left-padded; row r's prompt is prompt `repeat_interleave(arange, repeats)[r]`. Positions after
     a completion's end get values too (mask them). The entropy carries no gradient.
     """
-    from transformers import DynamicCache
-
     backbone, head = _unwrap(model)
     prompt_positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
     cache = DynamicCache()
-    prompt_hidden = backbone(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=prompt_positions,
-                             past_key_values=cache, use_cache=True).last_hidden_state[:, -1:]
+    with _layers_not_checkpointed(model):
+        prompt_hidden = backbone(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=prompt_positions,
+                                 past_key_values=cache, use_cache=True).last_hidden_state[:, -1:]
     repeat_cache(cache, repeats)
     attention_mask = torch.cat([prompt_mask.repeat_interleave(repeats, dim=0), completion_mask.long()], dim=1)
     start = prompt_positions[:, -1:].repeat_interleave(repeats, dim=0) + 1
@@ -57,7 +115,7 @@ def completion_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tens
     hidden = prompt_hidden.repeat_interleave(repeats, dim=0)
     if completion_ids.shape[1] > 1:
         completion_hidden = backbone(input_ids=completion_ids[:, :-1], attention_mask=attention_mask[:, :-1],
-                                     position_ids=completion_positions[:, :-1], past_key_values=cache,
+                                     position_ids=completion_positions[:, :-1], past_key_values=PromptCache.of(cache),
                                      use_cache=True).last_hidden_state
         hidden = torch.cat([hidden, completion_hidden], dim=1)
     rows, steps = completion_ids.shape

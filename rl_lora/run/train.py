@@ -16,7 +16,7 @@ from rl_lora.config import RunConfig, TrainMode, check_resume_changes
 from rl_lora.errors import RunStopped, UserError
 from rl_lora.io import out_of_space
 from rl_lora.memory import peak_rss_mb
-from rl_lora.models import check_model, load_causal_lm, load_tokenizer
+from rl_lora.models import check_gradient_checkpointing, check_model, load_causal_lm, load_tokenizer
 from rl_lora.policy.learner import LocalLearner
 from rl_lora.run.checkpoint import TrainerState, load_checkpoint, save_checkpoint
 from rl_lora.run.folder import CheckpointFolder, RunFolder, RunSummary
@@ -133,6 +133,8 @@ def build_parts(config: RunConfig, console: Console, run_name: str,
     """The run's parts, and how to release them (Ray actors and, if this process started it, Ray itself).
     `backend`: the in-process sampler's backend, if the caller has one already (a shared engine's slot)."""
     check_model(config.model.name)
+    if config.algo.gradient_checkpointing:
+        check_gradient_checkpointing(config.model.name)
     tokenizer = load_tokenizer(config.model.name)
     renderer = PromptRenderer(tokenizer, config.task.render, config.task.system_prompt)
     task = fit_to_context(load_task(config.task), renderer, tokenizer, config,
