@@ -99,8 +99,7 @@ def test_ray_job_submit_of_a_tiny_run_on_a_loopback_head(tmp_path):
             assert head.process.poll() is None, Path(temp_dir, "head.log").read_text()[-3000:]
             assert time.monotonic() < deadline, probe.stderr[-2000:]
             time.sleep(1)
-        job = subprocess.run([RAY, *shlex.split(submit)[1:]], cwd=folder, env=env, capture_output=True, text=True,
-                             timeout=300)
+        job = submit_when_ready([RAY, *shlex.split(submit)[1:]], folder, env)
         assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
         job_id = re.search(r"Job '(raysubmit_\w+)' succeeded", job.stdout + job.stderr).group(1)
         logs = job_logs(job_id, address, env)
@@ -128,6 +127,17 @@ def test_ray_job_submit_of_a_tiny_run_on_a_loopback_head(tmp_path):
     assert checkpoints == [f"step_{steps_logged}"] and 2 <= steps_logged < 500, (checkpoints, steps_logged)
 
 
+def submit_when_ready(args: list[str], folder: Path, env: dict) -> subprocess.CompletedProcess:
+    """`ray job submit`, again while the head's job agent is still starting (the job server answers before it
+    does, with "No available agent to submit job, please try again later")."""
+    deadline = time.monotonic() + 180
+    while True:
+        job = subprocess.run(args, cwd=folder, env=env, capture_output=True, text=True, timeout=300)
+        if "No available agent" not in job.stderr or time.monotonic() > deadline:
+            return job
+        time.sleep(2)
+
+
 def job_logs(job_id: str, address: str, env: dict) -> str:
     return subprocess.run([RAY, "job", "logs", job_id, "--address", address], env=env, capture_output=True,
                           text=True, check=True).stdout
@@ -138,7 +148,8 @@ def stop_a_job(submit: str, address: str, folder: Path, env: dict) -> str:
     args = shlex.split(submit)[1:]
     args.insert(args.index("--"), "--no-wait")
     args += ["--set", "train.steps=500", "--set", "train.name=long", "--set", "train.checkpoint_every=1000"]
-    submitted = subprocess.run([RAY, *args], cwd=folder, env=env, capture_output=True, text=True, check=True)
+    submitted = submit_when_ready([RAY, *args], folder, env)
+    assert submitted.returncode == 0, submitted.stderr[-3000:]
     job_id = re.search(r"Job '(raysubmit_\w+)' submitted successfully", submitted.stdout + submitted.stderr).group(1)
     deadline = time.monotonic() + 180
     while "step 2/500" not in job_logs(job_id, address, env):
