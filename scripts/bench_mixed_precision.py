@@ -26,10 +26,10 @@ CLI = [sys.executable, "-m", "rl_lora.cli"]
 
 def run(dtype: str, steps: int, eval_size: int, work: Path) -> dict:
     started = time.perf_counter()
-    subprocess.run(CLI + ["train", "--set", "lora.mode=full", "--set", f"model.dtype={dtype}", "--set",
-                          f"train.steps={steps}", "--set", "train.eval_every=0", "--set", f"train.eval_size={eval_size}",
-                          "--set", f"train.name={dtype}", "--set", f"train.runs_dir={work}"],
-                   check=True, capture_output=True, text=True)
+    settings = ["lora.mode=full", f"model.dtype={dtype}", f"train.steps={steps}", "train.eval_every=0",
+                f"train.eval_size={eval_size}", f"train.name={dtype}", f"train.runs_dir={work}"]
+    subprocess.run(CLI + ["train", *[arg for s in settings for arg in ("--set", s)]], check=True,
+                   capture_output=True, text=True)
     metrics = [json.loads(line) for line in (work / dtype / "metrics.jsonl").read_text().splitlines()]
     summary = json.loads((work / dtype / "summary.json").read_text())
     return {"seconds": time.perf_counter() - started, "loss": [m["loss"] for m in metrics],
