@@ -99,12 +99,13 @@ def test_exported_update_reproduces_the_learner(fresh, tmp_path, mode):
         torch.testing.assert_close(logits(reloaded, ids), logits(learner.model, ids), atol=1e-5, rtol=1e-5)
 
 
-def test_bf16_fullft_keeps_fp32_masters_so_small_updates_accumulate_instead_of_rounding_away(tiny_model_dir):
+def test_bf16_fullft_follows_fp32_instead_of_rounding_small_updates_away(tiny_model_dir):
     """FullFT at LR 1e-5 on bf16 weights: each Adam step moves a weight by ~1e-5, below half a bf16 step for most
-    weights, so plain bf16 AdamW rounds the update away every step and the weights the sampler gets stay stuck.
-    With fp32 masters the steps accumulate until they cross a bf16 step. Measured here (stories260K, 292,800
-    weights): plain bf16 moves 6,817 weights after 3 steps and 6,824 after 8; with masters 13,702 after 3 and
-    53,364 after 8; fp32 moves ~287,000."""
+    weights. Plain bf16 AdamW rounds the update away every step: the weights the sampler gets stay stuck and the
+    loss stays flat. With fp32 masters rounded without bias (dithered_bf16) a share of weights proportional to the
+    drift moves each step, and the loss follows the fp32 run's. Measured here (stories260K, 292,800 weights):
+    plain bf16 moves 6,817 weights after 3 steps and 6,824 after 8; dithered 38,240 and 75,350; fp32 ~287,000;
+    the dithered loss stays within 1e-3 of fp32's from step 2 on (fp32's falls 0.022 over 8 steps)."""
     from rl_lora.config import TrainMode
     from rl_lora.models import load_causal_lm, load_tokenizer
 
@@ -131,14 +132,15 @@ def test_bf16_fullft_keeps_fp32_masters_so_small_updates_accumulate_instead_of_r
                 counts.append(sum(int((after[k] != before[k]).sum()) for k in before))
         return counts, losses
 
-    plain, _ = moved_after([3, 8], "bfloat16", plain=True)
-    masters, bf16_losses = moved_after([3, 8], "bfloat16")
+    plain, plain_losses = moved_after([3, 8], "bfloat16", plain=True)
+    dithered, bf16_losses = moved_after([3, 8], "bfloat16")
     fp32, fp32_losses = moved_after([8], "float32")
     assert plain[1] < 1.01 * plain[0]  # stuck: nearly every later update rounds away too
-    assert masters[0] > 1.5 * plain[0] and masters[1] > 5 * plain[1]  # accumulating
+    assert dithered[0] > 2 * plain[0] and dithered[1] > 1.5 * dithered[0]  # moving with the drift
     assert fp32[0] > 0.9 * 292_800
-    # The bf16 run's loss goes the fp32 run's way, more slowly while most weights sit on their bf16 step.
-    assert bf16_losses[-1] < bf16_losses[0] - 1e-3 and fp32_losses[-1] < fp32_losses[0] - 1e-2
+    assert fp32_losses[-1] < fp32_losses[0] - 0.02
+    assert max(abs(b - f) for b, f in zip(bf16_losses[1:], fp32_losses[1:])) < 1e-3  # follows fp32
+    assert plain_losses[-1] > fp32_losses[-1] + 0.01  # plain bf16 does not
 
 
 def test_a_bf16_base_gets_an_fp32_adapter_and_optimizer_state(fresh):

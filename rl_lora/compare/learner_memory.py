@@ -5,7 +5,8 @@ learner's memory is measured here in a fresh process: the run's model, adapter, 
 batch of the run's shape (prompts_per_step real prompts x group_size completions of max_new_tokens tokens each,
 the longest a step can be). Learner peak = the peak RSS from the model's loading on (the kernel's high-water
 mark is reset there) less the RSS just before it (interpreter, torch, tokenizer, task), so it holds weights,
-gradients, optimizer state and activations.
+gradients, optimizer state and activations, and the load's transient (for a small adapter that can be the peak).
+Step peak = the same from after the load on: what training itself holds.
 
     rl-lora learner-memory RUN_DIR        # writes the run folder's learner_memory.json
     rl-lora learner-memory --config CFG   # prints the JSON
@@ -51,6 +52,10 @@ def measure(config: RunConfig, steps: int = 2) -> dict:
     before_model_mb, reset = start_peak()
     learner = LocalLearner(load_causal_lm(config.model.name, config.model.dtype, config.model.device), config.lora,
                       config.algo, config.learning_rate(), rollout.temperature, seed=config.train.seed)
+    load_peak_mb = peak_since(reset) - before_model_mb
+    # From here on, what training holds: the resident weights, gradients, optimizer state and the step's
+    # activations, without the load's transient (the checkpoint file's pages beside the weights being filled).
+    _, steps_reset = start_peak()
     times = []
     for _ in range(steps + 1):
         start = time.perf_counter()
@@ -60,6 +65,7 @@ def measure(config: RunConfig, steps: int = 2) -> dict:
             "trainable_params": learner.trainable_parameters, "step_s_median": statistics.median(times[1:]),
             "step_s_all": times, "peak_rss_mb": peak_rss_mb(), "rss_before_model_mb": before_model_mb,
             "learner_peak_mb": peak_since(reset) - before_model_mb, "peak_reset": reset,
+            "load_peak_mb": load_peak_mb, "step_peak_mb": peak_since(steps_reset) - before_model_mb,
             "micro_batch_size": config.algo.micro_batch_size,
             "batch": {"prompts": len(samples), "completions_per_prompt": rollout.group_size,
                       "completion_tokens": rollout.max_new_tokens, "prompt_tokens": [len(p) for p in prompt_ids]},

@@ -37,6 +37,12 @@ def _chunk(head, hidden: torch.Tensor, targets: torch.Tensor, temperature: float
     return logprobs, entropy
 
 
+# Elements of one logits chunk: the head's output, its softmax and their gradients live a chunk at a time. At 2M
+# (8 MB in fp32) SmolLM2's 49,152-token vocabulary gives 42-token chunks; 128-token chunks (25 MB each) left the
+# checkpointed LoRA step's peak 140 MB higher.
+LOGITS_CHUNK_ELEMENTS = 1 << 21
+
+
 class PromptCache(DynamicCache):
     """The prompts' keys and values as the completion pass reads them: a layer's update returns prompt + new keys
     and values and stores nothing (nothing after the completion pass reads them), so a layer can be replayed."""
@@ -95,7 +101,7 @@ def repeat_cache(cache, repeats: torch.Tensor) -> None:
 
 def completion_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, repeats: torch.Tensor,
                         completion_ids: torch.Tensor, completion_mask: torch.Tensor, temperature: float = 1.0,
-                        chunk_tokens: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+                        chunk_tokens: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """log p(completion token t | prompt, tokens < t) and the entropy at t, both [rows, completion_width].
 
     Prompts are left-padded; row r's prompt is prompt `repeat_interleave(arange, repeats)[r]`. Positions after
@@ -121,6 +127,8 @@ def completion_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tens
     rows, steps = completion_ids.shape
     flat_hidden, flat_targets = hidden.reshape(rows * steps, -1), completion_ids.reshape(-1)
     logprobs, entropies = [], []
+    if chunk_tokens is None:  # a vocabulary-wide fp32 logits chunk of ~8 MB, whatever the vocabulary
+        chunk_tokens = max(8, LOGITS_CHUNK_ELEMENTS // head.weight.shape[0])
     for first in range(0, rows * steps, chunk_tokens):
         h, t = flat_hidden[first:first + chunk_tokens], flat_targets[first:first + chunk_tokens]
         if torch.is_grad_enabled():
