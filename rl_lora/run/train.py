@@ -88,7 +88,7 @@ def _eval_line(label: str, result: EvalResult, limit: int) -> str:
     finished = [r for r in result.records if r.finished]
     on_finished = sum(r.reward or 0 for r in finished) / len(finished) if finished else 0.0
     return (f"{label}: accuracy {result.accuracy:.1%} | format: {1 - result.truncated_fraction:.0%} finished within "
-            f"{limit} tokens, {result.mean_tokens:.0f} tokens on average | arithmetic: {on_finished:.1%} right "
+            f"{limit} tokens, {result.mean_tokens:.0f} tokens on average | answers: {on_finished:.1%} right "
             f"among finished")
 
 
