@@ -185,6 +185,10 @@ class Batch:
             first = last
         return [(slice(a, b), self._rows(a, b, prompt_of)) for a, b in cuts]
 
+    def select(self, first: int, last: int) -> "Batch":
+        """Rows first..last-1 with their prompts (a data-parallel rank's share of the groups)."""
+        return self._rows(first, last, torch.repeat_interleave(torch.arange(len(self.repeats)), self.repeats).tolist())
+
     def _rows(self, first: int, last: int, prompt_of: list[int]) -> "Batch":
         r = slice(first, last)
         p = slice(prompt_of[first], prompt_of[last - 1] + 1)

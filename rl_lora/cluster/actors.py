@@ -87,6 +87,19 @@ class LearnerWorker:
         # An engine sleeping on this GPU wakes after the step: leave it the memory torch's cache would keep.
         self.free_cache = config.engine_sleeps and _device(config.model).startswith("cuda")
 
+    def rendezvous(self) -> tuple[str, int]:
+        """Rank 0's address and a free port, for the group's other ranks."""
+        from rl_lora.policy.data_parallel import rendezvous_address
+
+        return rendezvous_address()
+
+    def join_group(self, address: str, port: int, rank: int, world_size: int) -> None:
+        """One of ray.num_learners: the torch.distributed group, then DDP over this learner's forward."""
+        from rl_lora.policy.data_parallel import join_group
+
+        join_group(address, port, rank, world_size, self.learner.params[0].device)
+        self.learner.join_data_parallel(rank, world_size)
+
     def describe(self) -> dict:
         return {"trainable_parameters": self.learner.trainable_parameters, "lora_config": self.learner.lora_config,
                 "version": self.learner.version, "node": node_id()}

@@ -2,7 +2,8 @@
 RemoteLearner and a WorkerPool (a Learner and a Sampler, rl_lora.types). `rl-lora train` is the same command
 locally and on a cluster.
 
-Placement: one placement group, bundle 0 the learner, bundles 1..N the workers.
+Placement: one placement group, bundles 0..L-1 the learners (ray.num_learners, one torch.distributed group when
+L > 1), then a bundle per rollout worker.
 - separate (default): SPREAD, so actors go to different nodes where the cluster has them;
 - colocated: STRICT_PACK, all on one node, sharing its GPU when GPU requests are fractions.
 """
@@ -42,7 +43,7 @@ def connect(config: RunConfig) -> bool:
         ray.init(address=address, log_to_driver=True)
         return True
     learner, worker = _requests(config)
-    asked = learner.get("CPU", 0) + config.rollout.num_workers * worker.get("CPU", 0)
+    asked = config.ray.num_learners * learner.get("CPU", 0) + config.rollout.num_workers * worker.get("CPU", 0)
     # Logical CPUs are a scheduling count: a local cluster sized to what the run asks for always places it
     # (more workers than cores simply share them).
     num_cpus = config.ray.num_cpus or max(os.cpu_count() or 1, int(asked + 0.999))
@@ -63,7 +64,8 @@ class RayParts:
 
         try:
             self.pool.close()
-            ray.kill(self.learner.actor, no_restart=True)
+            for actor in self.learner.actors:
+                ray.kill(actor, no_restart=True)
             ray.util.remove_placement_group(self.placement_group)
         finally:
             if self.started_ray:
@@ -72,7 +74,9 @@ class RayParts:
 
 def describe_requests(config: RunConfig) -> str:
     learner, worker = _requests(config)
-    return (f"Ray: learner {learner}, {config.rollout.num_workers} rollout worker(s) {worker} each, "
+    learners = config.ray.num_learners
+    return (f"Ray: {f'{learners} learners' if learners > 1 else 'learner'} {learner}"
+            f"{' each' if learners > 1 else ''}, {config.rollout.num_workers} rollout worker(s) {worker} each, "
             f"placement {config.ray.placement}")
 
 
@@ -87,7 +91,8 @@ def start(config: RunConfig, probe: Probe | None, default_reward: str, run_name:
     started = connect(config)
     try:
         learner_bundle, worker_bundle = _requests(config)
-        bundles = [learner_bundle] + [worker_bundle] * config.rollout.num_workers
+        learners = config.ray.num_learners
+        bundles = [learner_bundle] * learners + [worker_bundle] * config.rollout.num_workers
         group = placement_group(bundles, strategy="STRICT_PACK" if config.ray.placement == "colocated" else "SPREAD")
         try:
             ray.get(group.ready(), timeout=PLACEMENT_TIMEOUT_S)
@@ -101,17 +106,22 @@ def start(config: RunConfig, probe: Probe | None, default_reward: str, run_name:
             return PlacementGroupSchedulingStrategy(placement_group=group, placement_group_bundle_index=bundle)
 
         learner_threads = max(1, int(config.ray.learner_cpus))
-        learner_actor = ray.remote(LearnerWorker).options(
+        learner_actors = [ray.remote(LearnerWorker).options(
             num_cpus=learner_bundle.get("CPU", 0), num_gpus=learner_bundle.get("GPU", 0), max_restarts=0,
-            scheduling_strategy=on(0), name=f"{run_name}/learner").remote(config, learner_threads)
+            scheduling_strategy=on(rank), name=f"{run_name}/learner" + (f"-{rank}" if learners > 1 else "")
+        ).remote(config, learner_threads) for rank in range(learners)]
+        if learners > 1:
+            address, port = ray.get(learner_actors[0].rendezvous.remote())
+            ray.get([actor.join_group.remote(address, port, rank, learners)
+                     for rank, actor in enumerate(learner_actors)])
         workers = [ray.remote(RolloutWorker).options(
             num_cpus=worker_bundle.get("CPU", 0), num_gpus=worker_bundle.get("GPU", 0),
-            max_restarts=config.ray.max_restarts, max_task_retries=0, scheduling_strategy=on(1 + index),
+            max_restarts=config.ray.max_restarts, max_task_retries=0, scheduling_strategy=on(learners + index),
             name=f"{run_name}/rollout-worker-{index}"
         ).remote(config.model, config.reward, default_reward, config.task.name, config.rollout,
                  config.ray.worker_threads, config.train.seed + index, config.engine_sleeps)
             for index in range(config.rollout.num_workers)]
-        parts = RayParts(RemoteLearner(learner_actor), WorkerPool(workers, probe), group, started)
+        parts = RayParts(RemoteLearner(learner_actors), WorkerPool(workers, probe), group, started)
         nodes = ray.get([w.node.remote() for w in workers])
         print(f"placed on {len(set(nodes) | {parts.learner.node})} node(s): learner on node "
               f"{parts.learner.node[:8]}, rollout workers on " + ", ".join(n[:8] for n in nodes))

@@ -1,5 +1,6 @@
-"""The Learner protocol (rl_lora.types) over the LearnerWorker actor. A dead learner actor stops the run at its
-last checkpoint: its optimizer state lives only there, so unlike a rollout worker it is not restarted."""
+"""The Learner protocol (rl_lora.types) over the LearnerWorker actors: one, or ray.num_learners in one
+torch.distributed group (rank 0 first). A dead learner actor stops the run at its last checkpoint: its optimizer
+state lives only there (and a group cannot go on with a hole), so unlike a rollout worker it is not restarted."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,26 +10,39 @@ from rl_lora.types import AdapterUpdate, Batch, LearnMetrics, Probe
 
 
 class RemoteLearner:
-    """The Learner's interface, forwarded to the LearnerWorker actor. `export_update` returns an ObjectRef: the
-    update goes learner -> object store -> workers, never through the driver."""
+    """The Learner's interface, forwarded to the LearnerWorker actors. Each step's batch goes to every rank once,
+    through the object store; what the ranks hold in common (the adapter, the optimizer state) comes from rank 0.
+    `export_update` returns an ObjectRef: the update goes learner -> object store -> workers, never through the
+    driver."""
 
-    def __init__(self, actor):
+    def __init__(self, actors: list):
         import ray
 
-        self.ray, self.actor = ray, actor
-        info = self._get(actor.describe.remote())
+        self.ray, self.actors = ray, list(actors)
+        self.actor = self.actors[0]
+        info = self._get(self.actor.describe.remote())
         self.trainable_parameters, self.lora_config = info["trainable_parameters"], info["lora_config"]
         self.version, self.node = info["version"], info["node"]
 
     def _get(self, ref):
-        try:
-            return self.ray.get(ref)
-        except self.ray.exceptions.RayActorError as error:
-            raise RunStopped(f"the learner actor died ({type(error).__name__}: {str(error).splitlines()[0]}); "
-                             "the run stops at its last checkpoint") from None
+        return self._get_all([ref])[0]
+
+    def _get_all(self, refs: list) -> list:
+        """Every rank's answer; the first rank to die stops the run at once (the others would wait for it in the
+        group's next collective until its timeout)."""
+        pending, done = list(refs), {}
+        while pending:
+            ready, pending = self.ray.wait(pending, num_returns=1)
+            try:
+                done[ready[0]] = self.ray.get(ready[0])
+            except self.ray.exceptions.RayActorError as error:
+                raise RunStopped(f"a learner actor died ({type(error).__name__}: {str(error).splitlines()[0]}); "
+                                 "the run stops at its last checkpoint") from None
+        return [done[ref] for ref in refs]
 
     def step(self, batch: Batch) -> LearnMetrics:
-        metrics = self._get(self.actor.step.remote(batch))
+        shared = self.ray.put(batch) if len(self.actors) > 1 else batch
+        metrics = self._get_all([actor.step.remote(shared) for actor in self.actors])[0]  # reduced over ranks
         self.version += 1
         return metrics
 
@@ -48,4 +62,5 @@ class RemoteLearner:
         return self._get(self.actor.optimizer_state.remote())
 
     def load_state(self, update: AdapterUpdate, optimizer_state: dict) -> None:
-        self.version = self._get(self.actor.load_state.remote(update, optimizer_state))
+        versions = self._get_all([actor.load_state.remote(update, optimizer_state) for actor in self.actors])
+        self.version = versions[0]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 
 import torch
 
@@ -71,6 +72,15 @@ class LocalLearner:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0)
         self.version = 0
+        self.parallel = None  # a DataParallel once this learner joins a group of N (rl_lora.cluster.actors)
+
+    def join_data_parallel(self, rank: int, world_size: int) -> None:
+        from rl_lora.policy.data_parallel import DataParallel
+
+        if self.lora_config is None:
+            raise UserError("FullFT over several learners needs a sharded learner (FSDP), not built yet: use "
+                            "ray.num_learners=1 for FullFT")
+        self.parallel = DataParallel(self.model, self.temperature, rank, world_size)
 
     @property
     def trainable_parameters(self) -> int:
@@ -80,24 +90,37 @@ class LocalLearner:
         start = time.perf_counter()
         self.model.train()  # an in-process hf sampler sharing this model switches it to eval mode to sample
         device = self.params[0].device  # the batch is split on the CPU; each micro-batch goes where the model is
+        # Token weights over the whole batch: with N learners each rank's loss is its share of the one loss.
         weights = token_weights(batch.completion_mask, self.algo.normalization).to(device)
         totals = {"loss": 0.0, "clipped": 0.0, "sampler_kl": 0.0, "base_kl": 0.0, "entropy": 0.0}
         self.optimizer.zero_grad(set_to_none=True)
         self.model.zero_grad(set_to_none=True)
-        for rows, micro in batch.split(self.algo.micro_batch_size, self.algo.micro_batch_tokens):
+        first, last = self.parallel.share(batch) if self.parallel else (0, batch.rows)
+        if first == last:
+            raise UserError(f"a step with {len(batch.repeats)} groups for {self.parallel.world_size} learners: "
+                            "each learner needs a group; raise rollout.prompts_per_step or lower ray.num_learners")
+        micro_batches = batch.select(first, last).split(self.algo.micro_batch_size, self.algo.micro_batch_tokens)
+        for index, (rows, micro) in enumerate(micro_batches):
             micro = micro.to(device)
-            logprobs, entropy = batch_logprobs(self.model, micro, self.temperature)
-            base_logprobs = self._base_logprobs(micro) if self.algo.kl_coef > 0 else None
-            micro_weights = weights[rows, :micro.completion_ids.shape[1]]
-            terms = policy_loss(self.algo.loss, logprobs, micro.sampler_logprobs, micro.advantages,
-                                micro.completion_mask, micro_weights, clip_eps=self.algo.clip_eps,
-                                base_logprobs=base_logprobs, kl_coef=self.algo.kl_coef)
-            terms.loss.backward()
+            # N learners: DDP all-reduces the gradients in the share's last backward pass only.
+            last_pass = index == len(micro_batches) - 1
+            with self.parallel.forward.no_sync() if self.parallel and not last_pass else nullcontext():
+                logprobs, entropy = self.parallel.forward(micro) if self.parallel else \
+                    batch_logprobs(self.model, micro, self.temperature)
+                base_logprobs = self._base_logprobs(micro) if self.algo.kl_coef > 0 else None
+                micro_weights = weights[first + rows.start:first + rows.stop, :micro.completion_ids.shape[1]]
+                terms = policy_loss(self.algo.loss, logprobs, micro.sampler_logprobs, micro.advantages,
+                                    micro.completion_mask, micro_weights, clip_eps=self.algo.clip_eps,
+                                    base_logprobs=base_logprobs, kl_coef=self.algo.kl_coef)
+                # DDP averages over ranks; the ranks' losses are parts of one sum.
+                (terms.loss * (self.parallel.world_size if self.parallel else 1)).backward()
             totals["loss"] += terms.loss.item()
             totals["clipped"] += terms.clipped_tokens.item()
             totals["sampler_kl"] += terms.sampler_kl_sum.item()
             totals["base_kl"] += terms.base_kl_sum.item()
             totals["entropy"] += (entropy * micro.completion_mask).sum().item()
+        if self.parallel:
+            totals = self.parallel.sum_over_ranks(totals)
         if self.master is not None:
             for master, param in zip(self.master, self.params):
                 master.grad, param.grad = param.grad.float(), None
