@@ -152,8 +152,9 @@ class RayConfig:
     worker_gpus: float = opt(0.0, "GPUs each rollout worker asks for (fractions share a GPU)", min=0.0)
     learner_cpus: float = opt(1.0, "CPUs the learner asks for", min=0.0)
     learner_gpus: float = opt(0.0, "GPUs the learner asks for (each learner, with num_learners > 1)", min=0.0)
-    num_learners: int = opt(1, "learner actors in one torch.distributed group (LoRA: data parallel, DDP; each "
-                            "trains a share of a step's groups); needs rollout.num_workers >= 1", min=1)
+    num_learners: int = opt(1, "learner actors in one torch.distributed group, each training a share of a step's "
+                            "groups (LoRA: DDP; FullFT: FSDP2, weights, gradients and AdamW state sharded); needs "
+                            "rollout.num_workers >= 1", min=1)
     worker_threads: int = opt(1, "torch threads per rollout worker (share the node's cores)", min=1)
     max_restarts: int = opt(3, "times Ray restarts a dead rollout worker before the run stops", min=0)
     num_cpus: Optional[int] = opt(None, "CPUs of the in-process local cluster (unset: all of this machine's)",
@@ -265,9 +266,9 @@ class RunConfig:
         if learners > 1 and self.rollout.num_workers == 0:
             raise UserError(f"ray.num_learners={learners} runs the learners as Ray actors: set rollout.num_workers "
                             ">= 1 (an in-process run has one learner)")
-        if learners > 1 and self.lora.mode == TrainMode.FULL:
-            raise UserError(f"ray.num_learners={learners} with lora.mode=full: FullFT over several learners needs a "
-                            "sharded learner (FSDP), which is not built yet; use ray.num_learners=1 for FullFT")
+        if learners > 1 and self.lora.mode == TrainMode.FULL and self.model.dtype != "float32":
+            raise UserError(f"ray.num_learners={learners} with lora.mode=full shards the model with FSDP in float32 "
+                            f"here (model.dtype={self.model.dtype}): set model.dtype=float32 or ray.num_learners=1")
         if learners > self.rollout.prompts_per_step:
             raise UserError(f"ray.num_learners={learners} > rollout.prompts_per_step={self.rollout.prompts_per_step}:"
                             " each learner trains whole groups, so each needs at least one prompt per step")

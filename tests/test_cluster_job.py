@@ -41,9 +41,15 @@ class Head:
     def __init__(self, command: str, env: dict, temp_dir: str):
         self.port, self.dashboard_port = free_port(), free_port()
         command = command.replace("6379", str(self.port)).replace("8265", str(self.dashboard_port))
-        # Test-only: loopback, a temp dir of its own, and --block so the head lives and dies with this process.
+        # Test-only: loopback, a temp dir of its own, --block so the head lives and dies with this process, and
+        # free ports for the head's agents: their defaults (e.g. the dashboard agent's 52365) are taken when the
+        # test session's own Ray runs on this machine too, and a head without its job agent answers every
+        # submission with "No available agent".
+        agent_ports = [item for flag in ("--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
+                                         "--runtime-env-agent-port", "--metrics-export-port",
+                                         "--ray-client-server-port") for item in (flag, str(free_port()))]
         args = shlex.split(command) + ["--block", "--temp-dir", temp_dir, "--node-ip-address", "127.0.0.1",
-                                       "--dashboard-host", "127.0.0.1", "--disable-usage-stats"]
+                                       "--dashboard-host", "127.0.0.1", "--disable-usage-stats", *agent_ports]
         self.log = open(Path(temp_dir) / "head.log", "w")
         self.process = subprocess.Popen([RAY, *args[1:]], env=env, stdout=self.log, stderr=subprocess.STDOUT)
 

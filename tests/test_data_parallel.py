@@ -29,12 +29,14 @@ def a_batch(tiny_model, seed: int):
     return collate(build_rollouts(list("abcd"), groups, rewards, "group_mean", False), tokenizer.pad_token_id)
 
 
-def test_two_learners_take_the_same_step_as_one(ray_cluster, tiny_model, tiny_model_dir):
+@pytest.mark.parametrize("mode", ["lora", "full"])
+def test_two_learners_take_the_same_step_as_one(ray_cluster, tiny_model, tiny_model_dir, mode):
+    """LoRA: DDP; FullFT: FSDP2, each rank holding half of every weight, gradient and AdamW state."""
     from rl_lora.cluster.actors import LearnerWorker
     from rl_lora.cluster.remote_learner import RemoteLearner
 
-    config = load_config(None, [f"model.name={tiny_model_dir}", "lora.rank=2", "algo.lr=0.01",
-                                "algo.micro_batch_size=4"])
+    config = load_config(None, [f"model.name={tiny_model_dir}", "lora.rank=2", f"lora.mode={mode}",
+                                f"algo.lr={0.01 if mode == 'lora' else 1e-3}", "algo.micro_batch_size=4"])
     one = LocalLearner(copy.deepcopy(tiny_model[0]), config.lora, config.algo, config.learning_rate(), 0.7)
     actors = [ray_cluster.remote(num_cpus=0.5)(LearnerWorker).remote(config) for _ in range(2)]
     try:
@@ -44,17 +46,28 @@ def test_two_learners_take_the_same_step_as_one(ray_cluster, tiny_model, tiny_mo
         for step in range(2):
             batch = a_batch(tiny_model, step)
             alone, together = one.step(batch), group.step(batch)
+            # The first step's gradients agree to fp32 reordering; after it Adam's sign-like first update amplifies
+            # reordering noise in gradients near zero, so later metrics agree less tightly.
+            tolerance = 1e-5 if step == 0 else 1e-3
             assert together.loss == pytest.approx(alone.loss, abs=1e-5)  # a sum with cancellations, reordered
-            assert together.entropy == pytest.approx(alone.entropy, rel=1e-4)
-            assert together.grad_norm == pytest.approx(alone.grad_norm, rel=1e-4)
+            assert together.entropy == pytest.approx(alone.entropy, rel=max(tolerance, 1e-4))
+            assert together.grad_norm == pytest.approx(alone.grad_norm, rel=tolerance)
         expected = one.export_update().tensors
-        ranks = [ray_cluster.get(actor.export_update.remote()).tensors for actor in actors]
-        assert all(torch.equal(ranks[1][k], v) for k, v in ranks[0].items())  # the ranks' steps are identical
+        ranks = [ray_cluster.get(ref).tensors for ref in [actor.export_update.remote() for actor in actors]]
+        if mode == "lora":
+            assert all(torch.equal(ranks[1][k], v) for k, v in ranks[0].items())  # the ranks' steps are identical
+        else:
+            assert ranks[1] == {} and set(ranks[0]) == set(expected)  # gathered whole on rank 0 only
         # Within fp32 reordering of the one learner's: the shares' micro-batches sum in another order (measured
-        # 4.2e-6 relative after 2 steps).
+        # after 2 steps: LoRA 4.2e-6, FullFT 2.8e-6 relative).
         difference = torch.cat([(ranks[0][k] - v).flatten() for k, v in expected.items()]).norm()
-        assert difference <= 1e-5 * torch.cat([v.flatten() for v in expected.values()]).norm()
-        assert any(v.abs().sum() > 0 for k, v in expected.items() if "lora_B" in k)  # the adapter moved
+        size = torch.cat([v.flatten() for v in expected.values()]).norm()
+        assert difference <= 1e-5 * size
+        before = tiny_model[0].state_dict()
+        if mode == "lora":
+            assert any(v.abs().sum() > 0 for k, v in expected.items() if "lora_B" in k)  # the adapter moved
+        else:
+            assert all(not torch.equal(v, before[k]) for k, v in expected.items() if k.endswith("proj.weight"))
     finally:
         for actor in actors:
             ray_cluster.kill(actor)
@@ -82,7 +95,7 @@ def test_a_two_learner_run_learns_and_a_dead_rank_stops_it_at_a_checkpoint_that_
 
 @pytest.mark.parametrize("settings, message", [
     (["ray.num_learners=2"], "set rollout.num_workers >= 1"),
-    (["ray.num_learners=2", "rollout.num_workers=1", "lora.mode=full"], "FSDP"),
+    (["ray.num_learners=2", "rollout.num_workers=1", "lora.mode=full", "model.dtype=bfloat16"], "FSDP in float32"),
     (["ray.num_learners=9", "rollout.num_workers=1"], "each needs at least one prompt per step"),
 ])
 def test_learner_groups_that_cannot_work_are_one_line(settings, message):
@@ -90,3 +103,18 @@ def test_learner_groups_that_cannot_work_are_one_line(settings, message):
 
     with pytest.raises(UserError, match=message):
         load_config(None, settings).check()
+
+
+def test_a_two_learner_fullft_run_checkpoints_and_resumes_exactly(ray_cluster, tiny_model_dir, tmp_path, capsys):
+    """FSDP2 end to end: the sharded weights gathered for the samplers every step (the probe checks them), the
+    checkpoint gathered to rank 0, and a resume that goes on as if never stopped."""
+    full = [*GROUP_RUN, "--set", "lora.mode=full", "--set", "algo.lr=0.001", "--set", "train.checkpoint_every=2"]
+    assert train(tmp_path, capsys, *full, "--set", "train.steps=4", "--set", "train.name=straight")[0] == 0
+    assert train(tmp_path, capsys, *full, "--set", "train.steps=2", "--set", "train.name=halves")[0] == 0
+    assert (tmp_path / "halves" / "checkpoints" / "step_2" / "model" / "config.json").is_file()
+    assert main(["train", "--resume", str(tmp_path / "halves"), "--set", "train.steps=4"]) == 0
+    straight, halves = metrics(tmp_path / "straight"), metrics(tmp_path / "halves")
+    assert [m["step"] for m in halves] == [1, 2, 3, 4]
+    assert all(m["probe_gap"] <= 1e-3 for m in straight)
+    for a, b in zip(straight, halves):
+        assert a["reward_mean"] == b["reward_mean"] and a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-7)

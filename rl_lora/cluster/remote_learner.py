@@ -46,20 +46,25 @@ class RemoteLearner:
         self.version += 1
         return metrics
 
+    def _from_rank0(self, method: str, *args):
+        """Every rank runs it (sharded weights are gathered by all of them together); rank 0 answers."""
+        return self._get_all([getattr(actor, method).remote(*args) for actor in self.actors])[0]
+
     def export_update(self):
-        return self.actor.export_update.remote()
+        refs = [actor.export_update.remote() for actor in self.actors]  # the gather runs on every rank
+        return refs[0]
 
     def probe_logprobs(self, probe: Probe) -> list[float]:
-        return self._get(self.actor.probe.remote(probe))
+        return self._from_rank0("probe", probe)
 
     def save_weights(self, folder) -> None:
-        for name, data in self._get(self.actor.saved_weights.remote()).items():
+        for name, data in self._from_rank0("saved_weights").items():
             path = Path(folder) / name
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
 
     def optimizer_state(self) -> dict:
-        return self._get(self.actor.optimizer_state.remote())
+        return self._from_rank0("optimizer_state")
 
     def load_state(self, update: AdapterUpdate, optimizer_state: dict) -> None:
         versions = self._get_all([actor.load_state.remote(update, optimizer_state) for actor in self.actors])

@@ -1,5 +1,11 @@
-"""N learners as one (ray.num_learners): a torch.distributed process group over the LearnerWorker actors, with
-DistributedDataParallel doing the gradient all-reduce (LoRA: every rank holds the frozen base and the adapter).
+"""N learners as one (ray.num_learners): a torch.distributed process group over the LearnerWorker actors.
+
+- LoRA: DistributedDataParallel does the gradient all-reduce; every rank holds the frozen base and the adapter.
+- FullFT: FSDP2 (`fully_shard`, each decoder layer and then the root) shards the weights, gradients and AdamW state
+  over the ranks. The root is the learner's log-prob forward (`Logprobs`), which runs the backbone and the head
+  apart: sharded there, the embeddings, final norm and head (tied or not) are gathered for it. The full weights
+  for the samplers and the checkpoint are gathered to rank 0 (torch.distributed.checkpoint's full state dict,
+  offloaded to the CPU), once per step.
 
 Every rank receives the step's whole batch (one object in Ray's object store), takes its share of whole groups,
 and weighs its tokens by the whole batch's count, so the ranks' losses sum to the one-learner loss. DDP averages
@@ -10,6 +16,7 @@ from __future__ import annotations
 
 import datetime
 import socket
+from contextlib import contextmanager, nullcontext
 
 import torch
 import torch.distributed as dist
@@ -65,16 +72,74 @@ class Logprobs(torch.nn.Module):
 
 
 class DataParallel:
-    """This rank's place in the group, and the DDP-wrapped forward."""
+    """This rank's place in the group, and the wrapped forward: DDP (`sharded` False) or FSDP2 (True)."""
 
-    def __init__(self, model, temperature: float, rank: int, world_size: int):
-        from torch.nn.parallel import DistributedDataParallel
-
-        self.rank, self.world_size = rank, world_size
+    def __init__(self, model, temperature: float, rank: int, world_size: int, sharded: bool):
+        self.rank, self.world_size, self.sharded, self.model = rank, world_size, sharded, model
         device = self.device = next(model.parameters()).device
-        # DDP broadcasts rank 0's trainable parameters at the start: every rank begins from the same adapter.
-        self.forward = DistributedDataParallel(Logprobs(model, temperature),
-                                               device_ids=[device] if device.type == "cuda" else None)
+        if sharded:
+            from torch.distributed.device_mesh import init_device_mesh
+            from torch.distributed.fsdp import fully_shard
+            from transformers.modeling_layers import GradientCheckpointingLayer
+
+            mesh = init_device_mesh(device.type, (world_size,))
+            for layer in [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]:
+                fully_shard(layer, mesh=mesh)
+            self.forward = fully_shard(Logprobs(model, temperature), mesh=mesh)
+            # FSDP sets itself up on its first forward, which must enter through the root (a probe straight into
+            # the model's own forward first would make each layer a root of its own): one token through it now.
+            one = torch.zeros((1, 1), dtype=torch.long, device=device)
+            with torch.no_grad():
+                self.forward(Batch(one, torch.ones_like(one), torch.ones(1, dtype=torch.long, device=device), one,
+                                   torch.ones((1, 1), device=device), torch.zeros((1, 1), device=device),
+                                   torch.zeros(1, device=device)))
+            self.forward.reshard()  # the root keeps its weights whole after a forward; the optimizer steps shards
+        else:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # DDP broadcasts rank 0's trainable parameters at the start: every rank begins from the same adapter.
+            self.forward = DistributedDataParallel(Logprobs(model, temperature),
+                                                   device_ids=[device] if device.type == "cuda" else None)
+
+    def accumulating(self, last_pass: bool):
+        """DDP: all-reduce in the share's last backward pass only. FSDP reduce-scatters each pass into the
+        sharded gradients."""
+        return self.forward.no_sync() if not self.sharded and not last_pass else nullcontext()
+
+    @contextmanager
+    def gathered(self):
+        """The root's parameters whole, for a forward that does not go through `forward` (the probe)."""
+        if self.sharded:
+            self.forward.unshard()
+        try:
+            yield
+        finally:
+            if self.sharded:
+                self.forward.reshard()
+
+    def full_state_dict(self) -> dict:
+        """The model's weights, whole, on rank 0's CPU (the other ranks get {}): a collective."""
+        if not self.sharded:
+            return self.model.state_dict()
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        return get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+    def full_optimizer_state(self, optimizer) -> dict:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+        if not self.sharded:
+            return optimizer.state_dict()
+        return get_optimizer_state_dict(self.model, optimizer,
+                                        options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+    def load_full_state(self, weights: dict, optimizer, optimizer_state: dict) -> None:
+        from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
+                                                             set_optimizer_state_dict)
+
+        options = StateDictOptions(full_state_dict=True, strict=False)
+        set_model_state_dict(self.model, weights, options=options)
+        set_optimizer_state_dict(self.model, optimizer, optimizer_state, options=options)
 
     def share(self, batch: Batch) -> tuple[int, int]:
         return group_share(batch.repeats, self.rank, self.world_size)

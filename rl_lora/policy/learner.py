@@ -77,10 +77,18 @@ class LocalLearner:
     def join_data_parallel(self, rank: int, world_size: int) -> None:
         from rl_lora.policy.data_parallel import DataParallel
 
-        if self.lora_config is None:
-            raise UserError("FullFT over several learners needs a sharded learner (FSDP), not built yet: use "
-                            "ray.num_learners=1 for FullFT")
-        self.parallel = DataParallel(self.model, self.temperature, rank, world_size)
+        sharded = self.lora_config is None
+        if sharded and self.master is not None:
+            raise UserError("FullFT over several learners (FSDP) runs in float32 here: set model.dtype=float32 or "
+                            "ray.num_learners=1")
+        self.parallel = DataParallel(self.model, self.temperature, rank, world_size, sharded)
+        if sharded:  # the parameters are now this rank's shards: the optimizer steps those
+            self.params = [p for p in self.model.parameters() if p.requires_grad]
+            self.optimizer = torch.optim.AdamW(self.params, lr=self.optimizer.param_groups[0]["lr"],
+                                               weight_decay=self.algo.weight_decay)
+            warmup = self.algo.warmup_steps
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+                self.optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0)
 
     @property
     def trainable_parameters(self) -> int:
@@ -104,7 +112,7 @@ class LocalLearner:
             micro = micro.to(device)
             # N learners: DDP all-reduces the gradients in the share's last backward pass only.
             last_pass = index == len(micro_batches) - 1
-            with self.parallel.forward.no_sync() if self.parallel and not last_pass else nullcontext():
+            with self.parallel.accumulating(last_pass) if self.parallel else nullcontext():
                 logprobs, entropy = self.parallel.forward(micro) if self.parallel else \
                     batch_logprobs(self.model, micro, self.temperature)
                 base_logprobs = self._base_logprobs(micro) if self.algo.kl_coef > 0 else None
@@ -158,7 +166,8 @@ class LocalLearner:
         """What every sampler must reproduce after a sync (eval mode: LoRA dropout off, as in the samplers)."""
         self.model.eval()
         try:
-            return probe_logprobs(self.model, probe)
+            with self.parallel.gathered() if self.parallel else nullcontext():
+                return probe_logprobs(self.model, probe)
         finally:
             self.model.train()
 
@@ -167,24 +176,42 @@ class LocalLearner:
         are, uncopied: whoever receives them copies them (load_state_dict, vLLM's weight push), and a Ray learner
         moves them to the CPU first (LearnerWorker.export_update)."""
         if self.lora_config is None:
-            weights = {k: v.detach() for k, v in self.model.state_dict().items()}
+            state = self.parallel.full_state_dict() if self.parallel else self.model.state_dict()
+            weights = {k: v.detach() for k, v in state.items()}  # sharded: rank 0's, whole; {} elsewhere
             return AdapterUpdate(self.version, TrainMode.FULL, weights)
         tensors = {key: parameter.detach().to("cpu", copy=True) for key, parameter in self._lora.items()}
         return AdapterUpdate(self.version, TrainMode.LORA, tensors, dict(self.lora_config))
 
     # -- checkpoints --------------------------------------------------------------------------------------
     def save_weights(self, folder) -> None:
-        """LoRA: a PEFT adapter folder (`PeftModel.from_pretrained` loads it); FullFT: a HF model folder."""
+        """LoRA: a PEFT adapter folder (`PeftModel.from_pretrained` loads it); FullFT: a HF model folder. Sharded
+        over N learners: every rank takes part in the gather, rank 0 writes."""
+        if self.parallel and self.parallel.sharded:
+            weights = self.parallel.full_state_dict()
+            if self.parallel.rank == 0:
+                self.model.save_pretrained(folder, state_dict=weights)
+            return
         self.model.save_pretrained(folder)
 
     def optimizer_state(self) -> dict:
-        state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                 "version": self.version}
+        sharded = bool(self.parallel and self.parallel.sharded)
+        optimizer = self.parallel.full_optimizer_state(self.optimizer) if sharded else self.optimizer.state_dict()
+        state = {"optimizer": optimizer, "scheduler": self.scheduler.state_dict(), "version": self.version,
+                 "sharded": sharded}
         if self.master is not None:  # the saved weights are rounded; a resume goes on from the fp32 masters
             state["master_weights"] = [m.detach().cpu() for m in self.master]
         return state
 
     def load_state(self, update: AdapterUpdate, optimizer_state: dict) -> None:
+        sharded = bool(self.parallel and self.parallel.sharded)
+        if optimizer_state.get("sharded", False) != sharded:
+            raise UserError("this FullFT checkpoint was written by " + ("several learners (FSDP)" if not sharded
+                            else "one learner") + ": resume it with the ray.num_learners it was written with")
+        if sharded:
+            self.parallel.load_full_state(update.tensors, self.optimizer, optimizer_state["optimizer"])
+            self.scheduler.load_state_dict(optimizer_state["scheduler"])
+            self.version = optimizer_state["version"]
+            return
         if update.kind == TrainMode.FULL:
             # save_pretrained leaves out tied weights (lm_head = embeddings): only those may be missing.
             result = self.model.load_state_dict(update.tensors, strict=False)
