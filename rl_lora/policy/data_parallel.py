@@ -134,8 +134,11 @@ class DataParallel:
                                         options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
     def load_full_state(self, weights: dict, optimizer, optimizer_state: dict) -> None:
-        from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
-                                                             set_optimizer_state_dict)
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            set_model_state_dict,
+            set_optimizer_state_dict,
+        )
 
         options = StateDictOptions(full_state_dict=True, strict=False)
         set_model_state_dict(self.model, weights, options=options)
