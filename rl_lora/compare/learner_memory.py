@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 from rl_lora.config import RunConfig, TrainMode, load_config
 from rl_lora.errors import UserError
@@ -26,8 +27,10 @@ from rl_lora.memory import peak_rss_mb, peak_since, start_peak
 from rl_lora.run.folder import RunFolder
 
 
-def measure(config: RunConfig, steps: int = 2) -> dict:
-    """Time `steps` learner steps after one warm-up step (allocators, optimizer state) and report peak memory."""
+def measure(config: RunConfig, steps: int = 2, join: Callable | None = None) -> dict:
+    """Time `steps` learner steps after one warm-up step (allocators, optimizer state) and report peak memory.
+    `join`: called with the learner before its first step (a rank joining its group: scripts/bench_learner_group.py);
+    the memory is then this rank's."""
     import torch
 
     from envs.render import PromptRenderer
@@ -52,6 +55,8 @@ def measure(config: RunConfig, steps: int = 2) -> dict:
     before_model_mb, reset = start_peak()
     learner = LocalLearner(load_causal_lm(config.model.name, config.model.dtype, config.model.device), config.lora,
                       config.algo, config.learning_rate(), rollout.temperature, seed=config.train.seed)
+    if join is not None:
+        join(learner)
     load_peak_mb = peak_since(reset) - before_model_mb
     # From here on, what training holds: the resident weights, gradients, optimizer state and the step's
     # activations, without the load's transient (the checkpoint file's pages beside the weights being filled).
