@@ -28,3 +28,20 @@ def start_peak() -> tuple[float, bool]:
 
 def peak_since(reset: bool) -> float:
     return _status_mb("VmHWM") if reset else peak_rss_mb()
+
+
+def return_large_frees_to_the_os(threshold_bytes: int) -> bool:
+    """Serve allocations of `threshold_bytes` or more with their own mappings, which go back to the OS when freed
+    (glibc's M_MMAP_THRESHOLD). glibc starts at 128 kB but raises the threshold to the size of each large block
+    freed, up to 32 MB; a sharded learner then frees and reallocates every layer's gathered weights and gradients
+    (~16 MB each for SmolLM2) from the heap, where they fragment: its RSS grew by ~2.4 GB over 8 micro-batches
+    (benchmarks/learner_group.json). Setting the threshold fixes it. False where this is not glibc."""
+    import ctypes
+    import ctypes.util
+
+    M_MMAP_THRESHOLD = -3
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, threshold_bytes))
+    except (OSError, AttributeError):
+        return False

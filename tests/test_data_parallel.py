@@ -52,6 +52,9 @@ def test_two_learners_take_the_same_step_as_one(ray_cluster, tiny_model, tiny_mo
             assert together.loss == pytest.approx(alone.loss, abs=1e-5)  # a sum with cancellations, reordered
             assert together.entropy == pytest.approx(alone.entropy, rel=max(tolerance, 1e-4))
             assert together.grad_norm == pytest.approx(alone.grad_norm, rel=tolerance)
+        if mode == "full":  # weights, gradients and AdamW state: half on each rank (the tiny model's rows split evenly)
+            states = [ray_cluster.get(actor.describe.remote())["state_bytes"] for actor in actors]
+            assert all(abs(state - one.state_bytes / 2) <= 0.01 * one.state_bytes for state in states), states
         expected = one.export_update().tensors
         ranks = [ray_cluster.get(ref).tensors for ref in [actor.export_update.remote() for actor in actors]]
         if mode == "lora":
@@ -103,6 +106,15 @@ def test_learner_groups_that_cannot_work_are_one_line(settings, message):
 
     with pytest.raises(UserError, match=message):
         load_config(None, settings).check()
+
+
+def test_learners_the_cluster_cannot_place_fail_with_what_they_asked_for(ray_cluster, tiny_model_dir, tmp_path,
+                                                                       capsys, monkeypatch):
+    monkeypatch.setattr("rl_lora.cluster.placement.PLACEMENT_TIMEOUT_S", 2)
+    code, _, err = train(tmp_path, capsys, *GROUP_RUN, "--set", "ray.learner_cpus=40", "--set", "train.name=big")
+    # Each of the 2 learners' bundles is in the line, and what the cluster has.
+    assert code == 2 and "cannot place" in err and err.count("'CPU': 40") == 2 and "the cluster has" in err, err
+    assert not (tmp_path / "big").exists()
 
 
 def test_a_two_learner_fullft_run_checkpoints_and_resumes_exactly(ray_cluster, tiny_model_dir, tmp_path, capsys):

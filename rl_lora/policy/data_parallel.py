@@ -21,10 +21,15 @@ from contextlib import contextmanager, nullcontext
 import torch
 import torch.distributed as dist
 
+from rl_lora.memory import return_large_frees_to_the_os
 from rl_lora.policy.logprobs import batch_logprobs
 from rl_lora.types import Batch
 
 GROUP_TIMEOUT = datetime.timedelta(minutes=10)
+# glibc's mmap threshold for a sharded learner on the CPU (rl_lora.memory.return_large_frees_to_the_os). Measured
+# with scripts/bench_learner_group.py (SmolLM2 FullFT, 2 ranks): per-rank step peak 4.6 GB at glibc's default,
+# see benchmarks/learner_group.json for this value.
+SHARDED_CPU_MMAP_THRESHOLD = 1 << 20
 
 
 def rendezvous_address() -> tuple[str, int]:
@@ -41,11 +46,6 @@ def join_group(address: str, port: int, rank: int, world_size: int, device: torc
     backend = "nccl" if device.type == "cuda" else "gloo"
     dist.init_process_group(backend, init_method=f"tcp://{address}:{port}", rank=rank, world_size=world_size,
                             timeout=GROUP_TIMEOUT)
-
-
-def leave_group() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
 
 
 def group_share(repeats: torch.Tensor, rank: int, world_size: int) -> tuple[int, int]:
@@ -82,6 +82,9 @@ class DataParallel:
             from torch.distributed.fsdp import fully_shard
             from transformers.modeling_layers import GradientCheckpointingLayer
 
+            # On the CPU, heap fragmentation, not tensors, had doubled the sharded learner's RSS.
+            if device.type == "cpu" and SHARDED_CPU_MMAP_THRESHOLD:
+                return_large_frees_to_the_os(SHARDED_CPU_MMAP_THRESHOLD)
             mesh = init_device_mesh(device.type, (world_size,))
             for layer in [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]:
                 fully_shard(layer, mesh=mesh)

@@ -94,6 +94,20 @@ class LocalLearner:
     def trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.params)
 
+    @property
+    def state_bytes(self) -> int:
+        """This learner's parameters, gradients, optimizer state and fp32 masters, counted exactly (this rank's
+        shards where sharded): what sharding divides, apart from activations and the allocator."""
+        def local(t: torch.Tensor) -> torch.Tensor:
+            return t.to_local() if hasattr(t, "to_local") else t
+
+        tensors = [local(p) for p in self.model.parameters()]
+        tensors += [local(p.grad) for p in self.params + list(self.master or ()) if p.grad is not None]
+        tensors += [local(v) for state in self.optimizer.state.values() for v in state.values()
+                    if isinstance(v, torch.Tensor) and v.dim() > 0]
+        tensors += [local(m) for m in self.master or ()]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
     def step(self, batch: Batch) -> LearnMetrics:
         start = time.perf_counter()
         self.model.train()  # an in-process hf sampler sharing this model switches it to eval mode to sample
