@@ -34,8 +34,9 @@ def return_large_frees_to_the_os(threshold_bytes: int) -> bool:
     """Serve allocations of `threshold_bytes` or more with their own mappings, which go back to the OS when freed
     (glibc's M_MMAP_THRESHOLD). glibc starts at 128 kB but raises the threshold to the size of each large block
     freed, up to 32 MB; a sharded learner then frees and reallocates every layer's gathered weights and gradients
-    (~16 MB each for SmolLM2) from the heap, where they fragment: its RSS grew by ~2.4 GB over 8 micro-batches
-    (benchmarks/learner_group.json). Setting the threshold fixes it. False where this is not glibc."""
+    (~16 MB each for SmolLM2) from the heap, where they fragment: each of 2 FullFT ranks peaked at 1.50x one
+    learner's memory at glibc's default, 0.71x with a 1 MB threshold (scripts/bench_learner_group.py:
+    benchmarks/learner_group_glibc_default.json, learner_group.json). False where this is not glibc."""
     import ctypes
     import ctypes.util
 

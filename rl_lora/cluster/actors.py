@@ -94,7 +94,7 @@ class LearnerWorker:
         return rendezvous_address()
 
     def join_group(self, address: str, port: int, rank: int, world_size: int) -> None:
-        """One of ray.num_learners: the torch.distributed group, then DDP over this learner's forward."""
+        """One of ray.num_learners: the torch.distributed group, then DDP (LoRA) or FSDP2 (FullFT)."""
         from rl_lora.policy.data_parallel import join_group
 
         join_group(address, port, rank, world_size, self.learner.params[0].device)

@@ -23,6 +23,9 @@ class RemoteLearner:
         info = self._get(self.actor.describe.remote())
         self.trainable_parameters, self.lora_config = info["trainable_parameters"], info["lora_config"]
         self.version, self.node = info["version"], info["node"]
+        # FullFT over N learners is sharded: gathering its weights or optimizer state, and a probe forward that
+        # unshards them, are collectives every rank must join. LoRA ranks hold the same adapter: rank 0 suffices.
+        self.collective = self.actors if self.lora_config is None else self.actors[:1]
 
     def _get(self, ref):
         return self._get_all([ref])[0]
@@ -47,11 +50,11 @@ class RemoteLearner:
         return metrics
 
     def _from_rank0(self, method: str, *args):
-        """Every rank runs it (sharded weights are gathered by all of them together); rank 0 answers."""
-        return self._get_all([getattr(actor, method).remote(*args) for actor in self.actors])[0]
+        """Rank 0's answer; with sharded weights every rank runs it (they gather the weights together)."""
+        return self._get_all([getattr(actor, method).remote(*args) for actor in self.collective])[0]
 
     def export_update(self):
-        refs = [actor.export_update.remote() for actor in self.actors]  # the gather runs on every rank
+        refs = [actor.export_update.remote() for actor in self.collective]
         return refs[0]
 
     def probe_logprobs(self, probe: Probe) -> list[float]:

@@ -121,18 +121,15 @@ class DataParallel:
                 self.forward.reshard()
 
     def full_state_dict(self) -> dict:
-        """The model's weights, whole, on rank 0's CPU (the other ranks get {}): a collective."""
-        if not self.sharded:
-            return self.model.state_dict()
+        """The sharded model's weights, whole, on rank 0's CPU (the other ranks get {}): a collective."""
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
         return get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
     def full_optimizer_state(self, optimizer) -> dict:
+        """The sharded optimizer's state, whole, on rank 0's CPU: a collective."""
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
-        if not self.sharded:
-            return optimizer.state_dict()
         return get_optimizer_state_dict(self.model, optimizer,
                                         options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 

@@ -67,10 +67,7 @@ class LocalLearner:
         self.seed = seed
         self.master = [p.detach().float().clone().requires_grad_(True) for p in self.params] \
             if any(p.dtype != torch.float32 for p in self.params) else None
-        self.optimizer = torch.optim.AdamW(self.master or self.params, lr=lr, weight_decay=algo.weight_decay)
-        warmup = algo.warmup_steps
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0)
+        self._new_optimizer(self.master or self.params, lr)
         self.version = 0
         self.parallel = None  # a DataParallel once this learner joins a group of N (rl_lora.cluster.actors)
 
@@ -84,11 +81,14 @@ class LocalLearner:
         self.parallel = DataParallel(self.model, self.temperature, rank, world_size, sharded)
         if sharded:  # the parameters are now this rank's shards: the optimizer steps those
             self.params = [p for p in self.model.parameters() if p.requires_grad]
-            self.optimizer = torch.optim.AdamW(self.params, lr=self.optimizer.param_groups[0]["lr"],
-                                               weight_decay=self.algo.weight_decay)
-            warmup = self.algo.warmup_steps
-            self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-                self.optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0)
+            self._new_optimizer(self.params, self.optimizer.param_groups[0]["lr"])
+
+    def _new_optimizer(self, params: list, lr: float) -> None:
+        """AdamW over `params` with the warm-up schedule."""
+        self.optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=self.algo.weight_decay)
+        warmup = self.algo.warmup_steps
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0)
 
     @property
     def trainable_parameters(self) -> int:
