@@ -50,20 +50,28 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit", type=int, help="same as --set eval.limit=N")
     ev.add_argument("--out", help="same as --set eval.output=PATH")
     cp = commands.add_parser(
-        "compare", help="rank-1 vs rank-8 vs FullFT (x LR sweep x seeds) from one config, one report",
+        "compare", help="tiny vs rank-1 vs rank-8 vs FullFT (x LR sweep x seeds) from one config, one report",
         description="Run arms x learning rates x seeds from one base config (each a normal run folder under "
                     "OUT/runs; finished arms are skipped, interrupted ones resume), then write OUT/report.md with "
                     "a table and PNG plots. With --report, rebuild the report from existing run folders only.",
         epilog=_config_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(cp)
-    cp.add_argument("--arms", default="lora:1,lora:8,full", help="comma-separated arms: lora:RANK or full "
-                    "(default: lora:1,lora:8,full)")
+    cp.add_argument("--arms", default="lora:1,lora:8,full", help="comma-separated arms: lora:RANK, dora:RANK, "
+                    "tiny:U (a TinyLoRA adapter of U parameters in all, e.g. tiny:13) or full (default: "
+                    "lora:1,lora:8,full)")
     cp.add_argument("--lr-sweep", type=int, default=1, metavar="N", help="learning rates per arm, half a decade "
-                    "apart, centred on algo.full_lr for FullFT and 10x it for LoRA (default 1: the centre only)")
+                    "apart, centred on each family's own LR: algo.full_lr for FullFT, algo.lora_lr_multiplier x it "
+                    "for LoRA and DoRA, algo.tiny_lr_multiplier x it for tiny (default 1: the centre only)")
+    cp.add_argument("--lr-step", type=float, default=0.5, metavar="DECADES", help="grid spacing in decades "
+                    "(default 0.5: 3.16x apart; 0.25 for a finer grid around a known best, e.g. with "
+                    "--set algo.lora_lr_multiplier=31.6 to centre LoRA on 3.16e-4)")
     cp.add_argument("--seeds", type=int, default=1, metavar="N", help="seeds per arm and LR (default 1)")
     cp.add_argument("--seeds-at-best", type=int, default=0, metavar="N", help="after the sweep, more seeds at "
                     "each arm's best LR, up to N in all (e.g. --seeds 1 --seeds-at-best 3: sweep with one seed, "
                     "then confirm the best with three)")
+    cp.add_argument("--best-points", type=int, default=1, metavar="K", help="with --seeds-at-best: add the seeds "
+                    "at each arm's K best LRs (default 1; 2 shows whether the best LR beats its runner-up over "
+                    "seeds, which the report's best-LR ratio spread uses)")
     cp.add_argument("--lr-extend", type=int, default=2, metavar="N", help="with --lr-sweep >= 3, when the LR at "
                     "an end of an arm's grid beats all the others (so the best may lie past it), try up to N more "
                     "LRs past that end, half a decade each (default 2)")
@@ -127,11 +135,14 @@ def run_compare(args: argparse.Namespace) -> int:
     if args.report:
         print(f"report: {write_report([Path(d) for d in args.report], out, command)}")
         return 0
-    if args.lr_sweep < 1 or args.seeds < 1 or args.seeds_at_best < 0 or args.lr_extend < 0:
-        raise UserError("--lr-sweep and --seeds must be >= 1, --seeds-at-best and --lr-extend >= 0")
+    if args.lr_sweep < 1 or args.seeds < 1 or args.seeds_at_best < 0 or args.lr_extend < 0 or args.best_points < 1:
+        raise UserError("--lr-sweep, --seeds and --best-points must be >= 1, --seeds-at-best and --lr-extend >= 0")
+    if not 0 < args.lr_step <= 2:
+        raise UserError(f"--lr-step {args.lr_step:g}: a grid spacing in decades, in (0, 2] (0.5: 3.16x apart)")
     overrides = _flag_overrides(args, {"reward": "reward.name"}) + args.overrides
     folders = run_compare(load_config(args.config, overrides), parse_arms(args.arms), args.lr_sweep, args.seeds,
-                          out, args.lr_extend, args.seeds_at_best, share_engine=args.share_engine)
+                          out, args.lr_extend, args.seeds_at_best, share_engine=args.share_engine,
+                          lr_step=args.lr_step, best_points=args.best_points)
     print(f"report: {write_report(folders, out, command)}")
     return 0
 

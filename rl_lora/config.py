@@ -104,6 +104,16 @@ class LoraConfig:
     target_modules: str = opt("all-linear", "PEFT target modules: all-linear (attention and MLP) or a "
                               "comma-separated list of module names")
     dropout: float = opt(0.0, "LoRA dropout", min=0.0, max=1.0)
+    adapter: str = opt("lora", "the adapter lora.mode=lora trains: lora (PEFT LoRA of lora.rank), dora (PEFT DoRA: "
+                       "LoRA plus a learned magnitude per output; vLLM serves it merged), or tiny (TinyLoRA: "
+                       "lora.tiny_params numbers for the whole model through each weight's frozen SVD, exported as a "
+                       "rank-r LoRA)", choices=("lora", "dora", "tiny"))
+    tiny_params: int = opt(13, "tiny: trainable parameters in the whole model (U)", min=1)
+    tiny_groups: int = opt(1, "tiny: blocks of modules that each share one vector of U / tiny_groups numbers (1: "
+                           "every module shares one, the paper's extreme tying)", min=1)
+    tiny_rank: Optional[int] = opt(None, "tiny: rank r of the frozen truncated SVD and of the exported LoRA (unset: "
+                                   "2, or the smallest rank with U independent directions, modules x r^2 >= U)",
+                                   min=1, max=8)
 
     def __post_init__(self) -> None:
         self.mode = TrainMode(self.mode)  # LoraConfig(mode="full") in code means the same as in YAML
@@ -170,9 +180,12 @@ class AlgoConfig:
     normalize_std: bool = opt(False, "divide group advantages by the group's reward std")
     normalization: str = opt("token", "average the loss over all completion tokens, or per sequence first",
                              choices=("token", "sequence"))
-    lr: Optional[float] = opt(None, "learning rate (unset: full_lr for FullFT, 10x full_lr for LoRA)", min=0.0)
+    lr: Optional[float] = opt(None, "learning rate (unset: full_lr for FullFT, 10x full_lr for LoRA and DoRA, "
+                              "10x for tiny adapters too)", min=0.0)
     full_lr: float = opt(1e-5, "the FullFT learning rate (and the base of the LoRA default)", min=0.0)
     lora_lr_multiplier: float = opt(10.0, "LoRA LR = this x full_lr when algo.lr is unset (the published finding)",
+                                    min=0.0)
+    tiny_lr_multiplier: float = opt(10.0, "tiny adapter LR = this x full_lr when algo.lr is unset (TINY_LR_NOTE)",
                                     min=0.0)
     warmup_steps: int = opt(0, "linear LR warmup steps (then constant)", min=0)
     weight_decay: float = opt(0.0, "AdamW weight decay", min=0.0)
@@ -224,13 +237,36 @@ class RunConfig:
     def learning_rate(self) -> float:
         if self.algo.lr is not None:
             return self.algo.lr
-        multiplier = self.algo.lora_lr_multiplier if self.lora.mode == TrainMode.LORA else 1.0
-        return self.algo.full_lr * multiplier
+        if self.lora.mode == TrainMode.FULL:
+            return self.algo.full_lr
+        tiny = self.lora.adapter == "tiny"
+        return self.algo.full_lr * (self.algo.tiny_lr_multiplier if tiny else self.algo.lora_lr_multiplier)
 
     @property
     def arm_label(self) -> str:
-        """What is trained, as compare names it: lora:RANK or full."""
-        return f"lora:{self.lora.rank}" if self.lora.mode == TrainMode.LORA else "full"
+        """What is trained, as compare names it: lora:RANK, dora:RANK, tiny:U or full."""
+        lora = self.lora
+        if lora.mode == TrainMode.FULL:
+            return "full"
+        return f"tiny:{lora.tiny_params}" if lora.adapter == "tiny" else f"{lora.adapter}:{lora.rank}"
+
+    @property
+    def arm_description(self) -> str:
+        """The arm in words, for the capacity line and plot titles."""
+        lora = self.lora
+        if lora.mode == TrainMode.FULL:
+            return "FullFT"
+        if lora.adapter == "tiny":
+            return f"TinyLoRA, U={lora.tiny_params}"
+        return f"rank-{lora.rank} {'DoRA' if lora.adapter == 'dora' else 'LoRA'}"
+
+    @property
+    def arm_slug(self) -> str:
+        """The arm as it goes in a folder name: lora-r1, dora-r2, tiny-u13, full."""
+        lora = self.lora
+        if lora.mode == TrainMode.FULL:
+            return "full"
+        return f"tiny-u{lora.tiny_params}" if lora.adapter == "tiny" else f"{lora.adapter}-r{lora.rank}"
 
     @property
     def engine_sleeps(self) -> bool:
@@ -282,6 +318,18 @@ class RunConfig:
             raise UserError(f"algo.micro_batch_tokens={budget} is smaller than one completion "
                             f"(rollout.max_new_tokens={self.rollout.max_new_tokens}, plus its prompt): set it to at "
                             "least a prompt and a completion, e.g. 4096")
+        if self.lora.mode == TrainMode.FULL and self.lora.adapter != "lora":
+            raise UserError(f"lora.adapter={self.lora.adapter} is an adapter, and lora.mode=full trains every weight "
+                            "instead: set lora.mode=lora, or leave lora.adapter unset")
+        if self.lora.adapter == "tiny" and self.lora.tiny_params % self.lora.tiny_groups:
+            raise UserError(f"tiny:{self.lora.tiny_params} cannot be split over lora.tiny_groups="
+                            f"{self.lora.tiny_groups} tied groups ({self.lora.tiny_params} is not a multiple of "
+                            f"{self.lora.tiny_groups}): choose a U that is, or tiny_groups=1")
+        if self.lora.adapter == "dora" and self.rollout.backend == "vllm":
+            if self.rollout.vllm_serve == "lora":
+                raise UserError("vLLM has no DoRA kernel: serve lora.adapter=dora merged (rollout.vllm_serve=merged, "
+                                "or auto), or use rollout.backend=hf")
+            self.rollout.vllm_serve = "merged"  # auto, resolved: the one way vLLM serves DoRA on any device
         if self.algo.kl_coef > 0 and self.lora.mode == TrainMode.FULL:
             raise UserError("algo.kl_coef > 0 needs the base model as reference; with lora.mode=full that is a "
                             "second full copy, which rl-lora does not keep: use lora.mode=lora or algo.kl_coef=0")

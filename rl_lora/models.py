@@ -21,7 +21,7 @@ from rl_lora.errors import UserError
 if TYPE_CHECKING:
     import torch
 
-    from rl_lora.types import Probe
+    from rl_lora.types import AdapterUpdate, Probe
 
 CACHE_ENV_VAR = "RL_LORA_CACHE"
 
@@ -211,8 +211,23 @@ def lora_parameters(model) -> dict[str, "torch.Tensor"]:
     """A PEFT model's LoRA weights under the key names of `get_peft_model_state_dict` (adapter name dropped),
     as the live parameters: copying into them swaps an adapter in place with no PEFT bookkeeping."""
     adapter = f".{getattr(model, 'active_adapter', 'default')}."
-    return {name.replace(adapter, "."): parameter for name, parameter in model.named_parameters()
-            if ".lora_A." in name or ".lora_B." in name}
+    # DoRA's magnitude is saved as `...lora_magnitude_vector`, without the `.weight` its parameter has.
+    return {name.replace(adapter, ".").replace(".lora_magnitude_vector.weight", ".lora_magnitude_vector"): parameter
+            for name, parameter in model.named_parameters()
+            if ".lora_A." in name or ".lora_B." in name or ".lora_magnitude_vector." in name}
+
+
+def write_adapter(folder: str | Path, update: AdapterUpdate, base_model: str | None = None) -> None:
+    """A LoRA update as a PEFT adapter folder (what `read_adapter`, `PeftModel.from_pretrained` and vLLM load)."""
+    import json
+
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in update.tensors.items()}, str(folder / "adapter_model.safetensors"))
+    config = {**update.lora_config, "peft_type": "LORA", "base_model_name_or_path": base_model}
+    (folder / "adapter_config.json").write_text(json.dumps(config, indent=1))
 
 
 def probe_logprobs(model, probe: Probe) -> list[float]:

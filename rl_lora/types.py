@@ -302,6 +302,7 @@ class Learner(Protocol):
     """The trainable policy, in this process (LocalLearner) or in an actor (RemoteLearner)."""
     version: int  # optimizer steps taken
     trainable_parameters: int
+    update_bytes: int  # what one sync sends (a tiny adapter: its rank-r LoRA, not its U numbers)
     lora_config: dict | None  # peft.LoraConfig fields; None for FullFT
 
     def step(self, batch: Batch) -> LearnMetrics: ...

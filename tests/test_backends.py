@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from rl_lora.config import AlgoConfig, LoraConfig
+from rl_lora.errors import UserError
 from rl_lora.policy.learner import LocalLearner
 from rl_lora.policy.logprobs import batch_logprobs
 from rl_lora.step.advantages import build_rollouts
@@ -56,8 +57,9 @@ def backend(request, llama, llama_dir):
     return engine
 
 
-def learner_for(model, mode="lora", rank=2):
-    return LocalLearner(copy.deepcopy(model), LoraConfig(mode=mode, rank=rank), AlgoConfig(), lr=1e-3)
+def learner_for(model, mode="lora", rank=2, adapter="lora"):
+    return LocalLearner(copy.deepcopy(model), LoraConfig(mode=mode, rank=rank, adapter=adapter), AlgoConfig(),
+                        lr=1e-3)
 
 
 def perturb(learner, scale: float) -> None:
@@ -96,11 +98,17 @@ def test_sampler_logprobs_equal_the_learners(backend, llama, temperature):
     assert (logprobs - batch.sampler_logprobs).abs().mul(batch.completion_mask).max() < 1e-3
 
 
-def test_each_update_is_served_and_a_second_one_changes_it_again(backend, llama):
-    """The stale-adapter bug class: after every load_update the engine's probe log-probs equal the learner's."""
+@pytest.mark.parametrize("adapter", ["lora", "tiny", "dora"])
+def test_each_update_is_served_and_a_second_one_changes_it_again(backend, llama, adapter):
+    """The stale-adapter bug class: after every load_update the engine's probe log-probs equal the learner's. A
+    tiny adapter travels as a rank-2 LoRA; DoRA is served merged by vLLM (its LoRA slots refuse it)."""
     model, tokenizer = llama
     probe = Probe.for_tokenizer(tokenizer)
-    learner = learner_for(model)
+    learner = learner_for(model, adapter=adapter)
+    if adapter == "dora" and getattr(backend, "serve", None) == "lora":
+        with pytest.raises(UserError, match="no DoRA kernel"):
+            backend.load_update(learner.export_update())
+        return
     before = backend.probe_logprobs(probe)
     served = []
     for _ in range(2):

@@ -14,19 +14,24 @@ from tests.test_train import TINY_RUN
 
 # compare sets each arm's LR from algo.full_lr, so the tiny run's fixed algo.lr is left out.
 TINY = [arg for pair in zip(TINY_RUN[::2], TINY_RUN[1::2]) if pair[1] != "algo.lr=0.005" for arg in pair]
-COMPARE = ["compare", *TINY, "--arms", "lora:1,full", "--set", "algo.full_lr=0.0005", "--set", "train.steps=2"]
+COMPARE = ["compare", *TINY, "--set", "algo.full_lr=0.0005", "--set", "train.steps=2", "--arms", "lora:1,full"]
 
 
 def test_compare_writes_runs_a_table_and_every_plot_and_report_rebuilds_it(tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "cmp"
-    assert main([*COMPARE, "--out", str(out)]) == 0
+    assert main([*COMPARE, "--arms", "tiny:13,lora:1,full", "--out", str(out)]) == 0  # the last --arms counts
     runs = sorted((out / "runs").iterdir())
-    assert [r.name for r in runs] == ["full-lr0.0005-s0", "lora-r1-lr0.005-s0"]  # LoRA centred on 10x full_lr
+    # each family centred on its own multiple of full_lr (algo.lora_lr_multiplier, algo.tiny_lr_multiplier)
+    assert [r.name for r in runs] == ["full-lr0.0005-s0", "lora-r1-lr0.005-s0", "tiny-u13-lr0.005-s0"]
     report = (out / "report.md").read_text()
-    assert "| lora:1 | 0.005 | 1 |" in report and "| full | 0.0005 | 1 |" in report
-    for plot in ("curves.png", "lr.png", "cost.png"):
+    assert "| tiny:13 | 13 | 0.005 | 1 |" in report and "| lora:1 | 5,780 | 0.005 | 1 |" in report
+    assert "| full | 260,032 | 0.0005 | 1 |" in report
+    assert report.index("| tiny:13 |") < report.index("| lora:1 |") < report.index("| full |")  # by parameters
+    assert "tiny:13 recovers" in report
+    for plot in ("curves.png", "lr.png", "cost.png", "params.png"):
         assert (out / plot).stat().st_size > 10_000, plot
     rows = json.loads((out / "report.json").read_text())["rows"]
+    assert {row["arm"]: row["trainable_params"] for row in rows} == {"tiny:13": 13, "lora:1": 5780, "full": 260032}
 
     rebuilt = tmp_path / "rebuilt"
     assert main(["compare", "--report", *map(str, runs), "--out", str(rebuilt)]) == 0
@@ -84,7 +89,7 @@ def test_a_winning_grid_end_is_extended_and_the_best_lr_gets_more_seeds(tiny_mod
     memory = json.loads((out / "runs" / sweep[0] / "learner_memory.json").read_text())
     assert memory["mode"] == "lora" and memory["learner_peak_mb"] > 0
     report = (out / "report.md").read_text()
-    assert f"| lora:1 | {best} | 2 |" in report and f"{memory['learner_peak_mb']:.0f} MB" in report
+    assert f"| lora:1 | 5,780 | {best} | 2 |" in report and f"{memory['learner_peak_mb']:.0f} MB" in report
 
 
 def test_bad_arms_are_refused_before_anything_runs(tmp_path, capsys):
@@ -130,7 +135,7 @@ def test_run_folders_written_before_the_layout_change_still_report_the_same_tabl
     from pathlib import Path
 
     benchmarks = Path(__file__).resolve().parents[1] / "benchmarks" / "compare"
-    runs = sorted(str(p) for p in (benchmarks / "runs").iterdir())
+    runs = sorted(str(p) for p in (benchmarks / "runs").iterdir() if p.name.startswith("lora-r8-"))
     assert main(["compare", "--report", *runs, "--out", str(tmp_path)]) == 0
 
     def rows(path: Path) -> list[str]:
@@ -138,3 +143,23 @@ def test_run_folders_written_before_the_layout_change_still_report_the_same_tabl
 
     assert rows(tmp_path / "report.md") == rows(benchmarks / "rank8" / "report.md")
     assert len(rows(tmp_path / "report.md")) == 3  # header, rule, lora:8
+
+
+def test_the_best_lr_ratio_comes_with_its_spread_over_seeds():
+    """The bootstrap behind the report's 'best LR / FullFT's best LR (... 16-84 %)': a LoRA arm whose best LR wins
+    on every seed gives a narrow interval; two LRs that trade places over seeds give a wide one; single seeds none."""
+    from rl_lora.compare.report import RunRecord, lr_ratio_spread
+
+    def runs(arm, finals_by_lr):
+        return [RunRecord(arm, lr, seed, 20, [(0, 0.2), (20, final)], [], final, None, None, None, 1.0, 1.0)
+                for lr, finals in finals_by_lr.items() for seed, final in enumerate(finals)]
+
+    full = runs("full", {1e-5: [0.70, 0.72, 0.71], 3.16e-5: [0.60, 0.61, 0.59]})
+    clear = lr_ratio_spread(full + runs("lora:1", {3.16e-4: [0.74, 0.75, 0.73], 1e-4: [0.60, 0.62, 0.61]}), "lora:1")
+    assert clear["ratio"] == pytest.approx(31.6) and clear["p16"] == clear["p84"] == pytest.approx(31.6)
+    assert clear["same_as_point"] == 1.0
+    mixed = lr_ratio_spread(full + runs("lora:1", {3.16e-4: [0.74, 0.60, 0.70], 1e-4: [0.62, 0.73, 0.69]}),
+                            "lora:1")
+    assert mixed["p16"] == pytest.approx(10) and mixed["p84"] == pytest.approx(31.6)
+    assert 0.2 < mixed["same_as_point"] < 0.8
+    assert lr_ratio_spread(full + runs("lora:1", {3.16e-4: [0.74], 1e-4: [0.6]}), "lora:1") is None

@@ -39,7 +39,7 @@ def test_reward_rises_and_the_run_folder_is_complete(tiny_model_dir, tmp_path, c
                  "checkpoints/step_8/optimizer.pt", "checkpoints/step_8/trainer_state.json", "evals/step_0.jsonl"):
         assert (run / name).is_file(), name
     assert list((run / "tensorboard").iterdir())
-    assert "capacity: rank-2 LoRA trains" in out and "test accuracy: base" in out
+    assert "capacity: lora:2 (rank-2 LoRA) trains" in out and "test accuracy: base" in out
 
 
 def test_resume_repeats_the_uninterrupted_run(tiny_model_dir, tmp_path, capsys):
@@ -60,7 +60,7 @@ def test_resume_repeats_the_uninterrupted_run(tiny_model_dir, tmp_path, capsys):
 def test_fullft_checkpoint_is_a_complete_model_folder(tiny_model_dir, tmp_path, capsys):
     code, out, _ = train(tmp_path, capsys, "--set", "train.steps=1", "--set", "train.name=full",
                          "--set", "lora.mode=full", "--set", "algo.lr=1e-4")
-    assert code == 0 and "capacity: FullFT trains" in out
+    assert code == 0 and "capacity: full (FullFT) trains" in out
     model_dir = tmp_path / "full" / "checkpoints" / "step_1" / "model"
     assert main(["eval", "--model", str(model_dir), "--limit", "2", "--set", "eval.max_new_tokens=4",
                  "--out", str(tmp_path / "e.jsonl")]) == 0

@@ -102,6 +102,7 @@ class LearnerWorker:
 
     def describe(self) -> dict:
         return {"trainable_parameters": self.learner.trainable_parameters, "lora_config": self.learner.lora_config,
+                "update_bytes": self.learner.update_bytes,
                 "version": self.learner.version, "node": node_id(), "state_bytes": self.learner.state_bytes}
 
     def step(self, batch: Batch) -> LearnMetrics:

@@ -22,6 +22,7 @@ class RemoteLearner:
         self.actor = self.actors[0]
         info = self._get(self.actor.describe.remote())
         self.trainable_parameters, self.lora_config = info["trainable_parameters"], info["lora_config"]
+        self.update_bytes = info["update_bytes"]
         self.version, self.node = info["version"], info["node"]
         # FullFT over N learners is sharded: gathering its weights or optimizer state, and a probe forward that
         # unshards them, are collectives every rank must join. LoRA ranks hold the same adapter: rank 0 suffices.

@@ -30,6 +30,14 @@ class RunRecord:
     learner_peak_mb: float | None = None  # from a learner-only measurement (rl_lora.compare.learner_memory)
     learner_step_s: float | None = None
     engine_shared_with: tuple[str, ...] = ()  # runs that trained beside this one on one vLLM engine
+    trainable_params: int | None = None
+    episodes: int | None = None  # completions the run learned from (steps x prompts x group): its information bound
+
+    @property
+    def gain(self) -> float | None:
+        """Final test accuracy over the base model's."""
+        base = self.accuracy_curve[0][1] if self.accuracy_curve and self.accuracy_curve[0][0] == 0 else None
+        return None if base is None or self.final_accuracy is None else self.final_accuracy - base
 
 
 def _median(values: list[float]) -> float:
@@ -55,7 +63,9 @@ def read_run(run_dir: Path) -> RunRecord:
         step_s=_median([m.time_step for m in metrics]), sync_ms=1000 * _median([m.time_sync for m in metrics]),
         learner_peak_mb=learner_alone.learner_peak_mb if learner_alone else None,
         learner_step_s=learner_alone.step_s_median if learner_alone else None,
-        engine_shared_with=summary.engine_shared_with if summary else ())
+        engine_shared_with=summary.engine_shared_with if summary else (),
+        trainable_params=summary.trainable_parameters if summary else None,
+        episodes=metrics[-1].step * config.rollout.prompts_per_step * config.rollout.group_size)
 
 
 @dataclass(frozen=True)
@@ -75,10 +85,21 @@ class ArmRow:
     learner_peak_mb: float | None
     learner_step_s: float | None
     lr_finals: dict[float, float]  # mean final accuracy at each LR the arm ran
+    trainable_params: int | None = None
+    gain: tuple[float, float] | None = None  # final - base test accuracy: (mean, spread over seeds)
+    episodes: int | None = None
 
     @property
     def is_full(self) -> bool:
         return self.arm == "full"
+
+    @property
+    def order(self) -> tuple:
+        """Fewest trained parameters first (tiny, then LoRA ranks, then FullFT); by label where unknown."""
+        family, _, size = self.arm.partition(":")
+        if self.trainable_params is not None:
+            return (self.trainable_params, self.arm)
+        return ({"tiny": 0, "lora": 1, "dora": 2}.get(family, 3), int(size or 0))
 
 
 def _median_or_none(values: list[float]) -> float | None:
@@ -132,14 +153,57 @@ def summarise(records: list[RunRecord]) -> list[ArmRow]:
             learner_step_s=_median_or_none([r.learner_step_s for lr_runs in by_lr.values() for r in lr_runs
                                             if r.learner_step_s is not None]),
             lr_finals={lr: score(lr) for lr in sorted(by_lr)},
+            trainable_params=next((r.trainable_params for r in runs if r.trainable_params is not None), None),
+            gain=_mean_std(gains) if (gains := [r.gain for r in runs if r.gain is not None]) else None,
+            episodes=max((r.episodes for r in runs if r.episodes is not None), default=None),
         ))
-    return sorted(rows, key=lambda row: 10**9 if row.is_full else int(row.arm.split(":")[1]))
+    return sorted(rows, key=lambda row: row.order)
 
 
 def best_lr_ratios(rows: list[ArmRow]) -> dict[str, float]:
     """Each LoRA arm's best LR over FullFT's best LR (the published finding: about 10)."""
     full = next((row.best_lr for row in rows if row.is_full), None)
     return {row.arm: row.best_lr / full for row in rows if full and not row.is_full}
+
+
+def gain_recovery(rows: list[ArmRow], reference: str = "lora:1") -> dict[str, float]:
+    """Each arm's mean accuracy gain over the reference arm's (TinyLoRA's claim: tiny:13 recovers >= 90 % of
+    rank-1's)."""
+    ref = next((row for row in rows if row.arm == reference and row.gain), None)
+    if ref is None or ref.gain[0] <= 0:
+        return {}
+    return {row.arm: row.gain[0] / ref.gain[0] for row in rows if row.arm != reference and row.gain}
+
+
+def lr_ratio_spread(records: list[RunRecord], arm: str, reference: str = "full", draws: int = 2000) -> \
+        dict[str, float] | None:
+    """The best-LR ratio arm / reference with its uncertainty over seeds: resample each LR's seeds with
+    replacement (a bootstrap, fixed seed), pick each arm's best LR again, and report the ratio's median and its
+    16th-84th percentiles, and how often the resampled ratio equals the point estimate. None where either arm has
+    fewer than two LRs with two or more seeds (a ratio from single seeds has no spread to show)."""
+    import random
+
+    def finals(label: str) -> dict[float, list[float]]:
+        by_lr: dict[float, list[float]] = defaultdict(list)
+        for r in records:
+            if r.arm == label and r.final_accuracy is not None:
+                by_lr[r.lr].append(r.final_accuracy)
+        return by_lr
+
+    mine, theirs = finals(arm), finals(reference)
+    if any(sum(len(v) >= 2 for v in side.values()) < 2 for side in (mine, theirs)):
+        return None
+    rng = random.Random(0)
+
+    def best(by_lr: dict[float, list[float]], resample: bool) -> float:
+        def mean(values):
+            return statistics.mean(rng.choices(values, k=len(values)) if resample else values)
+        return max(sorted(by_lr), key=lambda lr: mean(by_lr[lr]))
+
+    point = best(mine, False) / best(theirs, False)
+    ratios = sorted(best(mine, True) / best(theirs, True) for _ in range(draws))
+    return {"ratio": point, "median": statistics.median(ratios), "p16": ratios[int(0.16 * draws)],
+            "p84": ratios[int(0.84 * draws)], "same_as_point": sum(abs(r / point - 1) < 1e-9 for r in ratios) / draws}
 
 
 def _mean(value):
@@ -187,11 +251,14 @@ def _bytes(count) -> str:
 
 
 def table(rows: list[ArmRow]) -> str:
-    lines = ["| arm | best LR | seeds | final test acc | best test acc | steps to 90 % | wall / run | learner peak | "
-             "run peak RSS | learner step | RL step | update size | sync |", "|" + "---|" * 13]
+    lines = ["| arm | trained params | best LR | seeds | final test acc | gain over base | best test acc | "
+             "steps to 90 % | wall / run | learner peak | run peak RSS | learner step | RL step | update size | sync |",
+             "|" + "---|" * 15]
     for row in rows:
         reach = "—" if row.steps_to_90pct is None else f"{row.steps_to_90pct:g}"
-        lines.append(f"| {row.arm} | {row.best_lr:.3g} | {row.seeds} | {_pm(row.final_accuracy)} | "
+        params = "—" if row.trainable_params is None else f"{row.trainable_params:,}"
+        lines.append(f"| {row.arm} | {params} | {row.best_lr:.3g} | {row.seeds} | {_pm(row.final_accuracy)} | "
+                     f"{_pm(row.gain)} | "
                      f"{_pm(row.best_accuracy)} | {reach} | {row.wall_s:.0f} s | {_mb(row.learner_peak_mb)} | "
                      f"{_mb(row.peak_rss_mb)} | {_seconds(row.learner_step_s)} | "
                      f"{row.step_s:.2f} s | {_bytes(row.update_bytes)} | {row.sync_ms:.1f} ms |")
@@ -209,8 +276,10 @@ def write_report(run_dirs: list[Path], out: Path, command: str) -> Path:
             f"(`rl-lora learner-memory RUN_DIR`). Run peak RSS: each run's own process (learner and "
             f"sampler together; with Ray, the driver). Step time: the runs' median RL step.{_shared_note(records)}"
             f"\n\n" + table(rows) + "\n"
-            + "".join(f"Best LR / FullFT's best LR: {arm} {ratio:.3g}x\n\n"
+            + "".join(f"Best LR / FullFT's best LR: {arm} {ratio:.3g}x{_spread_text(records, arm)}\n\n"
                       for arm, ratio in best_lr_ratios(rows).items())
+            + "".join(f"{arm} recovers {share:.0%} of lora:1's accuracy gain\n\n"
+                      for arm, share in gain_recovery(rows).items())
             + "".join(f"{arm} / FullFT: final accuracy {_ratio(r['final_accuracy'])}, learner peak memory "
                       f"{_ratio(r['learner_memory'])}, learner step time {_ratio(r['learner_step_time'])}, RL step "
                       f"time {_ratio(r['step_time'])}\n\n" for arm, r in cost_ratios(rows).items())
@@ -219,9 +288,21 @@ def write_report(run_dirs: list[Path], out: Path, command: str) -> Path:
     atomic_write_text(out / "report.md", text)
     atomic_write_text(out / "report.json", json.dumps({"command": command, "rows": [asdict(r) for r in rows],
                                                        "best_lr_over_full": best_lr_ratios(rows),
+                                                       "best_lr_over_full_spread": {
+                                                           row.arm: lr_ratio_spread(records, row.arm)
+                                                           for row in rows if not row.is_full},
+                                                       "gain_over_lora_1": gain_recovery(rows),
                                                        "cost_over_full": cost_ratios(rows),
                                                        "runs": [str(d) for d in run_dirs]}, indent=1) + "\n")
     return out / "report.md"
+
+
+def _spread_text(records: list[RunRecord], arm: str) -> str:
+    spread = lr_ratio_spread(records, arm)
+    if spread is None:
+        return " (one seed at most LRs: no spread over seeds)"
+    return (f" (bootstrap over seeds: median {spread['median']:.3g}x, 16-84 % {spread['p16']:.3g}x-"
+            f"{spread['p84']:.3g}x; {spread['same_as_point']:.0%} of resamples pick the same two LRs)")
 
 
 def _shared_note(records: list[RunRecord]) -> str:
@@ -295,7 +376,39 @@ def plot_all(records: list[RunRecord], rows: list[ArmRow], out: Path) -> list[Pa
     for axis in (memory_axis, time_axis):
         axis.grid(alpha=0.3, axis="y")
     paths.append(_save(figure, out / "cost.png", plt))
+    if any(row.trainable_params for row in rows):
+        paths.append(plot_params(records, rows, colors, out / "params.png", plt))
     return paths
+
+
+def plot_params(records: list[RunRecord], rows: list[ArmRow], colors: dict, path: Path, plt) -> Path:
+    """Accuracy gain against trained parameters (log axis), each arm at its best LR: mean ± spread over seeds, the
+    seeds as dots, and the run's information bound (episodes x 1 bit, as fp32 parameters) as a vertical line."""
+    figure, axis = plt.subplots(figsize=(7.5, 4.5))
+    for row in rows:
+        if not row.trainable_params or row.gain is None:
+            continue
+        seeds = [r.gain for r in records if r.arm == row.arm and r.lr == row.best_lr and r.gain is not None]
+        axis.scatter([row.trainable_params] * len(seeds), seeds, color=colors[row.arm], alpha=0.35, s=14)
+        axis.errorbar([row.trainable_params], [row.gain[0]], yerr=[row.gain[1]], marker="o", markersize=8,
+                      capsize=4, color=colors[row.arm],
+                      label=f"{row.arm}: {row.gain[0]:+.3f} ({row.seeds} seed{'s' if row.seeds > 1 else ''}, "
+                            f"lr {row.best_lr:.3g})")
+    episodes = max((row.episodes for row in rows if row.episodes), default=None)
+    if episodes:
+        bound = episodes / 32
+        axis.axvline(bound, color="grey", linestyle="--",
+                     label=f"information bound: {episodes:,} episodes x 1 bit = {bound:,.0f} fp32 params")
+    reference = next((row for row in rows if row.arm == "lora:1" and row.gain), None)
+    if reference:
+        axis.axhline(0.9 * reference.gain[0], color="C0", linestyle=":", alpha=0.6,
+                     label="90 % of lora:1's gain")
+    axis.axhline(0, color="black", linewidth=0.8)
+    axis.set(xscale="log", xlabel="trained parameters (log)", ylabel="final - base greedy test accuracy",
+             title="accuracy gain vs trained parameters (each arm at its best LR)")
+    axis.grid(alpha=0.3, which="both")
+    axis.legend(fontsize=7.5, loc="best")
+    return _save(figure, path, plt)
 
 
 def _save(figure, path: Path, plt) -> Path:

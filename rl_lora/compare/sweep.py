@@ -16,30 +16,48 @@ from rl_lora.config import RunConfig, TrainMode, to_yaml
 from rl_lora.errors import UserError
 from rl_lora.run.folder import RunFolder
 
+# The adapter families an arm can name, and how each is written: lora:RANK, dora:RANK, tiny:U, full.
+FAMILIES = ("lora", "dora", "tiny", "full")
+
 
 @dataclass(frozen=True)
 class Arm:
-    mode: TrainMode
-    rank: int = 0
+    family: str  # one of FAMILIES
+    size: int = 0  # lora/dora: the rank; tiny: U, the trainable parameters; full: 0
+
+    @property
+    def mode(self) -> TrainMode:
+        return TrainMode.FULL if self.family == "full" else TrainMode.LORA
 
     @property
     def label(self) -> str:
-        return f"lora:{self.rank}" if self.mode == TrainMode.LORA else "full"
+        return "full" if self.family == "full" else f"{self.family}:{self.size}"
 
     @property
     def slug(self) -> str:
-        """The label as it starts a run folder's name."""
-        return self.label.replace(":", "-r")
+        """The label as it starts a run folder's name (lora-r1, dora-r1, tiny-u13, full)."""
+        return {"full": "full", "tiny": f"tiny-u{self.size}"}.get(self.family, f"{self.family}-r{self.size}")
 
     @classmethod
     def parse(cls, text: str) -> "Arm":
         text = text.strip()
         if text == "full":
-            return cls(TrainMode.FULL)
-        kind, _, rank = text.partition(":")
-        if kind == "lora" and rank.isdigit() and int(rank) >= 1:
-            return cls(TrainMode.LORA, int(rank))
-        raise UserError(f"--arms: {text!r} is not an arm; write lora:RANK (e.g. lora:1) or full")
+            return cls("full")
+        family, _, size = text.partition(":")
+        if family in ("lora", "dora", "tiny") and size.isdigit() and int(size) >= 1:
+            return cls(family, int(size))
+        if family == "tiny" and size.isdigit():
+            raise UserError(f"--arms: {text!r}: a tiny adapter trains at least 1 parameter (tiny:U, U >= 1)")
+        raise UserError(f"--arms: {text!r} is not an arm; write lora:RANK, dora:RANK, tiny:PARAMS (e.g. tiny:13) "
+                        "or full")
+
+    def apply(self, config: RunConfig) -> None:
+        """Set what this arm trains in `config` (lora.mode, lora.adapter, the rank or U)."""
+        config.lora.mode = self.mode
+        if self.family in ("lora", "dora"):
+            config.lora.adapter, config.lora.rank = self.family, self.size
+        elif self.family == "tiny":
+            config.lora.adapter, config.lora.tiny_params = "tiny", self.size
 
 
 @dataclass(frozen=True)
@@ -62,32 +80,39 @@ def parse_arms(text: str) -> list[Arm]:
     return arms
 
 
-def lr_at(config: RunConfig, arm: Arm, offset: int) -> float:
-    """The LR `offset` half-decades from the arm's centre: algo.full_lr for FullFT, lora_lr_multiplier x that for
-    LoRA, so the published 10x shift shows as the two arms' best LRs landing on different grid points."""
-    centre = config.algo.full_lr * (config.algo.lora_lr_multiplier if arm.mode == TrainMode.LORA else 1.0)
-    return float(f"{centre * 10 ** (offset / 2):.3g}")
+def lr_centre(config: RunConfig, arm: Arm) -> float:
+    """Each family's own centre: the LR a run of that arm gets when algo.lr is unset (RunConfig.learning_rate)."""
+    config = copy.deepcopy(config)
+    arm.apply(config)
+    config.algo.lr = None
+    return config.learning_rate()
+
+
+def lr_at(config: RunConfig, arm: Arm, offset: int, step: float = 0.5) -> float:
+    """The LR `offset` grid steps (`step` decades each; half a decade by default) from the arm's family centre:
+    algo.full_lr for FullFT, lora_lr_multiplier x that for LoRA and DoRA, tiny_lr_multiplier x that for tiny
+    adapters, so the published 10x shift shows as the arms' best LRs landing on different grid points."""
+    return float(f"{lr_centre(config, arm) * 10 ** (offset * step):.3g}")
 
 
 def grid_offsets(points: int) -> list[int]:
     return [i - points // 2 for i in range(points)]
 
 
-def lr_grid(config: RunConfig, arm: Arm, points: int) -> list[float]:
-    return [lr_at(config, arm, offset) for offset in grid_offsets(points)]
+def lr_grid(config: RunConfig, arm: Arm, points: int, step: float = 0.5) -> list[float]:
+    return [lr_at(config, arm, offset, step) for offset in grid_offsets(points)]
 
 
-def plan(config: RunConfig, arms: list[Arm], lr_points: int, seeds: int) -> list[ArmRun]:
+def plan(config: RunConfig, arms: list[Arm], lr_points: int, seeds: int, step: float = 0.5) -> list[ArmRun]:
     if config.algo.lr is not None:
         raise UserError("compare sets each arm's LR itself: leave algo.lr unset (algo.full_lr centres the grid)")
-    return [ArmRun(arm, lr, seed) for arm in arms for lr in lr_grid(config, arm, lr_points) for seed in range(seeds)]
+    return [ArmRun(arm, lr, seed) for arm in arms for lr in lr_grid(config, arm, lr_points, step)
+            for seed in range(seeds)]
 
 
 def arm_config(base: RunConfig, run: ArmRun, runs_dir: Path) -> RunConfig:
     config = copy.deepcopy(base)
-    config.lora.mode = run.arm.mode
-    if run.arm.mode == TrainMode.LORA:
-        config.lora.rank = run.arm.rank
+    run.arm.apply(config)
     config.algo.lr = run.lr
     config.train.seed = run.seed
     config.train.runs_dir = str(runs_dir)
@@ -133,14 +158,14 @@ def _train_shared(group: list[PendingRun]) -> None:
 
 
 def engine_groups(pending: list[PendingRun], share_engine: bool) -> list[list[PendingRun]]:
-    """With share_engine, the LoRA runs of one seed (every rank and LR) form one group on one engine; FullFT runs
-    push all weights into their engine, so they always run alone."""
+    """With share_engine, the LoRA and tiny runs of one seed (every size and LR) form one group on one engine;
+    FullFT runs push all weights into their engine and DoRA runs are served merged, so they run alone."""
     if not share_engine:
         return [[p] for p in pending]
     groups: dict[int, list[PendingRun]] = {}
     alone = []
     for p in pending:
-        if p.run.arm.mode == TrainMode.LORA:
+        if p.run.arm.family in ("lora", "tiny"):  # DoRA has no vLLM LoRA kernel: served merged, alone
             groups.setdefault(p.run.seed, []).append(p)
         else:
             alone.append([p])
@@ -183,11 +208,12 @@ def final_accuracy(run_dir: Path) -> float | None:
     return summary.final_accuracy if summary else None
 
 
-def lr_scores(base: RunConfig, arm: Arm, offsets: list[int], seeds: int, out: Path) -> dict[int, float]:
+def lr_scores(base: RunConfig, arm: Arm, offsets: list[int], seeds: int, out: Path, step: float = 0.5) -> \
+        dict[int, float]:
     """Mean final accuracy over the sweep's seeds at each grid point (-inf where none finished)."""
     scores = {}
     for offset in offsets:
-        finals = [final_accuracy(out / "runs" / ArmRun(arm, lr_at(base, arm, offset), seed).name)
+        finals = [final_accuracy(out / "runs" / ArmRun(arm, lr_at(base, arm, offset, step), seed).name)
                   for seed in range(seeds)]
         finals = [f for f in finals if f is not None]
         scores[offset] = sum(finals) / len(finals) if finals else float("-inf")
@@ -195,7 +221,12 @@ def lr_scores(base: RunConfig, arm: Arm, offsets: list[int], seeds: int, out: Pa
 
 
 def best_offset(scores: dict[int, float]) -> int:
-    return max(sorted(scores), key=scores.__getitem__)  # ties: the lower LR
+    return best_offsets(scores, 1)[0]
+
+
+def best_offsets(scores: dict[int, float], count: int) -> list[int]:
+    """The `count` grid points with the highest scores, best first (ties: the lower LR)."""
+    return sorted(sorted(scores), key=lambda offset: -scores[offset])[:count]
 
 
 def edge_to_extend(scores: dict[int, float]) -> int | None:
@@ -211,31 +242,38 @@ def edge_to_extend(scores: dict[int, float]) -> int | None:
 
 
 def run_compare(base: RunConfig, arms: list[Arm], lr_points: int, seeds: int, out: Path, lr_extend: int = 0,
-                seeds_at_best: int = 0, learner_memory: bool = True, share_engine: bool = False) -> list[Path]:
-    """The sweep (arms x LR grid x seeds); then, per arm, up to lr_extend more LRs past a grid end that won (a
-    best LR on the edge is only a bound), and more seeds at the best LR up to seeds_at_best. Last, each arm's
-    learner alone, for its memory. Every decision is read back from finished run folders, so a re-run after a
-    crash makes the same ones. share_engine: LoRA runs of one seed train side by side on one vLLM engine."""
+                seeds_at_best: int = 0, learner_memory: bool = True, share_engine: bool = False,
+                lr_step: float = 0.5, best_points: int = 1) -> list[Path]:
+    """The sweep (arms x LR grid x seeds, grid points lr_step decades apart); then, per arm, up to lr_extend more
+    LRs past a grid end that won (a best LR on the edge is only a bound), and more seeds up to seeds_at_best at
+    each of the best_points best LRs (2: enough to tell the best LR from its neighbour over seeds). Last, each
+    arm's learner alone, for its memory. Every decision is read back from finished run folders, so a re-run after
+    a crash makes the same ones. share_engine: LoRA runs of one seed train side by side on one vLLM engine."""
     if share_engine and (base.rollout.backend != "vllm" or base.rollout.num_workers != 0):
         raise UserError("--share-engine puts several runs' adapters in one vLLM engine's LoRA slots: it needs "
                         "rollout.backend=vllm and rollout.num_workers=0 (--set rollout.backend=vllm)")
-    folders = run_all(base, plan(base, arms, lr_points, seeds), out, share_engine)
+    folders = run_all(base, plan(base, arms, lr_points, seeds, lr_step), out, share_engine)
     for arm in arms:
         offsets = grid_offsets(lr_points)
+
+        def lr(offset: int) -> float:
+            return lr_at(base, arm, offset, lr_step)
+
         for _ in range(lr_extend):
-            scores = lr_scores(base, arm, offsets, seeds, out)
+            scores = lr_scores(base, arm, offsets, seeds, out, lr_step)
             offset = edge_to_extend(scores)
             if offset is None:
                 break
-            print(f"[compare] {arm.label}: the best LR, {lr_at(base, arm, best_offset(scores)):.3g}, is at the end "
-                  f"of the grid; trying {lr_at(base, arm, offset):.3g}", flush=True)
+            print(f"[compare] {arm.label}: the best LR, {lr(best_offset(scores)):.3g}, is at the end "
+                  f"of the grid; trying {lr(offset):.3g}", flush=True)
             offsets = sorted(offsets + [offset])
-            folders += run_all(base, [ArmRun(arm, lr_at(base, arm, offset), s) for s in range(seeds)], out,
-                               share_engine)
+            folders += run_all(base, [ArmRun(arm, lr(offset), s) for s in range(seeds)], out, share_engine)
         if seeds_at_best > seeds:
-            lr = lr_at(base, arm, best_offset(lr_scores(base, arm, offsets, seeds, out)))
-            print(f"[compare] {arm.label}: seeds {seeds}..{seeds_at_best - 1} at its best LR, {lr:.3g}", flush=True)
-            folders += run_all(base, [ArmRun(arm, lr, s) for s in range(seeds, seeds_at_best)], out, share_engine)
+            for offset in best_offsets(lr_scores(base, arm, offsets, seeds, out, lr_step), best_points):
+                print(f"[compare] {arm.label}: seeds {seeds}..{seeds_at_best - 1} at LR {lr(offset):.3g}, one of "
+                      f"its {best_points} best", flush=True)
+                folders += run_all(base, [ArmRun(arm, lr(offset), s) for s in range(seeds, seeds_at_best)], out,
+                                   share_engine)
     if learner_memory:
         measure_learners(arms, folders)
     return folders

@@ -8,9 +8,10 @@ import torch
 
 from rl_lora.config import AlgoConfig, LoraConfig, TrainMode
 from rl_lora.errors import UserError
-from rl_lora.models import lora_parameters, probe_logprobs
+from rl_lora.models import cache_root, lora_parameters, probe_logprobs, write_adapter
 from rl_lora.policy.logprobs import batch_logprobs, enable_layer_checkpointing
 from rl_lora.policy.losses import policy_loss, token_weights
+from rl_lora.policy.tiny import TinyAdapter, tiny_peft_model
 from rl_lora.types import AdapterUpdate, Batch, LearnMetrics, Probe
 
 
@@ -18,8 +19,11 @@ def peft_lora_config(lora: LoraConfig) -> dict:
     targets = lora.target_modules if lora.target_modules == "all-linear" else \
         [m.strip() for m in lora.target_modules.split(",") if m.strip()]
     # B starts at zero (PEFT's default init), so the adapted model starts exactly at the base model.
-    return {"r": lora.rank, "lora_alpha": lora.alpha, "target_modules": targets, "lora_dropout": lora.dropout,
-            "init_lora_weights": True, "bias": "none", "task_type": "CAUSAL_LM"}
+    config = {"r": lora.rank, "lora_alpha": lora.alpha, "target_modules": targets, "lora_dropout": lora.dropout,
+              "init_lora_weights": True, "bias": "none", "task_type": "CAUSAL_LM"}
+    if lora.adapter == "dora":
+        config["use_dora"] = True
+    return config
 
 
 def dithered_bf16(values: torch.Tensor, seed: int) -> torch.Tensor:
@@ -45,13 +49,18 @@ class LocalLearner:
         # The policy is the tempered distribution the sampler draws from: the learner scores tokens under the
         # same temperature, or the importance ratio is off by the temperature alone (KL ~0.07 nats/token at 0.7).
         self.lora, self.algo, self.temperature = lora, algo, temperature
+        self.tiny: TinyAdapter | None = None
         if lora.mode == TrainMode.LORA:
             from peft import LoraConfig as PeftLoraConfig
             from peft import get_peft_model
 
             torch.manual_seed(seed)  # A's random init
             self.lora_config = peft_lora_config(lora)
-            model = get_peft_model(model, PeftLoraConfig(**self.lora_config))
+            if lora.adapter == "tiny":  # a rank-r PEFT LoRA whose B is a function of U numbers
+                model, self.tiny = tiny_peft_model(model, self.lora_config, lora, seed, cache_root())
+                self.lora_config = self.tiny.lora_config(self.lora_config)
+            else:
+                model = get_peft_model(model, PeftLoraConfig(**self.lora_config))
             self._lora = lora_parameters(model)
         else:
             self.lora_config = None  # FullFT with a KL term is refused by RunConfig.check: no reference copy
@@ -93,6 +102,14 @@ class LocalLearner:
     @property
     def trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.params)
+
+    @property
+    def update_bytes(self) -> int:
+        """What one sync sends: the adapter's tensors (a tiny adapter: its rank-r LoRA), or every weight."""
+        if self.tiny:
+            return self.tiny.exported_bytes
+        tensors = self._lora.values() if self.lora_config is not None else self.model.parameters()
+        return sum(t.numel() * t.element_size() for t in tensors)  # sharded: numel is the whole tensor's
 
     @property
     def state_bytes(self) -> int:
@@ -193,7 +210,8 @@ class LocalLearner:
             state = self.parallel.full_state_dict() if self.parallel else self.model.state_dict()
             weights = {k: v.detach() for k, v in state.items()}  # sharded: rank 0's, whole; {} elsewhere
             return AdapterUpdate(self.version, TrainMode.FULL, weights)
-        tensors = {key: parameter.detach().to("cpu", copy=True) for key, parameter in self._lora.items()}
+        tensors = self.tiny.tensors() if self.tiny else \
+            {key: parameter.detach().to("cpu", copy=True) for key, parameter in self._lora.items()}
         return AdapterUpdate(self.version, TrainMode.LORA, tensors, dict(self.lora_config))
 
     # -- checkpoints --------------------------------------------------------------------------------------
@@ -205,6 +223,9 @@ class LocalLearner:
             if self.parallel.rank == 0:
                 self.model.save_pretrained(folder, state_dict=weights)
             return
+        if self.tiny:  # the exported rank-r LoRA, as a PEFT folder; the U numbers go with the optimizer state
+            write_adapter(folder, self.export_update(), self.model.base_model.model.name_or_path)
+            return
         self.model.save_pretrained(folder)
 
     def optimizer_state(self) -> dict:
@@ -212,6 +233,8 @@ class LocalLearner:
         optimizer = self.parallel.full_optimizer_state(self.optimizer) if sharded else self.optimizer.state_dict()
         state = {"optimizer": optimizer, "scheduler": self.scheduler.state_dict(), "version": self.version,
                  "sharded": sharded}
+        if self.tiny:
+            state["tiny_vectors"] = self.tiny.state()
         if self.master is not None:  # the saved weights are rounded; a resume goes on from the fp32 masters
             state["master_weights"] = [m.detach().cpu() for m in self.master]
         return state
@@ -233,6 +256,11 @@ class LocalLearner:
             if result.unexpected_keys or set(result.missing_keys) - tied:
                 raise UserError(f"checkpoint does not match the model: missing {result.missing_keys[:3]}, "
                                 f"unexpected {result.unexpected_keys[:3]}")
+        elif self.tiny:  # the U numbers; the adapter folder's B = U_r S_r R(v) follows from them
+            if "tiny_vectors" not in optimizer_state:
+                raise UserError("this checkpoint has no tiny adapter state: it was not written by a "
+                                "lora.adapter=tiny run")
+            self.tiny.load(optimizer_state["tiny_vectors"])
         else:
             from peft import set_peft_model_state_dict
 

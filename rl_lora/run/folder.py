@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rl_lora.config import RunConfig, TrainMode, load_config, to_yaml
+from rl_lora.config import RunConfig, load_config, to_yaml
 from rl_lora.errors import UserError
 from rl_lora.io import atomic_write_text
 from rl_lora.step.evaluate import EvalResult
@@ -116,10 +116,8 @@ class RunFolder:
     # -- finding and creating ------------------------------------------------------------------------------
     @classmethod
     def for_new_run(cls, config: RunConfig) -> "RunFolder":
-        """train.runs_dir / (train.name, or <task>-<mode>[-r<rank>]-<time>); `claim` creates it."""
-        name = config.train.name or (f"{config.task.name}-{config.lora.mode}"
-                                     + (f"-r{config.lora.rank}" if config.lora.mode == TrainMode.LORA else "")
-                                     + time.strftime("-%Y%m%d-%H%M%S"))
+        """train.runs_dir / (train.name, or <task>-<arm>-<time>, e.g. arithmetic-lora-r1-...); `claim` creates it."""
+        name = config.train.name or f"{config.task.name}-{config.arm_slug}" + time.strftime("-%Y%m%d-%H%M%S")
         return cls(Path(config.train.runs_dir) / name)
 
     @classmethod

@@ -43,13 +43,24 @@ def check_shareable(specs: list[RunSpec]) -> None:
         raise UserError("no runs to share an engine")
     for spec in specs:
         c = spec.config
-        if c.lora.mode != TrainMode.LORA or c.rollout.backend != "vllm" or c.rollout.num_workers != 0:
-            raise UserError(f"{spec.name}: only LoRA runs on the vllm backend in this process (lora.mode=lora, "
-                            "rollout.backend=vllm, rollout.num_workers=0) can share an engine")
+        if c.lora.mode != TrainMode.LORA or c.lora.adapter == "dora" or c.rollout.backend != "vllm" \
+                or c.rollout.num_workers != 0:
+            raise UserError(f"{spec.name}: only LoRA and tiny-adapter runs on the vllm backend in this process "
+                            "(lora.mode=lora, rollout.backend=vllm, rollout.num_workers=0) can share an engine; DoRA "
+                            "is served merged, alone")
         for key in SHARED_KEYS:
             if _value(c, key) != _value(specs[0].config, key):
                 raise UserError(f"{spec.name}: {key} is {_value(c, key)!r}, {specs[0].name} has "
                                 f"{_value(specs[0].config, key)!r}; runs on one engine must agree on {key}")
+
+
+def adapter_rank(config) -> int:
+    """The rank of the LoRA a run syncs: lora.rank, or a tiny adapter's SVD rank (unset: up to tiny.MAX_RANK)."""
+    from rl_lora.policy.tiny import MAX_RANK
+
+    if config.lora.adapter == "tiny":
+        return config.lora.tiny_rank or MAX_RANK
+    return config.lora.rank
 
 
 def start_engine(specs: list[RunSpec]):
@@ -60,7 +71,7 @@ def start_engine(specs: list[RunSpec]):
     first = specs[0].config
     engine = build_backend(first.model, first.rollout, load_tokenizer(first.model.name), first.model.device,
                            first.train.seed, serve="lora", lora_slots=len(specs),
-                           max_lora_rank=engine_lora_rank([s.config.lora.rank for s in specs]))
+                           max_lora_rank=engine_lora_rank([adapter_rank(s.config) for s in specs]))
     return SharedEngine(engine)
 
 

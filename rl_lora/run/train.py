@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from envs.render import PromptRenderer
-from rl_lora.config import RunConfig, TrainMode, check_resume_changes
+from rl_lora.config import RunConfig, check_resume_changes
 from rl_lora.errors import RunStopped, UserError
 from rl_lora.io import out_of_space
 from rl_lora.memory import peak_rss_mb
@@ -78,10 +78,14 @@ def check_environment(config: RunConfig) -> None:
 def capacity_line(learner: Learner, config: RunConfig) -> str:
     episodes = config.train.steps * config.rollout.prompts_per_step * config.rollout.group_size
     params = learner.trainable_parameters
-    what = f"rank-{config.lora.rank} LoRA" if config.lora.mode == TrainMode.LORA else "FullFT"
-    return (f"capacity: {what} trains {params:,} parameters ({params * 32:,} bits in fp32); this run's "
-            f"{episodes:,} episodes deliver at most {episodes:,} bits (<= 1 bit each, through the advantage) "
-            f"-> {params * 32 / episodes:,.0f}x more capacity than information")
+    return (f"capacity: {config.arm_label} ({config.arm_description}) trains {params:,} parameters "
+            f"({params * 32:,} bits in fp32); this run's {episodes:,} episodes deliver at most {episodes:,} bits "
+            f"(<= 1 bit each, through the advantage) -> {_times(params * 32 / episodes)} more capacity than "
+            "information")
+
+
+def _times(ratio: float) -> str:
+    return f"{ratio:,.0f}x" if ratio >= 10 else f"{ratio:.2g}x"
 
 
 def _eval_line(label: str, result: EvalResult, limit: int) -> str:
@@ -308,7 +312,7 @@ def _run(parts: RunParts, folder: RunFolder, resumed: bool, first_step: int, bas
     metrics = folder.read_metrics()
     plot_run(metrics, base_accuracy, folder.plot_path,
              f"{config.model.name} · {config.task.name} · " +
-             (f"LoRA r={config.lora.rank}" if config.lora.mode == TrainMode.LORA else "FullFT") +
+             config.arm_description +
              f" · lr {config.learning_rate():g}")
     if dashboard:
         dashboard.finish(folder.plot_path)
@@ -319,7 +323,7 @@ def _run(parts: RunParts, folder: RunFolder, resumed: bool, first_step: int, bas
         run_dir=str(folder), steps=last_step, base_accuracy=base_accuracy,
         final_accuracy=final.accuracy if final else None, wall_s=time.perf_counter() - started,
         peak_rss_mb=peak_rss_mb(), trainable_parameters=params,
-        update_bytes=params * (4 if config.model.dtype == "float32" else 2),
+        update_bytes=parts.learner.update_bytes,
         reward_failures=failures, engine_shared_with=hosted.peers if hosted else ())
     folder.write_summary(summary)
     if stop_requested() and last_step < config.train.steps:

@@ -20,7 +20,6 @@ scheduler and clears its prefix cache, but frees no memory.
 """
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -29,6 +28,7 @@ import torch
 
 from rl_lora.config import TrainMode
 from rl_lora.errors import UserError
+from rl_lora.models import write_adapter
 from rl_lora.tokens import eos_token_ids, pad_token_id, tokenize_prompts
 from rl_lora.types import AdapterUpdate, Completion, Probe, SamplingParams
 
@@ -194,19 +194,18 @@ class VLLMBackend:
     def adapter_request(self, update: AdapterUpdate, name: str, lora_id: int):
         """Writes the adapter to RAM-backed storage and returns the request that serves it (same id: reloaded
         in place, so the next request sees this version)."""
-        from safetensors.torch import save_file
         from vllm.lora.request import LoRARequest
 
+        
         if update.kind != TrainMode.LORA:
             raise ValueError("only LoRA updates can be served from an adapter slot")
+        if update.lora_config.get("use_dora"):
+            raise UserError("vLLM has no DoRA kernel: serve lora.adapter=dora merged (rollout.vllm_serve=merged)")
         if not self.lora_slots:
             raise ValueError("this engine was started without LoRA slots (lora_slots=0): start it with lora_slots=N "
                              "to serve adapters beside its own weights")
         folder = self._adapter_root / name
-        folder.mkdir(exist_ok=True)
-        save_file({k: v.contiguous() for k, v in update.tensors.items()}, str(folder / "adapter_model.safetensors"))
-        config = {**update.lora_config, "peft_type": "LORA", "base_model_name_or_path": self.model_path}
-        (folder / "adapter_config.json").write_text(json.dumps(config))
+        write_adapter(folder, update, self.model_path)
         return LoRARequest(name, lora_id, str(folder), load_inplace=True)
 
     def _push_weights(self, weights: list[tuple[str, torch.Tensor]]) -> None:
@@ -228,7 +227,14 @@ class VLLMBackend:
                 continue
             b = update.tensors[key.replace(".lora_A.", ".lora_B.")]
             target = key.replace(".lora_A.weight", ".weight").removeprefix("base_model.model.")
-            merged[target] = self._base[target] + scale * (b.float() @ a.float()).to(self._base[target].dtype)
+            base = self._base[target]
+            magnitude = update.tensors.get(key.replace(".lora_A.weight", ".lora_magnitude_vector"))
+            if magnitude is None:
+                merged[target] = base + scale * (b.float() @ a.float()).to(base.dtype)
+                continue
+            # DoRA (PEFT's): each output row of W + s*B@A rescaled to the learned magnitude
+            direction = base.float() + scale * (b.float() @ a.float())
+            merged[target] = (direction * (magnitude.float() / direction.norm(dim=1)).unsqueeze(1)).to(base.dtype)
         return list(merged.items())
 
 
