@@ -302,9 +302,6 @@ class RunConfig:
         if learners > 1 and self.rollout.num_workers == 0:
             raise UserError(f"ray.num_learners={learners} runs the learners as Ray actors: set rollout.num_workers "
                             ">= 1 (an in-process run has one learner)")
-        if learners > 1 and self.lora.mode == TrainMode.FULL and self.model.dtype != "float32":
-            raise UserError(f"ray.num_learners={learners} with lora.mode=full shards the model with FSDP in float32 "
-                            f"here (model.dtype={self.model.dtype}): set model.dtype=float32 or ray.num_learners=1")
         if learners > self.rollout.prompts_per_step:
             raise UserError(f"ray.num_learners={learners} > rollout.prompts_per_step={self.rollout.prompts_per_step}:"
                             " each learner trains whole groups, so each needs at least one prompt per step")

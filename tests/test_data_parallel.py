@@ -98,9 +98,59 @@ def test_a_two_learner_run_learns_and_a_dead_rank_stops_it_at_a_checkpoint_that_
 
 @pytest.mark.parametrize("settings, message", [
     (["ray.num_learners=2"], "set rollout.num_workers >= 1"),
-    (["ray.num_learners=2", "rollout.num_workers=1", "lora.mode=full", "model.dtype=bfloat16"], "FSDP in float32"),
     (["ray.num_learners=9", "rollout.num_workers=1"], "each needs at least one prompt per step"),
 ])
+def two_learners(ray_cluster, config):
+    from rl_lora.cluster.actors import LearnerWorker
+    from rl_lora.cluster.remote_learner import RemoteLearner
+
+    actors = [ray_cluster.remote(num_cpus=0.5)(LearnerWorker).remote(config) for _ in range(2)]
+    address, port = ray_cluster.get(actors[0].rendezvous.remote())
+    ray_cluster.get([a.join_group.remote(address, port, rank, 2) for rank, a in enumerate(actors)])
+    return actors, RemoteLearner(actors)
+
+
+def test_two_bf16_fullft_learners_step_sharded_fp32_masters_and_resume_exactly(ray_cluster, tiny_model,
+                                                                             tiny_model_dir):
+    """FSDP2 over a bf16 model: bf16 shards compute, gradients are reduce-scattered in fp32, AdamW steps each
+    rank's fp32 master shard, and the bf16 shards follow by dithered rounding (as one bf16 learner does). Same
+    steps as one bf16 learner up to each shard's own rounding bits; a resume from the gathered checkpoint state
+    (masters and AdamW state whole, resharded) takes exactly the step the group would have taken."""
+    config = load_config(None, [f"model.name={tiny_model_dir}", "lora.mode=full", "model.dtype=bfloat16",
+                                "algo.lr=1e-3", "algo.micro_batch_size=4"])
+    from rl_lora.models import load_causal_lm
+
+    one = LocalLearner(load_causal_lm(str(tiny_model_dir), "bfloat16"), config.lora, config.algo, 1e-3, 0.7)
+    actors, group = two_learners(ray_cluster, config)
+    resumed_actors = []
+    try:
+        for step in range(2):
+            batch = a_batch(tiny_model, step)
+            alone, together = one.step(batch), group.step(batch)
+            assert together.loss == pytest.approx(alone.loss, abs=2e-2)
+            assert together.grad_norm == pytest.approx(alone.grad_norm, rel=5e-2)
+        states = [ray_cluster.get(actor.describe.remote())["state_bytes"] for actor in actors]
+        assert all(abs(state - one.state_bytes / 2) <= 0.01 * one.state_bytes for state in states), states
+        expected, weights = one.export_update().tensors, ray_cluster.get(group.export_update())
+        difference = torch.cat([(weights.tensors[k].float() - v.float()).flatten() for k, v in expected.items()])
+        size = torch.cat([v.float().flatten() for v in expected.values()]).norm()
+        assert weights.tensors["model.layers.0.mlp.up_proj.weight"].dtype == torch.bfloat16
+        assert difference.norm() <= 1e-2 * size  # bf16 steps of 2^-8 where the two roundings differ
+
+        saved_state = group.optimizer_state()
+        assert saved_state["master_weights"][0].dtype == torch.float32 and saved_state["sharded"]
+        resumed_actors, resumed = two_learners(ray_cluster, config)
+        resumed.load_state(weights, saved_state)
+        batch = a_batch(tiny_model, 2)
+        assert resumed.step(batch).loss == group.step(batch).loss
+        after = ray_cluster.get(group.export_update()).tensors
+        again = ray_cluster.get(resumed.export_update()).tensors
+        assert all(torch.equal(after[k], again[k]) for k in after)
+    finally:
+        for actor in actors + resumed_actors:
+            ray_cluster.kill(actor)
+
+
 def test_learner_groups_that_cannot_work_are_one_line(settings, message):
     from rl_lora.errors import UserError
 

@@ -42,12 +42,14 @@ def test_reward_rises_and_the_run_folder_is_complete(tiny_model_dir, tmp_path, c
     assert "capacity: lora:2 (rank-2 LoRA) trains" in out and "test accuracy: base" in out
 
 
-def test_resume_repeats_the_uninterrupted_run(tiny_model_dir, tmp_path, capsys):
+@pytest.mark.parametrize("adapter", [[], ["--set", "lora.adapter=tiny", "--set", "algo.lr=0.05"]],
+                         ids=["lora", "tiny"])
+def test_resume_repeats_the_uninterrupted_run(tiny_model_dir, tmp_path, capsys, adapter):
     keys = ("reward_mean", "loss", "grad_norm", "completion_tokens_mean")
     assert train(tmp_path, capsys, "--set", "train.steps=4", "--set", "train.name=straight",
-                 "--set", "train.checkpoint_every=2")[0] == 0
+                 "--set", "train.checkpoint_every=2", *adapter)[0] == 0
     assert train(tmp_path, capsys, "--set", "train.steps=2", "--set", "train.name=split",
-                 "--set", "train.checkpoint_every=2")[0] == 0
+                 "--set", "train.checkpoint_every=2", *adapter)[0] == 0
     assert main(["train", "--resume", str(tmp_path / "split"), "--set", "train.steps=4"]) == 0
     straight, split = metrics(tmp_path / "straight"), metrics(tmp_path / "split")
     assert [m["step"] for m in split] == [1, 2, 3, 4]

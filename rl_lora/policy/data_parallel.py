@@ -74,21 +74,25 @@ class Logprobs(torch.nn.Module):
 class DataParallel:
     """This rank's place in the group, and the wrapped forward: DDP (`sharded` False) or FSDP2 (True)."""
 
-    def __init__(self, model, temperature: float, rank: int, world_size: int, sharded: bool):
+    def __init__(self, model, temperature: float, rank: int, world_size: int, sharded: bool,
+                 reduce_in_fp32: bool = False):
+        """`reduce_in_fp32`: a bf16/fp16 model's gradients are reduce-scattered in fp32 (FSDP2's
+        MixedPrecisionPolicy), then summed into its bf16 gradient shards, stepped through fp32 masters."""
         self.rank, self.world_size, self.sharded, self.model = rank, world_size, sharded, model
         device = self.device = next(model.parameters()).device
         if sharded:
             from torch.distributed.device_mesh import init_device_mesh
-            from torch.distributed.fsdp import fully_shard
+            from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
             from transformers.modeling_layers import GradientCheckpointingLayer
 
             # On the CPU, heap fragmentation, not tensors, had doubled the sharded learner's RSS.
             if device.type == "cpu" and SHARDED_CPU_MMAP_THRESHOLD:
                 return_large_frees_to_the_os(SHARDED_CPU_MMAP_THRESHOLD)
             mesh = init_device_mesh(device.type, (world_size,))
+            policy = MixedPrecisionPolicy(reduce_dtype=torch.float32 if reduce_in_fp32 else None)
             for layer in [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]:
-                fully_shard(layer, mesh=mesh)
-            self.forward = fully_shard(Logprobs(model, temperature), mesh=mesh)
+                fully_shard(layer, mesh=mesh, mp_policy=policy)
+            self.forward = fully_shard(Logprobs(model, temperature), mesh=mesh, mp_policy=policy)
             # FSDP sets itself up on its first forward, which must enter through the root (a probe straight into
             # the model's own forward first would make each layer a root of its own): one token through it now.
             one = torch.zeros((1, 1), dtype=torch.long, device=device)
@@ -133,7 +137,7 @@ class DataParallel:
         return get_optimizer_state_dict(self.model, optimizer,
                                         options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
-    def load_full_state(self, weights: dict, optimizer, optimizer_state: dict) -> None:
+    def load_full_state(self, weights: dict, optimizer=None, optimizer_state: dict | None = None) -> None:
         from torch.distributed.checkpoint.state_dict import (
             StateDictOptions,
             set_model_state_dict,
@@ -142,7 +146,33 @@ class DataParallel:
 
         options = StateDictOptions(full_state_dict=True, strict=False)
         set_model_state_dict(self.model, weights, options=options)
-        set_optimizer_state_dict(self.model, optimizer, optimizer_state, options=options)
+        if optimizer is not None:
+            set_optimizer_state_dict(self.model, optimizer, optimizer_state, options=options)
+
+    @staticmethod
+    def whole(value):
+        """Every sharded tensor in `value` (nested dicts and lists) gathered whole to the CPU: a collective."""
+        if isinstance(value, dict):
+            return {k: DataParallel.whole(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return type(value)(DataParallel.whole(v) for v in value)
+        if hasattr(value, "full_tensor"):
+            return value.full_tensor().cpu()
+        return value
+
+    @staticmethod
+    def shard_like(whole: torch.Tensor, like) -> torch.Tensor:
+        """This rank's shard of a whole tensor, placed as the sharded tensor `like` is."""
+        from torch.distributed.tensor import distribute_tensor
+
+        return distribute_tensor(whole.to(like.device, like.dtype), like.device_mesh, like.placements)
+
+    @staticmethod
+    def shard_state(state: dict, params: list) -> dict:
+        """A whole optimizer state_dict (index-keyed, from `whole`) sharded like `params` for load_state_dict."""
+        sharded = {index: {k: DataParallel.shard_like(v, params[index]) if torch.is_tensor(v) and v.dim() > 0 else v
+                           for k, v in values.items()} for index, values in state["state"].items()}
+        return {"state": sharded, "param_groups": state["param_groups"]}
 
     def share(self, batch: Batch) -> tuple[int, int]:
         return group_share(batch.repeats, self.rank, self.world_size)

@@ -84,13 +84,13 @@ class LocalLearner:
         from rl_lora.policy.data_parallel import DataParallel
 
         sharded = self.lora_config is None
-        if sharded and self.master is not None:
-            raise UserError("FullFT over several learners (FSDP) runs in float32 here: set model.dtype=float32 or "
-                            "ray.num_learners=1")
-        self.parallel = DataParallel(self.model, self.temperature, rank, world_size, sharded)
+        self.parallel = DataParallel(self.model, self.temperature, rank, world_size, sharded,
+                                     reduce_in_fp32=self.master is not None)
         if sharded:  # the parameters are now this rank's shards: the optimizer steps those
             self.params = [p for p in self.model.parameters() if p.requires_grad]
-            self._new_optimizer(self.params, self.optimizer.param_groups[0]["lr"])
+            if self.master is not None:  # bf16/fp16: fp32 masters of this rank's shards only, as sharded as the rest
+                self.master = [p.detach().float().clone().requires_grad_(True) for p in self.params]
+            self._new_optimizer(self.master or self.params, self.optimizer.param_groups[0]["lr"])
 
     def _new_optimizer(self, params: list, lr: float) -> None:
         """AdamW over `params` with the warm-up schedule."""
@@ -180,9 +180,12 @@ class LocalLearner:
 
     @torch.no_grad()
     def _copy_master_to_model(self) -> None:
+        rank = self.parallel.rank if self.parallel else 0
         for index, (master, param) in enumerate(zip(self.master or (), self.params)):
-            if param.dtype == torch.bfloat16:
-                param.copy_(dithered_bf16(master, seed=self.seed * 1_000_003 + index))
+            if hasattr(param, "to_local"):  # sharded: this rank's part of the weight, from its part of the master
+                master, param = master.to_local(), param.to_local()
+            if param.dtype == torch.bfloat16:  # each rank's shard gets its own fixed bits
+                param.copy_(dithered_bf16(master, seed=self.seed * 1_000_003 + index + 7_919 * rank))
             else:  # fp16: round to nearest
                 param.copy_(master)
 
@@ -229,14 +232,21 @@ class LocalLearner:
         self.model.save_pretrained(folder)
 
     def optimizer_state(self) -> dict:
+        """Whole (sharded: gathered to rank 0's CPU, a collective), so a checkpoint does not depend on the group."""
         sharded = bool(self.parallel and self.parallel.sharded)
-        optimizer = self.parallel.full_optimizer_state(self.optimizer) if sharded else self.optimizer.state_dict()
+        if not sharded:
+            optimizer = self.optimizer.state_dict()
+        elif self.master is None:  # AdamW steps the model's own (sharded) parameters: DCP maps them to names
+            optimizer = self.parallel.full_optimizer_state(self.optimizer)
+        else:  # AdamW steps fp32 masters, which DCP cannot name: their state in index order, each tensor whole
+            optimizer = self.parallel.whole(self.optimizer.state_dict())
         state = {"optimizer": optimizer, "scheduler": self.scheduler.state_dict(), "version": self.version,
                  "sharded": sharded}
         if self.tiny:
             state["tiny_vectors"] = self.tiny.state()
         if self.master is not None:  # the saved weights are rounded; a resume goes on from the fp32 masters
-            state["master_weights"] = [m.detach().cpu() for m in self.master]
+            state["master_weights"] = self.parallel.whole([m.detach() for m in self.master]) if sharded else \
+                [m.detach().cpu() for m in self.master]
         return state
 
     def load_state(self, update: AdapterUpdate, optimizer_state: dict) -> None:
@@ -244,8 +254,18 @@ class LocalLearner:
         if optimizer_state.get("sharded", False) != sharded:
             raise UserError("this FullFT checkpoint was written by " + ("several learners (FSDP)" if not sharded
                             else "one learner") + ": resume it with the ray.num_learners it was written with")
-        if sharded:
+        if sharded and self.master is None:
             self.parallel.load_full_state(update.tensors, self.optimizer, optimizer_state["optimizer"])
+            self.scheduler.load_state_dict(optimizer_state["scheduler"])
+            self.version = optimizer_state["version"]
+            return
+        if sharded:  # bf16/fp16: the weights through DCP, then this rank's shards of the masters and their state
+            self.parallel.load_full_state(update.tensors)
+            with torch.no_grad():
+                for master, saved in zip(self.master, optimizer_state["master_weights"]):
+                    master.copy_(self.parallel.shard_like(saved, master))
+            self._copy_master_to_model()
+            self.optimizer.load_state_dict(self.parallel.shard_state(optimizer_state["optimizer"], self.master))
             self.scheduler.load_state_dict(optimizer_state["scheduler"])
             self.version = optimizer_state["version"]
             return
