@@ -75,22 +75,23 @@ def test_positive_advantage_sequence_gains_logprob(fresh):
     assert change[favoured].mean() > 0 > change[~favoured].mean()
 
 
-@pytest.mark.parametrize("mode", ["lora", "full"])
+@pytest.mark.parametrize("mode", ["lora", "full", "dora"])
 def test_exported_update_reproduces_the_learner(fresh, tmp_path, mode):
+    """DoRA (lora.adapter=dora) travels as a LoRA update with its magnitudes, under PEFT's own key names."""
     new_model, tokenizer = fresh
-    learner = LocalLearner(new_model(), LoraConfig(mode=mode, rank=2), AlgoConfig(),
-                           lr=1e-2 if mode == "lora" else 1e-3)
+    config = LoraConfig(rank=2, adapter="dora") if mode == "dora" else LoraConfig(mode=mode, rank=2)
+    learner = LocalLearner(new_model(), config, AlgoConfig(), lr=1e-3 if mode == "full" else 1e-2)
     backend = HFBackend(new_model(), tokenizer)
     batch, _ = make_batch(backend, tokenizer, lambda c: float(sum(c.token_ids) % 2))
     learner.step(batch)
     update = learner.export_update()
     backend.load_update(update)
-    assert backend.version == 1 and update.kind == mode
+    assert backend.version == 1 and update.kind == ("lora" if mode == "dora" else mode)
     ids = torch.cat([batch.prompt_ids[:1], batch.completion_ids[:1]], dim=1)
     learner.model.eval()
     torch.testing.assert_close(logits(backend.model, ids), logits(learner.model, ids), atol=1e-5, rtol=1e-5)
     assert not torch.allclose(logits(new_model(), ids), logits(learner.model, ids))
-    if mode == "lora":
+    if mode != "full":
         from peft import PeftModel
 
         assert update.num_bytes < 100_000  # a rank-2 adapter on this model is kB, not the model

@@ -130,24 +130,18 @@ class DataParallel:
 
         return get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
-    def full_optimizer_state(self, optimizer) -> dict:
-        """The sharded optimizer's state, whole, on rank 0's CPU: a collective."""
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+    def load_full_state(self, weights: dict) -> None:
+        """The whole weights (rank 0's checkpoint) into this rank's shards."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
-        return get_optimizer_state_dict(self.model, optimizer,
-                                        options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        set_model_state_dict(self.model, weights, options=StateDictOptions(full_state_dict=True, strict=False))
 
-    def load_full_state(self, weights: dict, optimizer=None, optimizer_state: dict | None = None) -> None:
-        from torch.distributed.checkpoint.state_dict import (
-            StateDictOptions,
-            set_model_state_dict,
-            set_optimizer_state_dict,
-        )
+    def load_named_optimizer_state(self, optimizer, state: dict) -> None:
+        """An optimizer state keyed by parameter names, as torch.distributed.checkpoint wrote it."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
-        options = StateDictOptions(full_state_dict=True, strict=False)
-        set_model_state_dict(self.model, weights, options=options)
-        if optimizer is not None:
-            set_optimizer_state_dict(self.model, optimizer, optimizer_state, options=options)
+        set_optimizer_state_dict(self.model, optimizer, state,
+                                 options=StateDictOptions(full_state_dict=True, strict=False))
 
     @staticmethod
     def whole(value):

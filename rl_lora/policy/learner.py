@@ -232,44 +232,26 @@ class LocalLearner:
         self.model.save_pretrained(folder)
 
     def optimizer_state(self) -> dict:
-        """Whole (sharded: gathered to rank 0's CPU, a collective), so a checkpoint does not depend on the group."""
+        """AdamW's state_dict (index-keyed, as torch writes it) with every tensor whole: sharded, each shard is
+        gathered to rank 0's CPU (a collective). One format whatever the group, so a checkpoint written by N
+        learners resumes with any other N."""
         sharded = bool(self.parallel and self.parallel.sharded)
-        if not sharded:
-            optimizer = self.optimizer.state_dict()
-        elif self.master is None:  # AdamW steps the model's own (sharded) parameters: DCP maps them to names
-            optimizer = self.parallel.full_optimizer_state(self.optimizer)
-        else:  # AdamW steps fp32 masters, which DCP cannot name: their state in index order, each tensor whole
-            optimizer = self.parallel.whole(self.optimizer.state_dict())
-        state = {"optimizer": optimizer, "scheduler": self.scheduler.state_dict(), "version": self.version,
-                 "sharded": sharded}
+        whole = self.parallel.whole if sharded else (lambda value: value)
+        state = {"optimizer": whole(self.optimizer.state_dict()), "scheduler": self.scheduler.state_dict(),
+                 "version": self.version, "sharded": sharded}
         if self.tiny:
             state["tiny_vectors"] = self.tiny.state()
         if self.master is not None:  # the saved weights are rounded; a resume goes on from the fp32 masters
-            state["master_weights"] = self.parallel.whole([m.detach() for m in self.master]) if sharded else \
+            state["master_weights"] = whole([m.detach() for m in self.master]) if sharded else \
                 [m.detach().cpu() for m in self.master]
         return state
 
     def load_state(self, update: AdapterUpdate, optimizer_state: dict) -> None:
+        """Sharded, each rank takes its shards of the whole weights, masters and AdamW state."""
         sharded = bool(self.parallel and self.parallel.sharded)
-        if optimizer_state.get("sharded", False) != sharded:
-            raise UserError("this FullFT checkpoint was written by " + ("several learners (FSDP)" if not sharded
-                            else "one learner") + ": resume it with the ray.num_learners it was written with")
-        if sharded and self.master is None:
-            self.parallel.load_full_state(update.tensors, self.optimizer, optimizer_state["optimizer"])
-            self.scheduler.load_state_dict(optimizer_state["scheduler"])
-            self.version = optimizer_state["version"]
-            return
-        if sharded:  # bf16/fp16: the weights through DCP, then this rank's shards of the masters and their state
+        if update.kind == TrainMode.FULL and sharded:
             self.parallel.load_full_state(update.tensors)
-            with torch.no_grad():
-                for master, saved in zip(self.master, optimizer_state["master_weights"]):
-                    master.copy_(self.parallel.shard_like(saved, master))
-            self._copy_master_to_model()
-            self.optimizer.load_state_dict(self.parallel.shard_state(optimizer_state["optimizer"], self.master))
-            self.scheduler.load_state_dict(optimizer_state["scheduler"])
-            self.version = optimizer_state["version"]
-            return
-        if update.kind == TrainMode.FULL:
+        elif update.kind == TrainMode.FULL:
             # save_pretrained leaves out tied weights (lm_head = embeddings): only those may be missing.
             result = self.model.load_state_dict(update.tensors, strict=False)
             tied = {k for k in result.missing_keys if k.endswith("lm_head.weight")}
@@ -289,8 +271,16 @@ class LocalLearner:
             with torch.no_grad():
                 saved = optimizer_state.get("master_weights")
                 for master, param, value in zip(self.master, self.params, saved or [None] * len(self.master)):
-                    master.copy_(param if value is None else value)
+                    if value is None:  # a checkpoint without masters: from the (rounded) weights
+                        master.copy_(param)
+                    else:
+                        master.copy_(self.parallel.shard_like(value, master) if sharded else value)
             self._copy_master_to_model()
-        self.optimizer.load_state_dict(optimizer_state["optimizer"])
+        optimizer = optimizer_state["optimizer"]
+        if sharded and any(isinstance(key, str) for key in optimizer["state"]):
+            self.parallel.load_named_optimizer_state(self.optimizer, optimizer)  # named by DCP (before 2026-12)
+        else:
+            stepped = self.master or self.params
+            self.optimizer.load_state_dict(self.parallel.shard_state(optimizer, stepped) if sharded else optimizer)
         self.scheduler.load_state_dict(optimizer_state["scheduler"])
         self.version = optimizer_state["version"]
