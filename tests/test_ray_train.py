@@ -96,7 +96,8 @@ def test_a_run_the_cluster_cannot_place_fails_with_what_it_asked_for(ray_cluster
 def test_ctrl_c_and_sigterm_checkpoint_and_shut_ray_down(tiny_model_dir, tmp_path, how):
     """A terminal's Ctrl-C reaches the whole process group: the driver (its own local Ray here) and Ray's
     processes; a scheduler's SIGTERM (Slurm, Kubernetes, `ray job stop`) reaches the driver. Either way the run
-    stops after the step with a checkpoint, and no Ray process outlives it."""
+    stops after the step with a checkpoint, and no Ray process outlives it. The Ctrl-C run has two learners in one
+    torch.distributed group: the group goes down with their actors."""
     import json
     import os
     import signal
@@ -108,6 +109,8 @@ def test_ctrl_c_and_sigterm_checkpoint_and_shut_ray_down(tiny_model_dir, tmp_pat
     argv = [sys.executable, "-m", "rl_lora.cli", "train", *TINY_RUN, "--set", "rollout.num_workers=2",
             "--set", "train.steps=50", "--set", f"train.runs_dir={tmp_path}", "--set", "train.name=stop",
             "--set", "rollout.max_new_tokens=48"]
+    if how == "ctrl-c":
+        argv += ["--set", "ray.num_learners=2", "--set", "ray.learner_cpus=0.5", "--set", "ray.worker_cpus=0.5"]
     child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     run_dir = tmp_path / "stop"
     deadline = time.time() + 180
