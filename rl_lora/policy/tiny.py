@@ -108,7 +108,9 @@ class TinyAdapter:
         bases = svd_bases(model, layers, self.plan.rank, cache_dir)
         generator = torch.Generator().manual_seed(1_000_003 * seed + 7)
         u, r = self.plan.per_group, self.plan.rank
-        self.vectors = nn.ParameterList(nn.Parameter(torch.zeros(u)) for _ in range(self.plan.groups))
+        device = layers[0][1].lora_A["default"].weight.device
+        # v = 0: dW = 0, the adapted model starts exactly at the base model.
+        self.vectors = nn.ParameterList(nn.Parameter(torch.zeros(u, device=device)) for _ in range(plan.groups))
         for index, (name, layer) in enumerate(layers):
             a, b = layer.lora_A["default"].weight, layer.lora_B["default"].weight
             if a.shape[0] != r:
@@ -124,7 +126,6 @@ class TinyAdapter:
                 layer.lora_B["default"], "weight",
                 TinyUpdate(us.to(b.device, torch.float32), projections.to(b.device), vector), unsafe=True)
             layer.lora_B["default"].parametrizations.weight.original.requires_grad_(False)
-        self.vectors.to(layers[0][1].lora_A["default"].weight.device)
 
     def lora_config(self, base: dict) -> dict:
         """The exported adapter's PEFT config: rank r, scaling alpha / r = 1."""
