@@ -185,8 +185,9 @@ class AlgoConfig:
     full_lr: float = opt(1e-5, "the FullFT learning rate (and the base of the LoRA default)", min=0.0)
     lora_lr_multiplier: float = opt(10.0, "LoRA LR = this x full_lr when algo.lr is unset (the published finding)",
                                     min=0.0)
-    tiny_lr_multiplier: float = opt(10.0, "tiny adapter LR = this x full_lr when algo.lr is unset (TINY_LR_NOTE)",
-                                    min=0.0)
+    tiny_lr_multiplier: float = opt(10.0, "tiny adapter LR = this x full_lr when algo.lr is unset (on SmolLM2 "
+                                    "arithmetic, tiny:13 collapsed at 1e-3: the update moves every module's top "
+                                    "singular directions at once; benchmarks/compare)", min=0.0)
     warmup_steps: int = opt(0, "linear LR warmup steps (then constant)", min=0)
     weight_decay: float = opt(0.0, "AdamW weight decay", min=0.0)
     max_grad_norm: float = opt(1.0, "gradient clipping norm (0: off)", min=0.0)
