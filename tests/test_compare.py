@@ -22,9 +22,9 @@ def test_compare_writes_runs_a_table_and_every_plot_and_report_rebuilds_it(tiny_
     assert main([*COMPARE, "--arms", "tiny:13,lora:1,full", "--out", str(out)]) == 0  # the last --arms counts
     runs = sorted((out / "runs").iterdir())
     # each family centred on its own multiple of full_lr (algo.lora_lr_multiplier, algo.tiny_lr_multiplier)
-    assert [r.name for r in runs] == ["full-lr0.0005-s0", "lora-r1-lr0.005-s0", "tiny-u13-lr0.005-s0"]
+    assert [r.name for r in runs] == ["full-lr0.0005-s0", "lora-r1-lr0.005-s0", "tiny-u13-lr0.5-s0"]
     report = (out / "report.md").read_text()
-    assert "| tiny:13 | 13 | 0.005 | 1 |" in report and "| lora:1 | 5,780 | 0.005 | 1 |" in report
+    assert "| tiny:13 | 13 | 0.5 | 1 |" in report and "| lora:1 | 5,780 | 0.005 | 1 |" in report
     assert "| full | 260,032 | 0.0005 | 1 |" in report
     assert report.index("| tiny:13 |") < report.index("| lora:1 |") < report.index("| full |")  # by parameters
     assert "tiny:13 recovers" in report
