@@ -401,7 +401,7 @@ def plot_params(records: list[RunRecord], rows: list[ArmRow], colors: dict, path
                      label=f"information bound: {episodes:,} episodes x 1 bit = {bound:,.0f} fp32 params")
     reference = next((row for row in rows if row.arm == "lora:1" and row.gain), None)
     if reference:
-        axis.axhline(0.9 * reference.gain[0], color="C0", linestyle=":", alpha=0.6,
+        axis.axhline(0.9 * reference.gain[0], color="dimgrey", linestyle=":",
                      label="90 % of lora:1's gain")
     axis.axhline(0, color="black", linewidth=0.8)
     axis.set(xscale="log", xlabel="trained parameters (log)", ylabel="final - base greedy test accuracy",
