@@ -97,10 +97,6 @@ def test_a_two_learner_run_learns_and_a_dead_rank_stops_it_at_a_checkpoint_that_
     assert [m["step"] for m in metrics(tmp_path / "killed")] == [1, 2, 3, 4, 5, 6]
 
 
-@pytest.mark.parametrize("settings, message", [
-    (["ray.num_learners=2"], "set rollout.num_workers >= 1"),
-    (["ray.num_learners=9", "rollout.num_workers=1"], "each needs at least one prompt per step"),
-])
 def two_learners(ray_cluster, config):
     from rl_lora.cluster.actors import LearnerWorker
     from rl_lora.cluster.remote_learner import RemoteLearner
@@ -152,6 +148,10 @@ def test_two_bf16_fullft_learners_step_sharded_fp32_masters_and_resume_exactly(r
             ray_cluster.kill(actor)
 
 
+@pytest.mark.parametrize("settings, message", [
+    (["ray.num_learners=2"], "set rollout.num_workers >= 1"),
+    (["ray.num_learners=9", "rollout.num_workers=1"], "each needs at least one prompt per step"),
+])
 def test_learner_groups_that_cannot_work_are_one_line(settings, message):
     from rl_lora.errors import UserError
 
