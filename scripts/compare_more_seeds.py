@@ -20,7 +20,7 @@ from rl_lora.config import load_config  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", type=Path, help="a compare folder (holds compare.yaml and runs/)")
-    parser.add_argument("arm", help="lora:RANK or full")
+    parser.add_argument("arm", help="lora:RANK, dora:RANK, tiny:U or full")
     parser.add_argument("lr", type=float)
     parser.add_argument("seeds", type=int, nargs="+")
     args = parser.parse_args()
