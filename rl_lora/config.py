@@ -264,11 +264,7 @@ class RunConfig:
 
     @property
     def arm_slug(self) -> str:
-        """The arm as it goes in a folder name: lora-r1, dora-r2, tiny-u13, full."""
-        lora = self.lora
-        if lora.mode == TrainMode.FULL:
-            return "full"
-        return f"tiny-u{lora.tiny_params}" if lora.adapter == "tiny" else f"{lora.adapter}-r{lora.rank}"
+        return arm_slug(self.arm_label)
 
     @property
     def engine_sleeps(self) -> bool:
@@ -332,6 +328,13 @@ class RunConfig:
         if self.algo.kl_coef > 0 and self.lora.mode == TrainMode.FULL:
             raise UserError("algo.kl_coef > 0 needs the base model as reference; with lora.mode=full that is a "
                             "second full copy, which rl-lora does not keep: use lora.mode=lora or algo.kl_coef=0")
+
+
+def arm_slug(label: str) -> str:
+    """An arm label as it starts a run folder's name: lora:1 -> lora-r1, dora:2 -> dora-r2, tiny:13 -> tiny-u13,
+    full -> full (compare's Arm and a run's default folder name both use it)."""
+    family, _, size = label.partition(":")
+    return label if not size else f"{family}-{'u' if family == 'tiny' else 'r'}{size}"
 
 
 # Keys `--resume --set` may change: how long, how often to evaluate and checkpoint, where and how fast to sample,

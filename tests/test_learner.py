@@ -56,9 +56,14 @@ def test_lora_starts_at_the_base_model_and_trains_only_the_adapter(fresh):
     assert any(p.abs().sum() > 0 for n, p in learner.model.named_parameters() if "lora_B" in n)
 
 
-def test_positive_advantage_sequence_gains_logprob(fresh):
+@pytest.mark.parametrize("lora", [LoraConfig(rank=2), LoraConfig(adapter="tiny", tiny_params=13)],
+                         ids=["lora", "tiny13"])
+def test_positive_advantage_sequence_gains_logprob(fresh, lora, tmp_path, monkeypatch):
+    """tiny13: 13 numbers move the whole model the right way too. (Whether they raise a reward over a run is a
+    measurement: benchmarks/compare/tiny.)"""
+    monkeypatch.setenv("RL_LORA_CACHE", str(tmp_path))  # a tiny adapter's SVD cache
     new_model, tokenizer = fresh
-    learner = LocalLearner(new_model(), LoraConfig(rank=2), AlgoConfig(), lr=1e-3)  # small: first-order regime
+    learner = LocalLearner(new_model(), lora, AlgoConfig(), lr=1e-3)  # small: first-order regime
     backend = HFBackend(new_model(), tokenizer)
     batch, rollouts = make_batch(backend, tokenizer, lambda c: float(sum(c.token_ids) % 2))
     favoured = batch.advantages > 0

@@ -76,28 +76,6 @@ def test_the_exported_rank_r_lora_reproduces_the_learner_everywhere(fresh, tmp_p
     assert diff <= 1e-3
 
 
-def test_a_tiny_step_favours_the_sequences_with_positive_advantage(fresh):
-    """13 numbers move the whole model the right way: after one small step (first-order regime) the completions
-    with positive advantage gain log-probability and the others lose it. (Whether 13 numbers raise a reward over a
-    run is a measurement: benchmarks/compare, `tiny:13`.)"""
-    from rl_lora.policy.logprobs import batch_logprobs
-
-    new_model, tokenizer = fresh
-    learner = LocalLearner(new_model(), tiny(13), AlgoConfig(), lr=1e-3)
-    batch, _ = make_batch(HFBackend(new_model(), tokenizer), tokenizer, reward)
-    favoured = batch.advantages > 0
-
-    def sequence_logprobs():
-        with torch.no_grad():
-            logprobs, _ = batch_logprobs(learner.model, batch)
-        return (logprobs * batch.completion_mask).sum(1)
-
-    before = sequence_logprobs()
-    learner.step(batch)
-    change = sequence_logprobs() - before
-    assert change[favoured].mean() > 0 > change[~favoured].mean()
-
-
 def test_a_resumed_tiny_learner_takes_the_same_next_step(fresh, tmp_path):
     new_model, tokenizer = fresh
     batch, _ = make_batch(HFBackend(new_model(), tokenizer), tokenizer, reward)

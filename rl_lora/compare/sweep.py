@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from rl_lora.config import RunConfig, TrainMode, to_yaml
+from rl_lora.config import RunConfig, TrainMode, arm_slug, to_yaml
 from rl_lora.errors import UserError
 from rl_lora.run.folder import RunFolder
 
@@ -35,8 +35,7 @@ class Arm:
 
     @property
     def slug(self) -> str:
-        """The label as it starts a run folder's name (lora-r1, dora-r1, tiny-u13, full)."""
-        return {"full": "full", "tiny": f"tiny-u{self.size}"}.get(self.family, f"{self.family}-r{self.size}")
+        return arm_slug(self.label)
 
     @classmethod
     def parse(cls, text: str) -> "Arm":
