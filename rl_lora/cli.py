@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--share-engine", action="store_true", help="with rollout.backend=vllm: train each seed's LoRA "
                     "runs (every rank and LR) side by side in one process on one vLLM engine, each adapter in its "
                     "own LoRA slot, instead of one run (and one engine) at a time; FullFT runs still run alone")
+    cp.add_argument("--no-learner-memory", action="store_true", help="skip the last part: each arm's learner alone "
+                    "in a fresh process for its peak memory and step time (the report shows '—' there)")
     cp.add_argument("--out", default="runs/compare", help="where runs/ and the report go (default runs/compare)")
     cp.add_argument("--report", nargs="+", metavar="RUN_DIR", help="only rebuild the report from these run folders")
 
@@ -141,7 +143,8 @@ def run_compare(args: argparse.Namespace) -> int:
         raise UserError(f"--lr-step {args.lr_step:g}: a grid spacing in decades, in (0, 2] (0.5: 3.16x apart)")
     overrides = _flag_overrides(args, {"reward": "reward.name"}) + args.overrides
     folders = run_compare(load_config(args.config, overrides), parse_arms(args.arms), args.lr_sweep, args.seeds,
-                          out, args.lr_extend, args.seeds_at_best, share_engine=args.share_engine,
+                          out, args.lr_extend, args.seeds_at_best, learner_memory=not args.no_learner_memory,
+                          share_engine=args.share_engine,
                           lr_step=args.lr_step, best_points=args.best_points)
     print(f"report: {write_report(folders, out, command)}")
     return 0

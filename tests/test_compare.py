@@ -15,12 +15,15 @@ from tests.test_train import TINY_RUN
 # compare sets each arm's LR from algo.full_lr, so the tiny run's fixed algo.lr is left out.
 TINY = [arg for pair in zip(TINY_RUN[::2], TINY_RUN[1::2]) if pair[1] != "algo.lr=0.005" for arg in pair]
 COMPARE = ["compare", *TINY, "--set", "algo.full_lr=0.0005", "--set", "train.steps=2", "--arms", "lora:1,full"]
+# The learner-alone measurement (a fresh process per arm) is the winning-grid test's; the others skip it.
+NO_MEMORY = ["--no-learner-memory"]
 
 
 def test_compare_writes_runs_a_table_and_every_plot_and_report_rebuilds_it(tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "cmp"
-    assert main([*COMPARE, "--arms", "tiny:13,lora:1,full", "--out", str(out)]) == 0  # the last --arms counts
+    assert main([*COMPARE, *NO_MEMORY, "--arms", "tiny:13,lora:1,full", "--out", str(out)]) == 0  # last --arms
     runs = sorted((out / "runs").iterdir())
+    assert not any((run / "learner_memory.json").exists() for run in runs)  # --no-learner-memory
     # each family centred on its own multiple of full_lr (algo.lora_lr_multiplier, algo.tiny_lr_multiplier)
     assert [r.name for r in runs] == ["full-lr0.0005-s0", "lora-r1-lr0.005-s0", "tiny-u13-lr0.5-s0"]
     report = (out / "report.md").read_text()
@@ -42,7 +45,7 @@ def test_compare_writes_runs_a_table_and_every_plot_and_report_rebuilds_it(tiny_
 
 def test_a_killed_compare_skips_finished_arms_and_resumes_the_rest(tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "cmp"
-    argv = [sys.executable, "-m", "rl_lora.cli", *COMPARE, "--set", "train.steps=4", "--set",
+    argv = [sys.executable, "-m", "rl_lora.cli", *COMPARE, *NO_MEMORY, "--set", "train.steps=4", "--set",
             "train.checkpoint_every=1", "--set", "rollout.max_new_tokens=48", "--out", str(out)]
     child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     second = out / "runs" / "full-lr0.0005-s0"
@@ -56,7 +59,7 @@ def test_a_killed_compare_skips_finished_arms_and_resumes_the_rest(tiny_model_di
     first_metrics = (first / "metrics.jsonl").read_text()
 
     capsys.readouterr()
-    assert main([*COMPARE, "--set", "train.steps=4", "--set", "train.checkpoint_every=1", "--set",
+    assert main([*COMPARE, *NO_MEMORY, "--set", "train.steps=4", "--set", "train.checkpoint_every=1", "--set",
                  "rollout.max_new_tokens=48", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "lora-r1-lr0.005-s0: finished earlier, not re-run" in printed
@@ -99,7 +102,8 @@ def test_bad_arms_are_refused_before_anything_runs(tmp_path, capsys):
 
 def test_share_engine_trains_each_seeds_lora_runs_side_by_side_on_one_vllm_engine(llama_dir, tmp_path, capfd):
     """--share-engine: the seed's two LoRA runs train in one process on one vLLM engine (each run's probe checks
-    its own slot after every sync), FullFT alone; each run is a normal run folder, and a re-run skips them."""
+    its own slot after every sync); each run is a normal run folder, and a re-run skips them. (Which runs share:
+    test_share_engine_groups_a_seeds_lora_and_tiny_runs_and_leaves_full_and_dora_alone.)"""
     from tests.test_backends import vllm_installed
 
     if not vllm_installed():
@@ -107,22 +111,34 @@ def test_share_engine_trains_each_seeds_lora_runs_side_by_side_on_one_vllm_engin
     out = tmp_path / "cmp"
     argv = ["compare", *TINY, "--set", f"model.name={llama_dir}", "--set", "rollout.backend=vllm", "--set",
             "rollout.vllm_max_model_len=256", "--set", "algo.full_lr=0.0005", "--set", "train.steps=2",
-            "--arms", "lora:1,lora:2,full", "--share-engine", "--out", str(out)]
+            "--arms", "lora:1,lora:2", "--share-engine", *NO_MEMORY, "--out", str(out)]
     assert main(argv) == 0
     printed = capfd.readouterr().out
     assert "[shared engine] 2 runs on one vLLM engine: lora-r1-lr0.005-s0, lora-r2-lr0.005-s0" in printed
-    assert "full-lr0.0005-s0: starting\n" in printed  # FullFT pushes all weights: an engine of its own
     for name, peer in (("lora-r1-lr0.005-s0", "lora-r2-lr0.005-s0"), ("lora-r2-lr0.005-s0", "lora-r1-lr0.005-s0")):
         summary = json.loads((out / "runs" / name / "summary.json").read_text())
         assert summary["steps"] == 2 and summary["engine_shared_with"] == [peer]
         steps = [json.loads(line) for line in (out / "runs" / name / "metrics.jsonl").read_text().splitlines()]
         assert [m["sampler_version"] for m in steps] == [0, 1]  # each step sampled by the run's own last update
         assert all(m["probe_gap"] <= 1e-3 for m in steps)
-    assert "engine_shared_with" not in json.loads((out / "runs" / "full-lr0.0005-s0" / "summary.json").read_text())
     assert "2 of the runs trained side by side" in (out / "report.md").read_text()
 
     assert main(argv) == 0
-    assert capfd.readouterr().out.count("finished earlier, not re-run") == 3
+    assert capfd.readouterr().out.count("finished earlier, not re-run") == 2
+
+
+def test_share_engine_groups_a_seeds_lora_and_tiny_runs_and_leaves_full_and_dora_alone():
+    """FullFT pushes all weights into its engine and vLLM serves DoRA merged: those run alone, one engine each."""
+    from rl_lora.compare.sweep import Arm, ArmRun, PendingRun, engine_groups
+
+    runs = [ArmRun(Arm.parse(label), lr, seed) for seed in (0, 1)
+            for label, lr in (("lora:1", 1e-3), ("lora:8", 3e-4), ("tiny:13", 1e-2), ("full", 1e-5), ("dora:1", 1e-3))]
+    pending = [PendingRun(run, f"[compare {i}]") for i, run in enumerate(runs)]
+    groups = [[p.run.name for p in group] for group in engine_groups(pending, share_engine=True)]
+    assert groups == [["lora-r1-lr0.001-s0", "lora-r8-lr0.0003-s0", "tiny-u13-lr0.01-s0"],
+                      ["lora-r1-lr0.001-s1", "lora-r8-lr0.0003-s1", "tiny-u13-lr0.01-s1"],
+                      ["full-lr1e-05-s0"], ["dora-r1-lr0.001-s0"], ["full-lr1e-05-s1"], ["dora-r1-lr0.001-s1"]]
+    assert engine_groups(pending, share_engine=False) == [[p] for p in pending]
 
 
 def test_share_engine_is_refused_without_the_vllm_backend(tmp_path, capsys):

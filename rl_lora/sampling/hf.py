@@ -7,6 +7,7 @@ full-vocabulary distribution is alive at a time.
 from __future__ import annotations
 
 import torch
+from torch.nn.utils import parametrize
 
 from rl_lora.config import TrainMode
 from rl_lora.models import lora_parameters, probe_logprobs
@@ -15,6 +16,7 @@ from rl_lora.types import AdapterUpdate, Completion, Probe, SamplingParams
 
 
 @torch.no_grad()
+@parametrize.cached()  # a tiny adapter's B = U Σ R(v) (rl_lora.policy.tiny) computed once per call, not per token
 def sample(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, n: int, sampling: SamplingParams,
            eos_ids: list[int], pad_id: int, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample n completions per prompt row, up to max_new_tokens each. Returns (tokens, logprobs), each
