@@ -127,7 +127,7 @@ def test_bf16_fullft_follows_fp32_instead_of_rounding_small_updates_away(tiny_mo
                                AlgoConfig(), lr=1e-5)
         if plain:  # what the learner did before masters: AdamW on the bf16 weights themselves
             learner.master = None
-            learner.optimizer = torch.optim.AdamW(learner.params, lr=1e-5, weight_decay=0.0)
+            learner._new_optimizer(learner.params, lr=1e-5)  # with its scheduler (a bare AdamW left it stale)
         before = {k: v.clone() for k, v in learner.export_update().tensors.items()}
         counts, losses = [], []
         for step in range(1, max(steps) + 1):
