@@ -89,6 +89,7 @@ def test_a_two_learner_run_learns_and_a_dead_rank_stops_it_at_a_checkpoint_that_
                                lambda: ray_cluster.kill(ray_cluster.get_actor("killed/learner-1")))
     code, _, err = train(tmp_path, capsys, *GROUP_RUN, "--set", "train.steps=6", "--set", "train.name=killed",
                          "--set", "train.checkpoint_every=1", "--set", "rollout.max_new_tokens=48")
+    watcher.stop.set()
     watcher.join()
     assert code == 1 and "a learner actor died" in err and "--resume" in err, err
     assert 2 <= len(metrics(tmp_path / "killed")) < 6

@@ -38,15 +38,20 @@ def test_max_lag_samples_ahead_and_the_ratio_corrects(ray_cluster, tiny_model_di
 
 
 def _when_steps_done(run_dir, count: int, action) -> threading.Thread:
+    """Runs action once the run has logged `count` steps. It watches until the caller sets `.stop` (the run is
+    over), not for a fixed time: on a loaded machine the first step can take minutes, and a watcher that gave up
+    would leave the test's kill undone."""
+    stop = threading.Event()
+
     def watch():
-        deadline = time.time() + 120
-        while time.time() < deadline:
+        while not stop.is_set():
             if (run_dir / "metrics.jsonl").is_file() and len(metrics(run_dir)) >= count:
                 action()
                 return
             time.sleep(0.05)
 
     thread = threading.Thread(target=watch, daemon=True)
+    thread.stop = stop
     thread.start()
     return thread
 
@@ -58,6 +63,7 @@ def test_a_killed_worker_is_restarted_and_every_step_completes(ray_cluster, tiny
                                lambda: ray.kill(ray.get_actor("kill/rollout-worker-0"), no_restart=False))
     code, _, err = train(tmp_path, capsys, *RAY_RUN, "--set", "train.steps=4", "--set", "train.name=kill",
                          "--set", "rollout.max_new_tokens=48")
+    watcher.stop.set()
     watcher.join()
     assert code == 0, err
     steps = metrics(tmp_path / "kill")
