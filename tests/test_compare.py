@@ -150,8 +150,12 @@ def test_run_folders_written_before_the_layout_change_still_report_the_same_tabl
     """benchmarks/compare/runs/* were written by an earlier version; --report must rebuild the committed table."""
     from pathlib import Path
 
-    benchmarks = Path(__file__).resolve().parents[1] / "benchmarks" / "compare"
-    runs = sorted(str(p) for p in (benchmarks / "runs").iterdir() if p.name.startswith("lora-r8-"))
+    root = Path(__file__).resolve().parents[1]
+    benchmarks = root / "benchmarks" / "compare"
+    # The runs that committed report was made from (its "Runs:" list), not every rank-8 folder there is now.
+    listed = (benchmarks / "rank8" / "report.md").read_text().split("Runs:\n")[1].splitlines()
+    runs = [str(root / line.strip("- `")) for line in listed if line.startswith("- `")]
+    assert [Path(r).name for r in runs] == ["lora-r8-lr0.000316-s1", "lora-r8-lr0.000316-s2"]
     assert main(["compare", "--report", *runs, "--out", str(tmp_path)]) == 0
 
     def rows(path: Path) -> list[str]:
