@@ -12,7 +12,7 @@ from rl_lora.policy.learner import LocalLearner
 from rl_lora.sampling.hf import HFBackend
 from rl_lora.step.advantages import build_rollouts
 from rl_lora.types import SamplingParams, collate
-from tests.test_ray_train import _when_steps_done
+from tests.test_ray_train import when_steps_done
 from tests.test_train import metrics, train
 
 PROMPTS = ["Once upon a time", "The cat sat", "Lily and Tom", "The sun"]
@@ -85,12 +85,10 @@ def test_a_two_learner_run_learns_and_a_dead_rank_stops_it_at_a_checkpoint_that_
     assert [m["step"] for m in steps] == [1, 2, 3, 4] and all(m["probe_gap"] <= 1e-3 for m in steps)
     assert steps[-1]["reward_mean"] >= steps[0]["reward_mean"] + 0.3, [m["reward_mean"] for m in steps]
 
-    watcher = _when_steps_done(tmp_path / "killed", 2,
-                               lambda: ray_cluster.kill(ray_cluster.get_actor("killed/learner-1")))
-    code, _, err = train(tmp_path, capsys, *GROUP_RUN, "--set", "train.steps=6", "--set", "train.name=killed",
-                         "--set", "train.checkpoint_every=1", "--set", "rollout.max_new_tokens=48")
-    watcher.stop.set()
-    watcher.join()
+    with when_steps_done(tmp_path / "killed", 2,
+                         lambda: ray_cluster.kill(ray_cluster.get_actor("killed/learner-1"))):
+        code, _, err = train(tmp_path, capsys, *GROUP_RUN, "--set", "train.steps=6", "--set", "train.name=killed",
+                             "--set", "train.checkpoint_every=1", "--set", "rollout.max_new_tokens=48")
     assert code == 1 and "a learner actor died" in err and "--resume" in err, err
     assert 2 <= len(metrics(tmp_path / "killed")) < 6
     assert [a for a in ray_cluster.util.list_named_actors() if a.startswith("killed/")] == []  # nothing left

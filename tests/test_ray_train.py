@@ -4,6 +4,7 @@ the step completes. (A dead learner stopping the run at a checkpoint it resumes 
 with two learners, through the same RemoteLearner one learner uses.)"""
 import threading
 import time
+from contextlib import contextmanager
 
 import pytest
 
@@ -37,10 +38,11 @@ def test_max_lag_samples_ahead_and_the_ratio_corrects(ray_cluster, tiny_model_di
     assert all(m["sampler_kl"] > 1e-4 for m in steps[1:])  # the learner moved on: the ratio is not 1
 
 
-def _when_steps_done(run_dir, count: int, action) -> threading.Thread:
-    """Runs action once the run has logged `count` steps. It watches until the caller sets `.stop` (the run is
-    over), not for a fixed time: on a loaded machine the first step can take minutes, and a watcher that gave up
-    would leave the test's kill undone."""
+@contextmanager
+def when_steps_done(run_dir, count: int, action):
+    """Runs action (in a thread) once the run has logged `count` steps, for as long as the with-block runs, not
+    for a fixed time: on a loaded machine the first step can take minutes, and a watcher that gave up would
+    leave the test's kill undone."""
     stop = threading.Event()
 
     def watch():
@@ -51,20 +53,21 @@ def _when_steps_done(run_dir, count: int, action) -> threading.Thread:
             time.sleep(0.05)
 
     thread = threading.Thread(target=watch, daemon=True)
-    thread.stop = stop
     thread.start()
-    return thread
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def test_a_killed_worker_is_restarted_and_every_step_completes(ray_cluster, tiny_model_dir, tmp_path, capsys):
     ray = ray_cluster
     # Longer completions keep the workers busy, so the kill lands while step 2 samples.
-    watcher = _when_steps_done(tmp_path / "kill", 1,
-                               lambda: ray.kill(ray.get_actor("kill/rollout-worker-0"), no_restart=False))
-    code, _, err = train(tmp_path, capsys, *RAY_RUN, "--set", "train.steps=4", "--set", "train.name=kill",
-                         "--set", "rollout.max_new_tokens=48")
-    watcher.stop.set()
-    watcher.join()
+    with when_steps_done(tmp_path / "kill", 1,
+                         lambda: ray.kill(ray.get_actor("kill/rollout-worker-0"), no_restart=False)):
+        code, _, err = train(tmp_path, capsys, *RAY_RUN, "--set", "train.steps=4", "--set", "train.name=kill",
+                             "--set", "rollout.max_new_tokens=48")
     assert code == 0, err
     steps = metrics(tmp_path / "kill")
     assert [m["step"] for m in steps] == [1, 2, 3, 4]
