@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--arms", default="lora:1,lora:8,full", help="comma-separated arms: lora:RANK, dora:RANK, "
                     "tiny:U (a TinyLoRA adapter of U parameters in all, e.g. tiny:13) or full (default: "
                     "lora:1,lora:8,full)")
-    cp.add_argument("--lr-sweep", type=int, default=1, metavar="N", help="learning rates per arm, half a decade "
+    cp.add_argument("--lr-sweep", type=int, default=1, metavar="N", help="learning rates per arm, --lr-step "
                     "apart, centred on each family's own LR: algo.full_lr for FullFT, algo.lora_lr_multiplier x it "
                     "for LoRA and DoRA, algo.tiny_lr_multiplier x it for tiny (default 1: the centre only)")
     cp.add_argument("--lr-step", type=float, default=0.5, metavar="DECADES", help="grid spacing in decades "
@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "seeds, which the report's best-LR ratio spread uses)")
     cp.add_argument("--lr-extend", type=int, default=2, metavar="N", help="with --lr-sweep >= 3, when the LR at "
                     "an end of an arm's grid beats all the others (so the best may lie past it), try up to N more "
-                    "LRs past that end, half a decade each (default 2)")
+                    "LRs past that end, one --lr-step each (default 2)")
     cp.add_argument("--share-engine", action="store_true", help="with rollout.backend=vllm: train each seed's LoRA "
                     "runs (every rank and LR) side by side in one process on one vLLM engine, each adapter in its "
                     "own LoRA slot, instead of one run (and one engine) at a time; FullFT runs still run alone")
