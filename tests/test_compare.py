@@ -90,7 +90,7 @@ def test_a_winning_grid_end_is_extended_and_the_best_lr_gets_more_seeds(tiny_mod
     assert (out / "runs" / f"lora-r1-lr{best}-s1" / "summary.json").is_file()
     assert len(list((out / "runs").iterdir())) == 5
     memory = json.loads((out / "runs" / sweep[0] / "learner_memory.json").read_text())
-    assert memory["mode"] == "lora" and memory["learner_peak_mb"] > 0
+    assert (memory["arm"], memory["mode"], memory["rank"]) == ("lora:1", "lora", 1) and memory["learner_peak_mb"] > 0
     report = (out / "report.md").read_text()
     assert f"| lora:1 | 5,780 | {best} | 2 |" in report and f"{memory['learner_peak_mb']:.0f} MB" in report
 

@@ -67,7 +67,9 @@ def measure(config: RunConfig, steps: int = 2, join: Callable | None = None) -> 
         learner.step(batch)
         times.append(time.perf_counter() - start)
     return {"state_mb": learner.state_bytes / 2**20,
-            "mode": config.lora.mode.value, "rank": config.lora.rank if config.lora.mode == TrainMode.LORA else None,
+            "arm": config.arm_label, "mode": config.lora.mode.value,
+            # tiny:U's own rank r is the exported LoRA's (lora.tiny_rank or chosen from U), not lora.rank
+            "rank": config.lora.rank if config.lora.mode == TrainMode.LORA and config.lora.adapter != "tiny" else None,
             "trainable_params": learner.trainable_parameters, "step_s_median": statistics.median(times[1:]),
             "step_s_all": times, "peak_rss_mb": peak_rss_mb(), "rss_before_model_mb": before_model_mb,
             "learner_peak_mb": peak_since(reset) - before_model_mb, "peak_reset": reset,
