@@ -348,9 +348,13 @@ def plot_all(records: list[RunRecord], rows: list[ArmRow], out: Path) -> list[Pa
         axis.plot(lrs, [row.lr_finals[lr] for lr in lrs], marker="o", color=colors[row.arm], label=row.arm)
         axis.plot([row.best_lr], [row.lr_finals[row.best_lr]], marker="*", markersize=16,
                   color=colors[row.arm])
+        # Seeds beyond the sweep's (added at the best points) do not pick the best LR, but they are the spread
+        # behind the best-LR ratio: every seed's final as a faint dot.
+        seeds = [(r.lr, r.final_accuracy) for r in records if r.arm == row.arm and r.final_accuracy is not None]
+        axis.scatter([lr for lr, _ in seeds], [final for _, final in seeds], s=14, alpha=0.35, color=colors[row.arm])
     ratios = best_lr_ratios(rows)
     axis.set(xscale="log", xlabel="learning rate (★ best per arm)",
-             ylabel="final greedy test accuracy (mean over seeds)",
+             ylabel="final greedy test accuracy\n(line: seeds every LR ran; dots: each seed)",
              title="final accuracy vs LR" + ("; best LR / FullFT's: " + ", ".join(
                  f"{arm} {ratio:.3g}x" for arm, ratio in ratios.items()) if ratios else ""))
     axis.xaxis.set_minor_formatter(NullFormatter())
