@@ -126,8 +126,9 @@ def test_two_bf16_fullft_learners_step_sharded_fp32_masters_and_resume_exactly(r
             assert together.loss == pytest.approx(alone.loss, abs=2e-2)
             # Step 0 starts from the same weights: the same gradient up to fp32 reordering (measured 7e-5). From
             # step 1 on the weights differ by their dithered rounding, whose noise is as large as the update at
-            # this LR: one learner's step-1 grad norm over 12 dither seeds spans 2.63-3.01 (sd 4.7 %), so two
-            # draws differ by up to ~14 %; the group drew 5.0 % from one learner on an AVX-512 machine.
+            # this LR: one learner's step-1 grad norm over 12 dither seeds spans 2.63-3.01 (sd 4.7 %,
+            # scripts/measure_dither_spread.py), so two draws differ by up to ~14 %; the group drew 5.0 % from one
+            # learner on an AVX-512 machine.
             assert together.grad_norm == pytest.approx(alone.grad_norm, rel=1e-3 if step == 0 else 0.2)
         states = [ray_cluster.get(actor.describe.remote())["state_bytes"] for actor in actors]
         assert all(abs(state - one.state_bytes / 2) <= 0.01 * one.state_bytes for state in states), states
