@@ -124,7 +124,7 @@ def test_two_bf16_fullft_learners_step_sharded_fp32_masters_and_resume_exactly(r
             batch = a_batch(tiny_model, step)
             alone, together = one.step(batch), group.step(batch)
             assert together.loss == pytest.approx(alone.loss, abs=2e-2)
-            # Step 0 starts from the same weights: the same gradient up to fp32 reordering (measured 7e-5). From
+            # Step 0 starts from the same weights: the same gradient up to fp32 reordering (7e-5 here). From
             # step 1 on the weights differ by their dithered rounding, whose noise is as large as the update at
             # this LR: one learner's step-1 grad norm over 12 dither seeds spans 2.63-3.01 (sd 4.7 %,
             # scripts/measure_dither_spread.py), so two draws differ by up to ~14 %; the group drew 5.0 % from one

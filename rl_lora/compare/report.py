@@ -350,8 +350,8 @@ def plot_all(records: list[RunRecord], rows: list[ArmRow], out: Path) -> list[Pa
                   color=colors[row.arm])
         # Seeds beyond the sweep's (added at the best points) do not pick the best LR, but they are the spread
         # behind the best-LR ratio: every seed's final as a faint dot.
-        seeds = [(r.lr, r.final_accuracy) for r in records if r.arm == row.arm and r.final_accuracy is not None]
-        axis.scatter([lr for lr, _ in seeds], [final for _, final in seeds], s=14, alpha=0.35, color=colors[row.arm])
+        finals = [(r.lr, r.final_accuracy) for r in records if r.arm == row.arm and r.final_accuracy is not None]
+        axis.scatter([lr for lr, _ in finals], [final for _, final in finals], s=14, alpha=0.35, color=colors[row.arm])
     ratios = best_lr_ratios(rows)
     axis.set(xscale="log", xlabel="learning rate (★ best per arm)",
              ylabel="final greedy test accuracy\n(line: seeds every LR ran; dots: each seed)",
