@@ -29,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     tr = commands.add_parser(
-        "train", help="one RL run (no arguments: SmolLM2-135M, arithmetic, rank-1 LoRA, CPU, a few minutes)",
+        "train", help="one RL run (no arguments: SmolLM2-135M, arithmetic, rank-1 LoRA, on a CUDA GPU if torch sees "
+        "one, else the CPU: a few minutes)",
         description="One RL run: sample groups with the current policy, score them, update LoRA (or all) weights. "
                     "Writes a run folder with config.yaml, metrics.jsonl, TensorBoard events, checkpoints and plots.",
         epilog=_config_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -190,6 +190,11 @@ def for_generation(tokenizer):
 
 
 def load_causal_lm(name: str, dtype: str = "float32", device: str = "cpu"):
+    """`dtype` and `device` as rl_lora.device.resolve gives them: `auto` depends on where the caller runs (a Ray
+    actor's is the GPU Ray granted it), so it is resolved there, not here."""
+    if "auto" in (dtype, device):
+        raise ValueError(f"load_causal_lm(dtype={dtype!r}, device={device!r}): resolve auto first "
+                         "(rl_lora.device.resolve)")
     import torch
     from transformers import AutoModelForCausalLM
 

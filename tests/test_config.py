@@ -27,6 +27,9 @@ def test_dumped_yaml_loads_back_identically(tmp_path):
     ("eval.limit=0", "eval.limit: 0 is out of range; must be >= 1"),
     ("eval.limit=abc", "eval.limit: 'abc' is not a valid int"),
     ("reward.on_error=ignore", "allowed: stop, skip, zero"),
+    ("model.device=gpu", "model.device: 'gpu' is not allowed; allowed: auto, cpu, cuda, or cuda:N"),
+    ("model.device=cuda:x", "'cuda:x' is not allowed"),
+    ("model.dtype=fp16", "allowed: auto, float32, bfloat16, float16"),
     ("model=3", "expected a mapping"),
     ("novalue", "expected section.key=value"),
 ])
@@ -49,3 +52,56 @@ def test_help_is_generated_from_field_docs():
     text = "\n".join(describe())
     assert "task.digits (int, default 2)" in text and "arithmetic: digits per operand" in text
     assert "[stop|skip|zero]" in text
+
+
+def test_device_and_dtype_default_to_auto_and_the_dumped_config_keeps_it():
+    config = load_config()
+    assert (config.model.device, config.model.dtype) == ("auto", "auto")
+    assert "device: auto" in to_yaml(config) and "dtype: auto" in to_yaml(config)
+    assert load_config(None, ["model.device=cuda:1"]).model.device == "cuda:1"
+
+
+def test_auto_resolves_by_what_torch_sees_and_a_device_this_machine_lacks_says_what_it_has():
+    """The pure functions, told what the machine has (no GPU needed to test the GPU branches)."""
+    from rl_lora.device import resolve_device, resolve_dtype
+
+    assert resolve_device("auto", cuda_count=0) == "cpu" and resolve_device("auto", cuda_count=2) == "cuda"
+    assert resolve_device("cuda:1", cuda_count=2) == "cuda:1" and resolve_device("cpu", cuda_count=0) == "cpu"
+    with pytest.raises(UserError, match=r"model.device=cuda:3: this machine has 2 CUDA GPUs \(cuda:0 to cuda:1\)$"):
+        resolve_device("cuda:3", cuda_count=2)
+    with pytest.raises(UserError, match=r"this machine has 1 CUDA GPU \(cuda:0\)$"):
+        resolve_device("cuda:1", cuda_count=1)
+    with pytest.raises(UserError, match="model.device=cuda: .*; use model.device=auto"):
+        resolve_device("cuda", cuda_count=0)
+    with pytest.raises(UserError, match="model.device=tpu: not a device rl-lora runs on"):
+        resolve_device("tpu", cuda_count=1)
+
+    def gpu(bf16: bool):
+        return lambda dtype, device: dtype != "bfloat16" or bf16
+
+    assert resolve_dtype("auto", "cpu", gpu(True)) == "float32"  # bf16 on a CPU is only ever asked for explicitly
+    assert resolve_dtype("auto", "cuda", gpu(True)) == "bfloat16"
+    assert resolve_dtype("auto", "cuda", gpu(False)) == "float32"
+    assert resolve_dtype("float16", "cuda:1", gpu(False)) == "float16"
+    with pytest.raises(UserError, match="model.dtype=bfloat16 on cuda:0: this GPU has no native bfloat16"):
+        resolve_dtype("bfloat16", "cuda:0", gpu(False))
+
+
+def test_on_ray_each_actor_resolves_its_device_and_auto_dtype_is_one_for_all():
+    """The driver resolves nothing against its own hardware; a CPU actor makes auto float32 for every actor."""
+    from rl_lora.cluster.placement import _check_one_dtype, plan_compute
+    from rl_lora.device import Compute
+
+    def plan(*settings: str) -> Compute:
+        return plan_compute(load_config(None, ["rollout.num_workers=1", *settings]))
+
+    assert (plan().device, plan().dtype) == ("auto", "float32")
+    assert "learner on cpu (auto: no GPU asked)" in plan().line
+    assert plan("ray.learner_gpus=1").dtype == "float32"  # its samplers compute on CPUs
+    on_gpus = plan("ray.learner_gpus=1", "ray.worker_gpus=1")
+    assert on_gpus.dtype == "auto" and "learner on the GPU Ray grants it" in on_gpus.line  # each resolves its own
+    assert plan("model.dtype=bfloat16").dtype == "bfloat16"
+    learner = Compute("cuda", "bfloat16", "device cuda, dtype bfloat16")
+    assert "rollout workers: device cuda" in _check_one_dtype(learner, [learner])
+    with pytest.raises(UserError, match="bfloat16 on the learner .* float32 on rollout worker 0"):
+        _check_one_dtype(learner, [Compute("cuda", "float32", "")])

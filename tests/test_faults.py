@@ -296,10 +296,10 @@ def test_a_sigterm_to_every_process_of_the_job_does_not_fail_the_reward_call_in_
 def test_bf16_on_a_cpu_without_native_bf16_kernels_is_one_line_before_the_model_loads(tmp_path, capsys,
                                                                                       monkeypatch):
     """This machine's CPU has them (AVX512-BF16); the probe answers as an AVX2-only CPU's would."""
-    import rl_lora.run.train as train_module
+    import rl_lora.device as device_module
 
-    assert train_module.cpu_has_native_kernels("float32")
-    monkeypatch.setattr(train_module, "cpu_has_native_kernels", lambda dtype: dtype == "float32")
+    assert device_module.native_kernels("float32", "cpu")
+    monkeypatch.setattr(device_module, "native_kernels", lambda dtype, device: dtype == "float32")
     code, _, err = train(tmp_path, capsys, "--set", "model.dtype=bfloat16", "--set", "train.name=bf16")
     assert code == 2 and err.count("\n") == 1 and "no native bfloat16 kernels" in err, err
     assert not (tmp_path / "bf16").exists()

@@ -17,6 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 # Lower numbers sit lower: a module may import from lower layers, and from its own package.
 LAYERS = {
     "rl_lora.errors": 0, "rl_lora.io": 0, "rl_lora.memory": 0, "rl_lora.tokens": 0,
+    "rl_lora.device": 0.5,  # its UserError from below, and config asks it whether auto means a GPU
     "rl_lora.config": 1,
     "rl_lora.types": 2,
     "rl_lora.models": 3,

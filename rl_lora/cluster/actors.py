@@ -6,8 +6,11 @@ into the live tensors; no files, no engine restart.
 """
 from __future__ import annotations
 
+import dataclasses
+
 from envs.sample import Sample
 from rl_lora.config import ModelConfig, RewardConfig, RolloutConfig, RunConfig
+from rl_lora.device import Compute, resolve
 from rl_lora.sampling.local import sample_and_score
 from rl_lora.tasks import reward_scorer
 from rl_lora.types import AdapterUpdate, Batch, Completion, LearnMetrics, Probe, SampledStep, SamplingParams
@@ -19,11 +22,13 @@ def node_id() -> str:
     return ray.get_runtime_context().get_node_id()
 
 
-def _device(model: ModelConfig) -> str:
-    """An actor granted a GPU by Ray sees it as cuda:0 (CUDA_VISIBLE_DEVICES), whatever model.device says."""
+def _compute(model: ModelConfig) -> Compute:
+    """model.device and model.dtype resolved here, on the actor's node, where its model loads (the driver may have
+    no GPU): a GPU Ray granted this actor, else for auto the CPU (rl_lora.device). Outside Ray (tests build actors
+    as plain classes too), as any process resolves them."""
     import ray
 
-    return "cuda" if ray.is_initialized() and ray.get_gpu_ids() else model.device
+    return resolve(model, len(ray.get_gpu_ids()) if ray.is_initialized() else None)
 
 
 class RolloutWorker:
@@ -36,8 +41,9 @@ class RolloutWorker:
 
         # Several workers share the machine's cores; each takes its share, not all of them.
         torch.set_num_threads(torch_threads)
-        self.backend = build_backend(model, rollout or RolloutConfig(), load_tokenizer(model.name), _device(model),
-                                     seed, sleep=sleep)
+        self.compute = _compute(model)
+        self.backend = build_backend(self.compute.apply(model), rollout or RolloutConfig(), load_tokenizer(model.name),
+                                     self.compute.device, seed, sleep=sleep)
         # reward.name's rewards (weighted), or the task's own grader, scored where the completions are sampled.
         self.scorer = reward_scorer(reward, task_name, default_reward)
 
@@ -70,6 +76,9 @@ class RolloutWorker:
     def node(self) -> str:
         return node_id()
 
+    def describe_compute(self) -> Compute:
+        return self.compute
+
 
 class LearnerWorker:
     """The LocalLearner in its own process (and on its own GPU when the placement gives it one)."""
@@ -81,11 +90,13 @@ class LearnerWorker:
         from rl_lora.policy.learner import LocalLearner
 
         torch.set_num_threads(torch_threads)
-        model = load_causal_lm(config.model.name, config.model.dtype, _device(config.model))
+        self.compute = _compute(config.model)
+        config = dataclasses.replace(config, model=self.compute.apply(config.model))
+        model = load_causal_lm(config.model.name, config.model.dtype, config.model.device)
         self.learner = LocalLearner(model, config.lora, config.algo, config.learning_rate(), config.rollout.temperature,
                                     seed=config.train.seed)
         # An engine sleeping on this GPU wakes after the step: leave it the memory torch's cache would keep.
-        self.free_cache = config.engine_sleeps and _device(config.model).startswith("cuda")
+        self.free_cache = config.engine_sleeps and self.compute.device.startswith("cuda")
 
     def rendezvous(self) -> tuple[str, int]:
         """Rank 0's address and a free port, for the group's other ranks."""
@@ -103,7 +114,8 @@ class LearnerWorker:
     def describe(self) -> dict:
         return {"trainable_parameters": self.learner.trainable_parameters, "lora_config": self.learner.lora_config,
                 "update_bytes": self.learner.update_bytes,
-                "version": self.learner.version, "node": node_id(), "state_bytes": self.learner.state_bytes}
+                "version": self.learner.version, "node": node_id(), "state_bytes": self.learner.state_bytes,
+                "compute": self.compute}
 
     def step(self, batch: Batch) -> LearnMetrics:
         metrics = self.learner.step(batch)

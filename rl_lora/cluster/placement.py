@@ -9,12 +9,14 @@ L > 1), then a bundle per rollout worker.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 
 from rl_lora.cluster.pool import WorkerPool
 from rl_lora.cluster.remote_learner import RemoteLearner
 from rl_lora.config import RunConfig
+from rl_lora.device import Compute
 from rl_lora.errors import UserError
 from rl_lora.types import Probe
 
@@ -72,6 +74,44 @@ class RayParts:
                 ray.shutdown()
 
 
+def plan_compute(config: RunConfig) -> Compute:
+    """The actors' device and dtype, as far as the driver decides them: it may run on a CPU-only head node, so it
+    resolves nothing against its own hardware; each actor resolves model.device on its node (the GPU Ray granted
+    it, else for auto the CPU). The dtype is one for all: the probe and the importance ratio compare the learner's
+    log-probs with the samplers', and bf16 against fp32 differs by more than the probe's 1e-3. So auto is float32
+    when any actor asks for no GPU; with a GPU for every actor, each resolves auto on its own (bf16 where native)
+    and start() checks that they agree. The device stays as given: `auto` goes to the actors."""
+    model = config.model
+
+    def where(bundle: dict) -> str:
+        if bundle.get("GPU", 0) > 0:
+            return "the GPU Ray grants it"
+        return "cpu (auto: no GPU asked)" if model.device == "auto" else f"{model.device} (no GPU asked)"
+
+    learner, worker = _requests(config)
+    dtype = model.dtype
+    if dtype != "auto":
+        said = dtype
+    elif learner.get("GPU", 0) > 0 and worker.get("GPU", 0) > 0:
+        said = "auto (bfloat16 where an actor's GPU has it natively, else float32)"
+    else:
+        dtype, said = "float32", "float32 (auto: float32 for all, as an actor without a GPU computes on a CPU)"
+    return Compute(model.device, dtype, f"device per Ray actor: learner on {where(learner)}, rollout workers on "
+                   f"{where(worker)}; dtype {said}")
+
+
+def _check_one_dtype(learner: Compute, workers: list[Compute]) -> str:
+    """The actors' own lines, once they agree on the dtype (GPUs of different kinds may not, under auto)."""
+    for index, worker in enumerate(workers):
+        if worker.dtype != learner.dtype:
+            raise UserError(f"model.dtype=auto resolved to {learner.dtype} on the learner ({learner.device}) and "
+                            f"{worker.dtype} on rollout worker {index} ({worker.device}): the learner and the "
+                            "samplers must compute in one dtype (the probe and the importance ratio compare their "
+                            "log-probs); set model.dtype=float32, or bfloat16 where every GPU has it")
+    lines = sorted({w.line for w in workers})
+    return f"learner: {learner.line}; rollout workers: {' | '.join(lines)}"
+
+
 def describe_requests(config: RunConfig) -> str:
     learner, worker = _requests(config)
     learners = config.ray.num_learners
@@ -89,6 +129,8 @@ def start(config: RunConfig, probe: Probe | None, default_reward: str, run_name:
     from rl_lora.cluster.actors import LearnerWorker, RolloutWorker
 
     started = connect(config)
+    # The actors resolve model.device on their nodes; the dtype as planned (float32 where an actor has no GPU).
+    config = dataclasses.replace(config, model=dataclasses.replace(config.model, dtype=plan_compute(config).dtype))
     try:
         learner_bundle, worker_bundle = _requests(config)
         learners = config.ray.num_learners
@@ -125,6 +167,11 @@ def start(config: RunConfig, probe: Probe | None, default_reward: str, run_name:
         nodes = ray.get([w.node.remote() for w in workers])
         print(f"placed on {len(set(nodes) | {parts.learner.node})} node(s): learner on node "
               f"{parts.learner.node[:8]}, rollout workers on " + ", ".join(n[:8] for n in nodes))
+        try:
+            print(_check_one_dtype(parts.learner.compute, ray.get([w.describe_compute.remote() for w in workers])))
+        except UserError:
+            parts.shutdown()  # the actors and, if this process started it, Ray
+            raise
         return parts
     except BaseException:
         if started:

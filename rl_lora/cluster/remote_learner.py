@@ -24,6 +24,7 @@ class RemoteLearner:
         self.trainable_parameters, self.lora_config = info["trainable_parameters"], info["lora_config"]
         self.update_bytes = info["update_bytes"]
         self.version, self.node = info["version"], info["node"]
+        self.compute = info["compute"]  # rank 0's device and dtype, resolved on its node (rl_lora.device.Compute)
         # FullFT over N learners is sharded: gathering its weights or optimizer state, and a probe forward that
         # unshards them, are collectives every rank must join. LoRA ranks hold the same adapter: rank 0 suffices.
         self.collective = self.actors if self.lora_config is None else self.actors[:1]

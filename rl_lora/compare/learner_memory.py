@@ -34,6 +34,7 @@ def measure(config: RunConfig, steps: int = 2, join: Callable | None = None) -> 
     import torch
 
     from envs.render import PromptRenderer
+    from rl_lora.device import resolve
     from rl_lora.models import load_causal_lm, load_tokenizer
     from rl_lora.policy.learner import LocalLearner
     from rl_lora.tasks import load_task
@@ -52,8 +53,9 @@ def measure(config: RunConfig, steps: int = 2, join: Callable | None = None) -> 
                         (-1.0,) * rollout.max_new_tokens, 0.0, (j % 2) - 0.5, 0)
                 for i, s in enumerate(samples) for j in range(rollout.group_size)]
     batch = collate(rollouts, tokenizer.pad_token_id)
+    compute = resolve(config.model)  # the learner loads in this process, on this machine's device
     before_model_mb, reset = start_peak()
-    learner = LocalLearner(load_causal_lm(config.model.name, config.model.dtype, config.model.device), config.lora,
+    learner = LocalLearner(load_causal_lm(config.model.name, compute.dtype, compute.device), config.lora,
                       config.algo, config.learning_rate(), rollout.temperature, seed=config.train.seed)
     if join is not None:
         join(learner)
@@ -77,7 +79,7 @@ def measure(config: RunConfig, steps: int = 2, join: Callable | None = None) -> 
             "micro_batch_size": config.algo.micro_batch_size,
             "batch": {"prompts": len(samples), "completions_per_prompt": rollout.group_size,
                       "completion_tokens": rollout.max_new_tokens, "prompt_tokens": [len(p) for p in prompt_ids]},
-            "torch_threads": torch.get_num_threads()}
+            "torch_threads": torch.get_num_threads(), "device": compute.device, "dtype": compute.dtype}
 
 
 def measure_in_subprocess(config_path: Path, steps: int = 2) -> dict:

@@ -36,7 +36,7 @@ def eval_main(config: RunConfig, adapter: str | None = None) -> EvalResult:
     # Everything a user can get wrong is checked before the model loads, and nothing is written until the end.
     _check_output(output)
     update = read_adapter(adapter) if adapter is not None else None
-    check_environment(config)
+    compute = check_environment(config, in_process=True)  # eval loads the model here, with or without Ray workers
     check_model(config.model.name)
     tokenizer = load_tokenizer(config.model.name)
     renderer = PromptRenderer(tokenizer, config.task.render, config.task.system_prompt)
@@ -46,8 +46,8 @@ def eval_main(config: RunConfig, adapter: str | None = None) -> EvalResult:
     prompts = [renderer(s) for s in samples]
 
     with console.status(f"loading {config.model.name} ({config.rollout.backend} backend)"):
-        backend = build_backend(config.model, config.rollout, tokenizer, config.model.device, config.train.seed,
-                                batch_size=config.eval.batch_size,
+        backend = build_backend(compute.apply(config.model), config.rollout, tokenizer, compute.device,
+                                config.train.seed, batch_size=config.eval.batch_size,
                                 max_lora_rank=engine_lora_rank([update.lora_config["r"] if update else 1]))
         if update is not None:
             try:

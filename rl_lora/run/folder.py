@@ -8,7 +8,8 @@
     plots/curve.png        reward and accuracy curves
     summary.json           written when the run ends (RunSummary)
     learner_memory.json    the learner alone, measured by `rl-lora learner-memory` (compare does it per arm)
-    code.json, code.diff   the code each session of the run ran: package version, git commit, uncommitted diff
+    code.json, code.diff   each session of the run: package version, git commit, uncommitted diff, and the device
+                           and dtype it computed in (config.yaml keeps model.device/dtype as given, e.g. auto)
 
 Everything that reads or writes these goes through RunFolder, so the format is defined once. Folders written by
 earlier versions load unchanged (fields added since take their defaults).
@@ -230,16 +231,21 @@ class RunFolder:
         return self.is_run() and bool(self.checkpoints())
 
     # -- the code that ran ----------------------------------------------------------------------------------
-    def record_code(self) -> None:
-        """Append this session's code version to code.json; from a git checkout with changes, code.diff holds the
-        uncommitted diff (the last session's)."""
-        path = self.path / "code.json"
-        sessions = json.loads(path.read_text())["sessions"] if path.is_file() else []
+    def record_code(self, **session: Any) -> None:
+        """Append this session's code version, and `session` (its device and dtype), to code.json; from a git
+        checkout with changes, code.diff holds the uncommitted diff (the last session's)."""
+        sessions = self.sessions()
         version, diff = _code_version()
-        sessions.append({**version, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        sessions.append({**version, **session, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        path = self.path / "code.json"
         atomic_write_text(path, json.dumps({"sessions": sessions}, indent=1) + "\n")
         if diff:
             atomic_write_text(self.path / "code.diff", diff)
+
+    def sessions(self) -> list[dict[str, Any]]:
+        """code.json's sessions, oldest first (folders from before sessions recorded a dtype lack that key)."""
+        path = self.path / "code.json"
+        return json.loads(path.read_text())["sessions"] if path.is_file() else []
 
     # -- the learner measured alone ------------------------------------------------------------------------
     @property

@@ -64,12 +64,14 @@ def adapter_rank(config) -> int:
 
 
 def start_engine(specs: list[RunSpec]):
+    from rl_lora.device import resolve
     from rl_lora.models import load_tokenizer
     from rl_lora.sampling.build import build_backend
     from rl_lora.sampling.shared_engine import SharedEngine, engine_lora_rank
 
     first = specs[0].config
-    engine = build_backend(first.model, first.rollout, load_tokenizer(first.model.name), first.model.device,
+    compute = resolve(first.model)  # the engine runs in this process; each run resolves the same for its learner
+    engine = build_backend(compute.apply(first.model), first.rollout, load_tokenizer(first.model.name), compute.device,
                            first.train.seed, serve="lora", lora_slots=len(specs),
                            max_lora_rank=engine_lora_rank([adapter_rank(s.config) for s in specs]))
     return SharedEngine(engine)

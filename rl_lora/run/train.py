@@ -2,6 +2,7 @@
 bar, stop cleanly."""
 from __future__ import annotations
 
+import dataclasses
 import signal
 import sys
 import time
@@ -13,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from envs.render import PromptRenderer
 from rl_lora.config import RunConfig, check_resume_changes
+from rl_lora.device import Compute, resolve
 from rl_lora.errors import RunStopped, UserError
 from rl_lora.io import out_of_space
 from rl_lora.memory import peak_rss_mb
@@ -31,29 +33,24 @@ from rl_lora.tasks import fit_to_context, load_task, reward_scorer
 from rl_lora.types import Learner, Probe, SamplingBackend
 
 
-def cpu_has_native_kernels(dtype: str) -> bool:
-    """Whether torch's CPU kernels for bf16/fp16 run natively here (oneDNN: AVX512-BF16 / AMX / AVX512-FP16),
-    rather than emulated at many times float32's cost."""
-    import torch
+def check_environment(config: RunConfig, tag: str = "", in_process: bool | None = None) -> Compute:
+    """What this machine must have for the run (the config's own combinations: RunConfig.check). First the device
+    and dtype, checked and printed as the run's first line (`tag` before it), before any model loads. `in_process`:
+    the model loads in this process (None: when rollout.num_workers=0; eval always loads it here)."""
+    in_process = config.rollout.num_workers == 0 if in_process is None else in_process
+    if in_process:  # the model loads in this process: its hardware decides
+        compute = resolve(config.model)
+    else:  # Ray actors compute on their own nodes, which may have GPUs where the driver has none
+        from rl_lora.cluster.placement import plan_compute
 
-    probe = {"bfloat16": torch.ops.mkldnn._is_mkldnn_bf16_supported,
-             "float16": torch.ops.mkldnn._is_mkldnn_fp16_supported}.get(dtype)
-    return probe is None or bool(probe())
-
-
-def check_environment(config: RunConfig) -> None:
-    """What this machine must have for the run (the config's own combinations: RunConfig.check)."""
-    in_process = config.rollout.num_workers == 0  # Ray actors may compute on other nodes' CPUs, or on GPUs
-    if in_process and config.model.device == "cpu" and not cpu_has_native_kernels(config.model.dtype):
-        raise UserError(f"model.dtype={config.model.dtype} on this CPU: torch has no native {config.model.dtype} "
-                        "kernels here (no AVX512-BF16/AMX), so it would run emulated, far slower than float32; use "
-                        "model.dtype=float32 on this machine (bf16 belongs on GPUs and recent server CPUs)")
+        compute = plan_compute(config)
+    print(tag + compute.line, flush=True)
     if config.rollout.backend == "vllm":
         from rl_lora.sampling.vllm import require_vllm
 
         require_vllm()
         tensor_parallel = config.rollout.vllm_tensor_parallel_size
-        if tensor_parallel > 1 and config.rollout.num_workers == 0:
+        if tensor_parallel > 1 and in_process:
             import torch
 
             if torch.cuda.device_count() < tensor_parallel:
@@ -63,7 +60,7 @@ def check_environment(config: RunConfig) -> None:
             from rl_lora.sampling.vllm import check_sleep_mode
 
             # In process, the engine runs on this machine; a Ray worker's engine checks its own node's platform.
-            engine_device = config.model.device if config.rollout.num_workers == 0 else \
+            engine_device = compute.device if in_process else \
                 (None if config.ray.worker_gpus > 0 else "cpu")
             note = check_sleep_mode(engine_device)
             if note:
@@ -73,6 +70,7 @@ def check_environment(config: RunConfig) -> None:
             import wandb  # noqa: F401
         except ImportError:
             raise UserError("log.wandb=true needs wandb, an optional extra: pip install 'rl-lora[wandb]'") from None
+    return compute
 
 
 def capacity_line(learner: Learner, config: RunConfig) -> str:
@@ -135,7 +133,8 @@ class HostedRun:
 def build_parts(config: RunConfig, console: Console, run_name: str,
                 backend: SamplingBackend | None = None) -> tuple[RunParts, Callable[[], None]]:
     """The run's parts, and how to release them (Ray actors and, if this process started it, Ray itself).
-    `backend`: the in-process sampler's backend, if the caller has one already (a shared engine's slot)."""
+    `backend`: the in-process sampler's backend, if the caller has one already (a shared engine's slot). The parts'
+    config has model.device and model.dtype resolved: the learner's, where it loaded."""
     check_model(config.model.name)
     if config.algo.gradient_checkpointing:
         check_gradient_checkpointing(config.model.name)
@@ -147,6 +146,7 @@ def build_parts(config: RunConfig, console: Console, run_name: str,
         scorer = reward_scorer(config.reward, task.name, task.reward)
     probe = Probe.for_tokenizer(tokenizer) if config.rollout.probe else None
     if config.rollout.num_workers == 0:
+        config = dataclasses.replace(config, model=resolve(config.model).apply(config.model))
         with console.status(f"loading {config.model.name} (learner and sampler)"):
             learner = LocalLearner(load_causal_lm(config.model.name, config.model.dtype, config.model.device),
                                    config.lora, config.algo, config.learning_rate(), config.rollout.temperature,
@@ -170,6 +170,7 @@ def build_parts(config: RunConfig, console: Console, run_name: str,
                             f"each loading {config.model.name}"):
             ray_parts = placement.start(config, probe, task.reward, run_name)
         learner, sampler = ray_parts.learner, ray_parts.pool
+        config = dataclasses.replace(config, model=ray_parts.learner.compute.apply(config.model))
 
         def release() -> None:
             scorer.close()
@@ -196,23 +197,37 @@ def train_main(config: RunConfig | None, resume: str | None, overrides: list[str
     else:
         folder, checkpoint = RunFolder.for_new_run(config), None
     config.check()
-    check_environment(config)
+    tag = f"{folder.name}: " if hosted else ""
+    check_environment(config, tag)
     # Nothing is written before every check above has passed.
     if resume:
-        folder.write_config(config)  # keep --set changes (e.g. more steps)
+        folder.write_config(config)  # keep --set changes (e.g. more steps); model.dtype=auto stays auto
     else:
         folder.claim(config)
-    folder.record_code()
     try:
         parts, release = build_parts(config, console, folder.name, hosted.backend if hosted else None)
     except BaseException:
         if not resume:
             folder.remove()
         raise
+    record_session(folder, parts.config, config, tag)
     try:
         return _start(parts, folder, resume is not None, checkpoint, console, hosted)
     finally:
         release()  # Ray too: Ctrl-C, a failure or the end of the run all leave no actors behind
+
+
+def record_session(folder: RunFolder, used: RunConfig, given: RunConfig, tag: str) -> None:
+    """This session's code and the device and dtype it computes in, into the run folder. A resume may change them
+    (model.device may change; model.dtype=auto resolves on each machine): the run says so, rather than continue
+    quietly in another precision."""
+    sessions = folder.sessions()
+    before = sessions[-1].get("dtype") if sessions else None
+    if before not in (None, used.model.dtype):
+        print(f"{tag}note: model.dtype={given.model.dtype} computes in {used.model.dtype} here; this run's previous "
+              f"session computed in {before}, so from here on it is not the run it would have been (start a new "
+              "run with model.dtype set to keep one precision)", flush=True)
+    folder.record_code(device=used.model.device, dtype=used.model.dtype)
 
 
 def _start(parts: RunParts, folder: RunFolder, resumed: bool, checkpoint: CheckpointFolder | None,

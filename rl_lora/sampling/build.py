@@ -19,6 +19,9 @@ def build_backend(model: ModelConfig, rollout: RolloutConfig, tokenizer, device:
     sleeps between steps (RunConfig.engine_sleeps)."""
     from rl_lora.models import load_causal_lm, resolve_model
 
+    if "auto" in (model.dtype, device):  # vLLM's own dtype auto means the checkpoint's dtype: not ours
+        raise ValueError(f"build_backend(dtype={model.dtype!r}, device={device!r}): resolve auto first "
+                         "(rl_lora.device.resolve)")
     if rollout.backend == "vllm":
         from rl_lora.sampling.vllm import VLLMBackend
 
