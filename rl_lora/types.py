@@ -154,36 +154,50 @@ class Batch:
         """This batch on `device`: batches are collated on the CPU, and the learner's model may sit on a GPU."""
         return Batch(*(getattr(self, f.name).to(device) for f in dataclasses.fields(self)))
 
-    def split(self, max_rows: int, max_tokens: int | None = None) -> list[tuple[slice, "Batch"]]:
+    def split(self, max_rows: int | None = None, max_tokens: int | None = None,
+              whole_groups: bool | None = None) -> list[tuple[slice, "Batch"]]:
         """Micro-batches, as (row slice into this batch, micro-batch) pairs, each trimmed to the columns it uses.
-        By rows: whole groups, up to `max_rows` rows each (or one group, if a group is larger). By tokens
-        (`max_tokens` set): consecutive rows while the micro-batch's padded tokens (each prompt once, plus every
-        completion) stay within the budget, splitting a group where it must (its advantages are already taken;
-        the split group's prompt runs once in each part). A row larger than the budget goes alone."""
+        A micro-batch holds up to `max_rows` rows and `max_tokens` padded tokens (each prompt once, plus every
+        completion at the widest completion's width). `whole_groups` (the default without `max_tokens`): it takes
+        whole groups, and a group alone larger than the limits goes alone, or, over `max_tokens`, is cut by rows.
+        Otherwise it takes consecutive rows, splitting a group where it must (its advantages are already taken; the
+        split group's prompt runs once in each part). A row larger than the budget goes alone."""
+        if whole_groups is None:
+            whole_groups = max_tokens is None
         prompt_of = torch.repeat_interleave(torch.arange(len(self.repeats)), self.repeats).tolist()
+        group_end = torch.repeat_interleave(self.repeats.cumsum(0), self.repeats).tolist()
         prompt_lengths = self.prompt_mask.sum(1).tolist()
         completion_lengths = self.completion_mask.sum(1).tolist()
+
+        def fits(first: int, last: int) -> bool:
+            if max_rows is not None and last - first > max_rows:
+                return False
+            if max_tokens is None:
+                return True
+            prompts = range(prompt_of[first], prompt_of[last - 1] + 1)
+            tokens = len(prompts) * max(prompt_lengths[p] for p in prompts) + \
+                (last - first) * max(completion_lengths[first:last])
+            return tokens <= max_tokens
+
         cuts, first = [], 0
         while first < self.rows:
-            last, prompts, widest_prompt, widest_completion = first, set(), 0, 0
+            last = first
             while last < self.rows:
-                row_prompt = prompt_of[last]
-                if max_tokens is None:  # whole groups: take the group of `last` if it fits
-                    group_end = last + int(self.repeats[row_prompt])
-                    if last > first and group_end - first > max_rows:
-                        break
-                    last = group_end
-                    continue
-                wider_prompt = max(widest_prompt, int(prompt_lengths[row_prompt]))
-                wider_completion = max(widest_completion, int(completion_lengths[last]))
-                tokens = (len(prompts | {row_prompt}) * wider_prompt + (last - first + 1) * wider_completion)
-                if last > first and tokens > max_tokens:
+                end = group_end[last] if whole_groups else last + 1
+                if last > first and not fits(first, end):
                     break
-                prompts.add(row_prompt)
-                widest_prompt, widest_completion, last = wider_prompt, wider_completion, last + 1
+                last = end
+            if whole_groups and max_tokens is not None and not fits(first, last):  # one group, over the budget
+                last = first + 1
+                while last < group_end[first] and fits(first, last + 1):
+                    last += 1
             cuts.append((first, last))
             first = last
         return [(slice(a, b), self._rows(a, b, prompt_of)) for a, b in cuts]
+
+    def tokens(self) -> int:
+        """Padded tokens one pass over this batch computes: each prompt once, plus every completion."""
+        return self.prompt_ids.numel() + self.completion_ids.numel()
 
     def select(self, first: int, last: int) -> "Batch":
         """Rows first..last-1 with their prompts (a data-parallel rank's share of the groups)."""
@@ -239,6 +253,7 @@ class LearnMetrics:
     tokens: int
     seconds: float
     learning_rate: float
+    micro_batches: int = 1  # forward/backward passes the step took (this learner's, with N learners)
 
 
 @dataclass(frozen=True)

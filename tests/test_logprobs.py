@@ -84,24 +84,66 @@ def _gradients(model, batch, algo_settings: dict) -> dict:
     learner = LocalLearner(copy.deepcopy(model), LoraConfig(mode=TrainMode.FULL), AlgoConfig(**algo_settings), lr=0.0)
     layer_calls = []
     learner.model.model.layers[0].register_forward_pre_hook(lambda *_: layer_calls.append(1))
-    learner.step(batch)
-    micro_batches = len(batch.split(8, algo_settings.get("micro_batch_tokens")))
+    micro_batches = learner.step(batch).micro_batches
     # A prompt pass and a completion pass per micro-batch, and a replay of the completion pass when checkpointed.
     assert len(layer_calls) == micro_batches * (3 if algo_settings.get("gradient_checkpointing") else 2)
     return {name: p.grad.clone() for name, p in learner.model.named_parameters()}
 
 
 def test_checkpointing_and_token_micro_batches_leave_the_gradients_unchanged(tiny_model):
-    """The same step's gradients: whole-group micro-batches, micro-batches by tokens that split groups, and
-    either with every decoder layer of the completion pass checkpointed."""
+    """The same step's gradients: whole-group micro-batches (by count or by memory), micro-batches by tokens that
+    split groups, either with every decoder layer of the completion pass checkpointed, and the compiled MLPs."""
     model, tokenizer = tiny_model
     batch = collate([Rollout(r.sample_id, r.prompt_ids, r.completion_ids, (-1.0,) * len(r.completion_ids), 0.0,
                              advantage, 0) for r, advantage in zip(rollouts(tokenizer), (1.0, -1.0, 0.5, -0.5, 0.0))],
                     pad_id=tokenizer.pad_token_id)
     reference_grads = _gradients(model, batch, {"micro_batch_size": 8, "max_grad_norm": 0.0})
     assert any(g.abs().sum() > 0 for g in reference_grads.values())
-    for settings in ({"gradient_checkpointing": True}, {"micro_batch_tokens": 16},
+    # {}: the default, micro-batches sized by memory (one pass here); 1 MB: a budget that holds one group a pass;
+    # aot_eager: the compiled MLPs' graphs (what inductor generates code from on a GPU), run on the CPU.
+    for settings in ({}, {"learner_memory_mb": 1.0}, {"compile": "aot_eager"}, {"gradient_checkpointing": True}, {"micro_batch_tokens": 16},
                      {"micro_batch_tokens": 16, "gradient_checkpointing": True}):
         grads = _gradients(model, batch, {"max_grad_norm": 0.0, **settings})
         for name, grad in reference_grads.items():
             torch.testing.assert_close(grads[name], grad, atol=1e-6, rtol=1e-4, msg=f"{settings} {name}")
+
+
+def test_split_by_tokens_with_whole_groups_cuts_only_a_group_over_the_budget(tiny_model):
+    _, tokenizer = tiny_model
+    batch = collate(rollouts(tokenizer), pad_id=tokenizer.pad_token_id)
+    first_prompt, second_prompt = (len(p) for p in tokenize_prompts(tokenizer, PROMPTS))
+    assert [(r.start, r.stop) for r, _ in batch.split(max_tokens=10_000, whole_groups=True)] == [(0, 5)]
+    # Room for the first group (its prompt and 2 rows of 3) but not both: one pass per group.
+    budget = first_prompt + 2 * 3
+    assert [(r.start, r.stop) for r, _ in batch.split(max_tokens=budget, whole_groups=True)] == [(0, 2), (2, 5)] \
+        if second_prompt + 3 * 4 <= budget else True
+    # The second group (3 rows of up to 4 tokens) alone over the budget: cut by rows, the first group whole.
+    tight = max(first_prompt + 2 * 3, second_prompt + 2 * 4)
+    parts = batch.split(max_tokens=tight, whole_groups=True)
+    assert [(r.start, r.stop) for r, _ in parts] == [(0, 2), (2, 4), (4, 5)]
+    assert all(part.tokens() <= tight for _, part in parts)
+
+
+def test_passes_sized_by_memory_stay_within_a_tight_budget_and_a_budget_below_one_completion_is_one_line(
+        tiny_model):
+    import pytest
+
+    from rl_lora.config import AlgoConfig, LoraConfig
+    from rl_lora.errors import UserError
+    from rl_lora.policy.learner import LocalLearner
+
+    model, tokenizer = tiny_model
+    batch = collate(rollouts(tokenizer) * 4, pad_id=tokenizer.pad_token_id)  # 8 groups
+    budget_mb = 1.0
+    learner = LocalLearner(copy.deepcopy(model), LoraConfig(rank=1), AlgoConfig(learner_memory_mb=budget_mb), lr=0.0)
+    saved_per_pass = []
+    observe = learner.sizer.observe
+    learner.sizer.observe = lambda saved, tokens: (saved_per_pass.append(saved), observe(saved, tokens))
+    passes = [learner.step(batch).micro_batches for _ in range(2)]  # the first from the estimate, then measured
+    assert min(passes) > 1 and len(saved_per_pass) == sum(passes)
+    # What autograd really kept for each pass's backward, parameters aside, never over the budget.
+    assert 0 < max(saved_per_pass) <= budget_mb * 2**20
+    small = LocalLearner(copy.deepcopy(model), LoraConfig(rank=1), AlgoConfig(learner_memory_mb=0.001), lr=0.0)
+    with pytest.raises(UserError, match=r"memory budget \(algo.learner_memory_mb=0.001\) holds \d+ tokens.*"
+                                        r"less than one completion with its prompt \(\d+ tokens\)"):
+        small.step(batch)

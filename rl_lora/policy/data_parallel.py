@@ -67,8 +67,8 @@ class Logprobs(torch.nn.Module):
         super().__init__()
         self.model, self.temperature = model, temperature
 
-    def forward(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        return batch_logprobs(self.model, batch, self.temperature)
+    def forward(self, batch: Batch, chunk_tokens: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return batch_logprobs(self.model, batch, self.temperature, chunk_tokens)
 
 
 class DataParallel:
@@ -170,6 +170,11 @@ class DataParallel:
 
     def share(self, batch: Batch) -> tuple[int, int]:
         return group_share(batch.repeats, self.rank, self.world_size)
+
+    def min_over_ranks(self, value: float) -> float:
+        smallest = torch.tensor([value], dtype=torch.float64, device=self.device)
+        dist.all_reduce(smallest, op=dist.ReduceOp.MIN)
+        return smallest.item()
 
     def sum_over_ranks(self, values: dict[str, float]) -> dict[str, float]:
         summed = torch.tensor(list(values.values()), dtype=torch.float64, device=self.device)

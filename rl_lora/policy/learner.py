@@ -9,7 +9,8 @@ import torch
 from rl_lora.config import AlgoConfig, LoraConfig, TrainMode
 from rl_lora.errors import UserError
 from rl_lora.models import cache_root, lora_parameters, probe_logprobs, write_adapter
-from rl_lora.policy.logprobs import batch_logprobs, enable_layer_checkpointing
+from rl_lora.policy.logprobs import batch_logprobs, causal_lm_of, compile_layers, enable_layer_checkpointing
+from rl_lora.policy.micro_batches import MicroBatchSizer, count_saved
 from rl_lora.policy.losses import policy_loss, token_weights
 from rl_lora.policy.tiny import TinyAdapter, tiny_peft_model
 from rl_lora.types import AdapterUpdate, Batch, LearnMetrics, Probe
@@ -66,6 +67,9 @@ class LocalLearner:
             self.lora_config = None  # FullFT with a KL term is refused by RunConfig.check: no reference copy
         if algo.gradient_checkpointing:
             enable_layer_checkpointing(model)
+        compile_backend = {"auto": "inductor" if next(model.parameters()).is_cuda else None,
+                           "off": None}.get(algo.compile, algo.compile)
+        self.compiled = compile_layers(model, compile_backend) if compile_backend else 0
         self.model = model
         self.model.train()
         self.params = [p for p in model.parameters() if p.requires_grad]
@@ -76,7 +80,13 @@ class LocalLearner:
         self.seed = seed
         self.master = [p.detach().float().clone().requires_grad_(True) for p in self.params] \
             if any(p.dtype != torch.float32 for p in self.params) else None
+        self._foreach_only = False  # sharded parameters (DTensors): AdamW's foreach path, not the fused kernel
         self._new_optimizer(self.master or self.params, lr)
+        # Micro-batches by memory unless a count or a token budget is set (rl_lora.policy.micro_batches).
+        self.sizer = MicroBatchSizer(causal_lm_of(model), algo.learner_memory_mb) \
+            if algo.micro_batch_size is None and algo.micro_batch_tokens is None else None
+        self.vocabulary = causal_lm_of(model).get_output_embeddings().weight.shape[0]
+        self.chunk_tokens: int | None = None  # logits chunk positions (None: logprobs' fixed ~8 MB chunks)
         self.version = 0
         self.parallel = None  # a DataParallel once this learner joins a group of N (rl_lora.cluster.actors)
 
@@ -90,11 +100,16 @@ class LocalLearner:
             self.params = [p for p in self.model.parameters() if p.requires_grad]
             if self.master is not None:  # bf16/fp16: fp32 masters of this rank's shards only, as sharded as the rest
                 self.master = [p.detach().float().clone().requires_grad_(True) for p in self.params]
+            self._foreach_only = True
             self._new_optimizer(self.master or self.params, self.optimizer.param_groups[0]["lr"])
 
     def _new_optimizer(self, params: list, lr: float) -> None:
         """AdamW over `params` with the warm-up schedule."""
-        self.optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=self.algo.weight_decay)
+        # One fused kernel for all tensors (a loop of ~10 small kernels per tensor otherwise: ~4,200 for the default
+        # rank-1 adapter's 420 tensors). Sharded parameters (DTensors) take the foreach path.
+        fused = not self._foreach_only
+        self.optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=self.algo.weight_decay,
+                                           fused=fused or None, foreach=None if fused else True)
         warmup = self.algo.warmup_steps
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0)
@@ -131,21 +146,25 @@ class LocalLearner:
         device = self.params[0].device  # the batch is split on the CPU; each micro-batch goes where the model is
         # Token weights over the whole batch: with N learners each rank's loss is its share of the one loss.
         weights = token_weights(batch.completion_mask, self.algo.normalization).to(device)
-        totals = {"loss": 0.0, "clipped": 0.0, "sampler_kl": 0.0, "base_kl": 0.0, "entropy": 0.0}
         self.optimizer.zero_grad(set_to_none=True)
         self.model.zero_grad(set_to_none=True)
         first, last = self.parallel.share(batch) if self.parallel else (0, batch.rows)
         if first == last:
             raise UserError(f"a step with {len(batch.repeats)} groups for {self.parallel.world_size} learners: "
                             "each learner needs a group; raise rollout.prompts_per_step or lower ray.num_learners")
-        micro_batches = batch.select(first, last).split(self.algo.micro_batch_size, self.algo.micro_batch_tokens)
+        micro_batches = self._micro_batches(batch.select(first, last), device)
+        # The metrics stay on the device and are read once, after the last pass: a read-back per pass would make the
+        # host wait for the device that many times a step.
+        totals = torch.zeros(5, dtype=torch.float64, device=device)  # loss, clipped, sampler KL, base KL, entropy
         for index, (rows, micro) in enumerate(micro_batches):
             micro = micro.to(device)
             # N learners: DDP all-reduces the gradients in the share's last backward pass only.
             last_pass = index == len(micro_batches) - 1
-            with self.parallel.accumulating(last_pass) if self.parallel else nullcontext():
-                logprobs, entropy = self.parallel.forward(micro) if self.parallel else \
-                    batch_logprobs(self.model, micro, self.temperature)
+            saved = [0]
+            with self.parallel.accumulating(last_pass) if self.parallel else nullcontext(), \
+                    count_saved(self.model, saved) if self.sizer else nullcontext():
+                logprobs, entropy = self.parallel.forward(micro, self.chunk_tokens) if self.parallel else \
+                    batch_logprobs(self.model, micro, self.temperature, self.chunk_tokens)
                 base_logprobs = self._base_logprobs(micro) if self.algo.kl_coef > 0 else None
                 micro_weights = weights[first + rows.start:first + rows.stop, :micro.completion_ids.shape[1]]
                 terms = policy_loss(self.algo.loss, logprobs, micro.sampler_logprobs, micro.advantages,
@@ -153,11 +172,11 @@ class LocalLearner:
                                     base_logprobs=base_logprobs, kl_coef=self.algo.kl_coef)
                 # DDP averages over ranks; the ranks' losses are parts of one sum.
                 (terms.loss * (self.parallel.world_size if self.parallel else 1)).backward()
-            totals["loss"] += terms.loss.item()
-            totals["clipped"] += terms.clipped_tokens.item()
-            totals["sampler_kl"] += terms.sampler_kl_sum.item()
-            totals["base_kl"] += terms.base_kl_sum.item()
-            totals["entropy"] += (entropy * micro.completion_mask).sum().item()
+            if self.sizer:
+                self.sizer.observe(saved[0], micro.tokens())
+            totals += torch.stack([terms.loss.detach(), terms.clipped_tokens, terms.sampler_kl_sum,
+                                   terms.base_kl_sum, (entropy * micro.completion_mask).sum()]).double()
+        totals = dict(zip(("loss", "clipped", "sampler_kl", "base_kl", "entropy"), totals.tolist()))
         if self.parallel:
             totals = self.parallel.sum_over_ranks(totals)
         if self.master is not None:
@@ -176,7 +195,24 @@ class LocalLearner:
             loss=totals["loss"], grad_norm=grad_norm, sampler_kl=totals["sampler_kl"] / max(tokens, 1),
             base_kl=totals["base_kl"] / max(tokens, 1), clip_fraction=totals["clipped"] / max(tokens, 1),
             entropy=totals["entropy"] / max(tokens, 1), tokens=tokens, seconds=time.perf_counter() - start,
-            learning_rate=learning_rate)
+            learning_rate=learning_rate, micro_batches=len(micro_batches))
+
+    def _micro_batches(self, share: Batch, device: torch.device) -> list[tuple[slice, Batch]]:
+        """This step's passes: by algo.micro_batch_tokens or algo.micro_batch_size when set, else as many whole
+        groups per pass as the memory budget holds (rl_lora.policy.micro_batches)."""
+        algo = self.algo
+        if algo.micro_batch_tokens is not None or algo.micro_batch_size is not None:
+            return share.split(algo.micro_batch_size, algo.micro_batch_tokens)
+        widest_prompt = int(share.prompt_mask.sum(1).max())
+        smallest = widest_prompt + int(share.completion_mask.sum(1).max())
+        # Still to be allocated this step: the gradients, and AdamW's two moments before its first step.
+        trainable = sum(p.numel() for p in self.master or self.params) * 4
+        pending = trainable * (1 if self.optimizer.state else 3)
+        budget = self.sizer.token_budget(device, pending, smallest)
+        if self.parallel:  # every rank cuts by the same budget: FSDP's passes are collectives, in step
+            budget = int(self.parallel.min_over_ranks(budget))
+        self.chunk_tokens = self.sizer.logits_chunk_tokens(self.vocabulary)
+        return share.split(max_tokens=budget, whole_groups=True)
 
     @torch.no_grad()
     def _copy_master_to_model(self) -> None:
@@ -241,6 +277,8 @@ class LocalLearner:
                  "version": self.version, "sharded": sharded}
         if self.tiny:
             state["tiny_vectors"] = self.tiny.state()
+        if self.sizer and self.sizer.measured_per_token is not None:  # a resume cuts its passes as this run did
+            state["activation_bytes_per_token"] = self.sizer.measured_per_token
         if self.master is not None:  # the saved weights are rounded; a resume goes on from the fp32 masters
             state["master_weights"] = whole([m.detach() for m in self.master]) if sharded else \
                 [m.detach().cpu() for m in self.master]
@@ -283,4 +321,6 @@ class LocalLearner:
             stepped = self.master or self.params
             self.optimizer.load_state_dict(self.parallel.shard_state(optimizer, stepped) if sharded else optimizer)
         self.scheduler.load_state_dict(optimizer_state["scheduler"])
+        if self.sizer and "activation_bytes_per_token" in optimizer_state:
+            self.sizer.measured_per_token = optimizer_state["activation_bytes_per_token"]
         self.version = optimizer_state["version"]
