@@ -149,6 +149,10 @@ class RolloutConfig:
     temperature: float = opt(0.7, "sampling temperature (no top-k/top-p: the sampler samples the policy)", min=0.0)
     max_new_tokens: int = opt(24, "completion length limit during training", min=1)
     batch_size: int = opt(64, "completions generated per forward batch", min=1)
+    hf_decode: str = opt("auto", "hf: how tokens are decoded after the prompt: eager (a growing cache, finished rows "
+                         "leave the batch; fastest on a CPU), static (a fixed-size cache, finished rows masked), graph "
+                         "(static, each 8-token chunk replayed as one CUDA graph), or auto (graph on CUDA, eager "
+                         "elsewhere); all sample the same tokens for a seed", choices=("auto", "eager", "static", "graph"))
     num_workers: int = opt(0, "rollout worker actors on Ray (0: sampler and learner in this process, no Ray; "
                            ">= 1: N RolloutWorker actors and a Learner actor, see the ray section)", min=0)
     max_lag: int = opt(0, "off-policy depth: workers sample up to k steps ahead of the learner (0: strictly "
@@ -363,7 +367,7 @@ RESUME_MAY_CHANGE = ("train.steps", "train.eval_every", "train.eval_size", "trai
                      "ray.*", "rollout.num_workers", "rollout.backend", "rollout.vllm_serve",
                      "rollout.vllm_max_model_len", "rollout.vllm_gpu_memory_utilization",
                      "rollout.vllm_tensor_parallel_size", "rollout.vllm_enforce_eager", "rollout.vllm_sleep",
-                     "rollout.batch_size",
+                     "rollout.batch_size", "rollout.hf_decode",
                      "rollout.probe", "reward.timeout_s", "reward.on_error", "reward.workers", "model.device", "log.*",
                      # how a step is computed, not what it computes:
                      "algo.micro_batch_size", "algo.micro_batch_tokens", "algo.learner_memory_mb", "algo.compile",

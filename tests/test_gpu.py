@@ -9,6 +9,7 @@ from rl_lora.policy.learner import LocalLearner
 from rl_lora.sampling.hf import HFBackend
 from rl_lora.step.advantages import build_rollouts
 from rl_lora.types import Probe, SamplingParams, collate
+from tests.test_hf_backend import decoded_both_ways
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 PROMPTS = ["Once upon a time", "The little dog ran to the park and saw"]
@@ -41,3 +42,20 @@ def test_a_step_on_the_gpu_is_served_by_a_gpu_sampler(llama_dir, mode, dtype):
     probe = Probe.for_tokenizer(tokenizer)
     gap = max(abs(a - b) for a, b in zip(learner.probe_logprobs(probe), sampler.probe_logprobs(probe)))
     assert gap <= (1e-3 if dtype == torch.float32 else 5e-2)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.7])
+def test_the_captured_decode_loop_samples_what_the_eager_loop_samples(tiny_model_dir, temperature):
+    """The CUDA-graph loop (decode="graph": a chunk run eagerly, then captured and replayed) against the eager
+    loop and its own uncaptured twin: same tokens, log-probs and generator state for one seed, float32."""
+    from rl_lora.models import load_tokenizer
+
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    (eager, static, graph), ends = decoded_both_ways(on_gpu(tiny_model_dir), tokenizer, temperature, 40,
+                                                     ("eager", "static", "graph"))
+    assert len(set(ends.tolist())) > 1
+    for other in (static, graph):
+        assert torch.equal(eager[0], other[0])
+        torch.testing.assert_close(eager[1], other[1], atol=1e-4, rtol=1e-4)
+        assert torch.equal(eager[2], other[2])
+    torch.testing.assert_close(static[1], graph[1], atol=1e-6, rtol=1e-6)  # the graph replays the twin's kernels

@@ -111,7 +111,8 @@ def test_bf16_fullft_follows_fp32_instead_of_rounding_small_updates_away(tiny_mo
     loss stays flat. With fp32 masters rounded without bias (dithered_bf16) a share of weights proportional to the
     drift moves each step, and the loss follows the fp32 run's. Measured here (stories260K, 292,800 weights):
     plain bf16 moves 6,817 weights after 3 steps and 6,824 after 8; dithered 38,240 and 75,350; fp32 ~287,000;
-    the dithered loss stays within 1e-3 of fp32's from step 2 on (fp32's falls 0.022 over 8 steps)."""
+    over 8 steps fp32's loss falls 0.032, plain bf16's 0.0003 and the dithered one's 0.031, never more than 0.0042
+    from fp32's (measured with the memory-sized single pass and the inverse-CDF sampler of 2026-12)."""
     from rl_lora.config import TrainMode
     from rl_lora.models import load_causal_lm, load_tokenizer
 
@@ -145,7 +146,12 @@ def test_bf16_fullft_follows_fp32_instead_of_rounding_small_updates_away(tiny_mo
     assert dithered[0] > 2 * plain[0] and dithered[1] > 1.5 * dithered[0]  # moving with the drift
     assert fp32[0] > 0.9 * 292_800
     assert fp32_losses[-1] < fp32_losses[0] - 0.02
-    assert max(abs(b - f) for b, f in zip(bf16_losses[1:], fp32_losses[1:])) < 1e-3  # follows fp32
+    # The loss follows fp32's: it falls as far (plain bf16's stays flat), and strays from it by a fraction of the
+    # gap plain bf16 opens. The bound is relative: the gap's size depends on the batch the sampler drew.
+    gaps = [abs(b - f) for b, f in zip(bf16_losses, fp32_losses)]
+    plain_gap = abs(plain_losses[-1] - fp32_losses[-1])
+    assert max(gaps) < 0.2 * plain_gap
+    assert bf16_losses[0] - bf16_losses[-1] > 0.8 * (fp32_losses[0] - fp32_losses[-1])
     assert plain_losses[-1] > fp32_losses[-1] + 0.01  # plain bf16 does not
 
 

@@ -156,7 +156,7 @@ def build_parts(config: RunConfig, console: Console, run_name: str,
                 from rl_lora.sampling.hf import HFBackend
 
                 backend = HFBackend(learner.model, tokenizer, batch_size=config.rollout.batch_size,
-                                    shares_learner_model=True)
+                                    shares_learner_model=True, decode=config.rollout.hf_decode)
                 probe = None  # the probe checks that a sampler got the update; this one holds the learner's weights
             elif backend is None:
                 backend = build_backend(config.model, config.rollout, tokenizer, config.model.device,

@@ -34,7 +34,7 @@ def build_backend(model: ModelConfig, rollout: RolloutConfig, tokenizer, device:
     from rl_lora.sampling.hf import HFBackend
 
     return HFBackend(load_causal_lm(model.name, model.dtype, device), tokenizer,
-                     batch_size=batch_size or rollout.batch_size)
+                     batch_size=batch_size or rollout.batch_size, decode=rollout.hf_decode)
 
 
 def read_adapter(folder: str | Path) -> AdapterUpdate:
