@@ -240,7 +240,7 @@ def _graphed(chunk: Callable[[], None]) -> Callable[[], None]:
     workspaces must happen outside a capture), the second captures it (capturing runs nothing) and replays it,
     later calls replay: one launch per CHECK_EVERY tokens instead of hundreds per token. Captured per `sample`
     call, never kept: a tiny adapter's cached weights (parametrize.cached) live only as long as that call."""
-    graph: torch.cuda.CUDAGraph | None = None
+    graph: torch.cuda.CUDAGraph | None | bool = None
     calls = 0
 
     def run() -> None:
@@ -255,12 +255,26 @@ def _graphed(chunk: Callable[[], None]) -> Callable[[], None]:
             return
         if graph is None:
             graph = torch.cuda.CUDAGraph()
-            # thread_local: other threads (side-by-side runs, rl_lora.run.shared_runs) may use the GPU meanwhile.
-            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-                chunk()
+            try:
+                # thread_local: other threads (side-by-side runs, rl_lora.run.shared_runs) may use the GPU meanwhile.
+                with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+                    chunk()
+            except RuntimeError as error:  # a model whose forward reads a value back to the host cannot be captured
+                _warn_uncaptured(error)
+                graph = False
+        if graph is False:  # a failed capture ran nothing: the same chunk, uncaptured, from the same state
+            chunk()
+            return
         graph.replay()
 
     return run
+
+
+def _warn_uncaptured(error: RuntimeError) -> None:
+    import warnings
+
+    warnings.warn(f"rollout.hf_decode=graph: this model's decode step could not be captured as a CUDA graph "
+                  f"({str(error).splitlines()[0][:200]}); decoding with the static cache uncaptured", stacklevel=3)
 
 
 def _first_eos(tokens: torch.Tensor, eos: torch.Tensor) -> torch.Tensor:
