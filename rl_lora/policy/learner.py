@@ -160,9 +160,10 @@ class LocalLearner:
             micro = micro.to(device)
             # N learners: DDP all-reduces the gradients in the share's last backward pass only.
             last_pass = index == len(micro_batches) - 1
-            saved = [0]
+            # The first pass of each step measures what autograd saves (a hook per saved tensor: not every pass).
+            saved, measure = [0], self.sizer is not None and index == 0
             with self.parallel.accumulating(last_pass) if self.parallel else nullcontext(), \
-                    count_saved(self.model, saved) if self.sizer else nullcontext():
+                    count_saved(self.model, saved) if measure else nullcontext():
                 logprobs, entropy = self.parallel.forward(micro, self.chunk_tokens) if self.parallel else \
                     batch_logprobs(self.model, micro, self.temperature, self.chunk_tokens)
                 base_logprobs = self._base_logprobs(micro) if self.algo.kl_coef > 0 else None
@@ -172,7 +173,7 @@ class LocalLearner:
                                     base_logprobs=base_logprobs, kl_coef=self.algo.kl_coef)
                 # DDP averages over ranks; the ranks' losses are parts of one sum.
                 (terms.loss * (self.parallel.world_size if self.parallel else 1)).backward()
-            if self.sizer:
+            if measure:
                 self.sizer.observe(saved[0], micro.tokens())
             totals += torch.stack([terms.loss.detach(), terms.clipped_tokens, terms.sampler_kl_sum,
                                    terms.base_kl_sum, (entropy * micro.completion_mask).sum()]).double()

@@ -2,8 +2,9 @@
 
 A pass's memory beyond the resident weights, gradients and optimizer state is its activations: the tensors
 autograd saves for the backward pass, which grow with the tokens in the pass. Their cost per token is measured on
-every pass (the saved tensors are counted as autograd saves them, so it is the same on a CPU and a GPU), and the
-next step's micro-batches are cut from the largest cost seen so far. Before the first measurement an estimate from
+each step's first pass (the saved tensors are counted as autograd saves them, so it is the same on a CPU and a GPU;
+the count costs a detach per saved tensor, ~2,200 ops a pass on SmolLM2, so not every pass), and the next step's
+micro-batches are cut from the largest cost seen so far. Before the first measurement an estimate from
 the model's shape stands in; it is set above what SmolLM2 and the fixture Llama measure (see ESTIMATE_*).
 
 The budget: on CUDA, 80 % of what the device has free once this step's gradients and optimizer state (allocated
