@@ -93,6 +93,9 @@ def algo_variants() -> dict:
             changes["micro_batch_tokens"] = None  # by rows, not by tokens
         if set(changes) <= fields:
             variants[name] = dataclasses.replace(default, **changes)
+    # The default's cut under a GPU's budget (an H200 has ~110 GB free: 80 % of it is more than this): one pass.
+    if "learner_memory_mb" in fields:
+        variants["learner_memory_mb=60000"] = dataclasses.replace(default, learner_memory_mb=60000.0)
     return variants
 
 
@@ -148,7 +151,7 @@ def git_state() -> dict:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--modes", default="lora,full", help="learners to count: lora, full or both")
-    parser.add_argument("--variants", default="default,micro_batch_size=8,micro_batch_size=64",
+    parser.add_argument("--variants", default="default,learner_memory_mb=60000,micro_batch_size=8,micro_batch_size=64",
                         help="AlgoConfig variants to count (comma-separated)")
     parser.add_argument("--shape", default="smollm2-135m", choices=[s for s in gpu_check.SHAPES])
     parser.add_argument("--narrow", action="store_true",

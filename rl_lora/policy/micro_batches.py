@@ -80,19 +80,27 @@ def memory_budget(configured_mb: float | None, device: torch.device, weight_byte
 def count_saved(model, counter: list[int]):
     """Add to counter[0] the bytes of the tensors autograd saves for backward while inside, each storage once and
     the model's parameters not at all (what the pass adds to memory, not what it reads)."""
-    parameters = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    seen: set[int] = set()
+    parameters = {_pointer(p) for p in model.parameters()}
+    seen: set[int | None] = {None}
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:
-        storage = tensor.untyped_storage()
-        pointer = storage.data_ptr()
-        if pointer not in parameters and pointer not in seen:
+        # A trainable leaf is a weight (FSDP's gathered ones are not among model.parameters()); a storage FSDP has
+        # freed has no pointer.
+        pointer = _pointer(tensor)
+        if pointer not in parameters and pointer not in seen and not (tensor.is_leaf and tensor.requires_grad):
             seen.add(pointer)
-            counter[0] += storage.nbytes()
+            counter[0] += tensor.untyped_storage().nbytes()
         return tensor
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
         yield
+
+
+def _pointer(tensor: torch.Tensor) -> int | None:
+    try:
+        return tensor.untyped_storage().data_ptr()
+    except RuntimeError:  # FSDP2 frees a gathered weight's storage after use
+        return None
 
 
 class MicroBatchSizer:
