@@ -113,10 +113,10 @@ def test_split_by_tokens_with_whole_groups_cuts_only_a_group_over_the_budget(tin
     batch = collate(rollouts(tokenizer), pad_id=tokenizer.pad_token_id)
     first_prompt, second_prompt = (len(p) for p in tokenize_prompts(tokenizer, PROMPTS))
     assert [(r.start, r.stop) for r, _ in batch.split(max_tokens=10_000, whole_groups=True)] == [(0, 5)]
-    # Room for the first group (its prompt and 2 rows of 3) but not both: one pass per group.
-    budget = first_prompt + 2 * 3
-    assert [(r.start, r.stop) for r, _ in batch.split(max_tokens=budget, whole_groups=True)] == [(0, 2), (2, 5)] \
-        if second_prompt + 3 * 4 <= budget else True
+    # Room for either group alone (a prompt and its rows at their widest) but not both: one pass per group.
+    budget = max(first_prompt + 2 * 3, second_prompt + 3 * 4)
+    assert 2 * max(first_prompt, second_prompt) + 5 * 4 > budget
+    assert [(r.start, r.stop) for r, _ in batch.split(max_tokens=budget, whole_groups=True)] == [(0, 2), (2, 5)]
     # The second group (3 rows of up to 4 tokens) alone over the budget: cut by rows, the first group whole.
     tight = max(first_prompt + 2 * 3, second_prompt + 2 * 4)
     parts = batch.split(max_tokens=tight, whole_groups=True)

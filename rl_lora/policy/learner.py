@@ -80,7 +80,6 @@ class LocalLearner:
         self.seed = seed
         self.master = [p.detach().float().clone().requires_grad_(True) for p in self.params] \
             if any(p.dtype != torch.float32 for p in self.params) else None
-        self._foreach_only = False  # sharded parameters (DTensors): AdamW's foreach path, not the fused kernel
         self._new_optimizer(self.master or self.params, lr)
         # Micro-batches by memory unless a count or a token budget is set (rl_lora.policy.micro_batches).
         self.sizer = MicroBatchSizer(causal_lm_of(model), algo.learner_memory_mb) \
@@ -100,14 +99,13 @@ class LocalLearner:
             self.params = [p for p in self.model.parameters() if p.requires_grad]
             if self.master is not None:  # bf16/fp16: fp32 masters of this rank's shards only, as sharded as the rest
                 self.master = [p.detach().float().clone().requires_grad_(True) for p in self.params]
-            self._foreach_only = True
             self._new_optimizer(self.master or self.params, self.optimizer.param_groups[0]["lr"])
 
     def _new_optimizer(self, params: list, lr: float) -> None:
         """AdamW over `params` with the warm-up schedule."""
         # One fused kernel for all tensors (a loop of ~10 small kernels per tensor otherwise: ~4,200 for the default
-        # rank-1 adapter's 420 tensors). Sharded parameters (DTensors) take the foreach path.
-        fused = not self._foreach_only
+        # rank-1 adapter's 420 tensors). Sharded parameters (DTensors, with to_local) take the foreach path.
+        fused = not any(hasattr(p, "to_local") for p in params)
         self.optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=self.algo.weight_decay,
                                            fused=fused or None, foreach=None if fused else True)
         warmup = self.algo.warmup_steps

@@ -11,7 +11,7 @@ The budget: on CUDA, 80 % of what the device has free once this step's gradients
 lazily, on the first step) are counted; launches, not FLOPs, bound small passes on a GPU, so the fewer the better.
 On a CPU a pass is compute-bound already at a few hundred tokens: a bigger pass buys no speed and costs RSS (the
 default step as one 64-completion pass: learner peak 6.4 GB against 1.1 GB in 8-completion passes, and not faster;
-benchmarks/README.md "Micro-batches by memory"), so the budget there is the weights' own size (at least 256 MB), at
+benchmarks/README.md, "On a GPU: fewer launches"), so the budget there is the weights' own size (at least 256 MB), at
 most a quarter of the RAM available: the default step keeps its eight passes.
 """
 from __future__ import annotations
