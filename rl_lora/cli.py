@@ -179,9 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     except RunStopped as e:
         print(f"rl-lora: error: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("rl-lora: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        print(f"rl-lora: interrupted ({e})" if str(e) else "rl-lora: interrupted", file=sys.stderr)
+        return 128 + getattr(e, "signum", 2)
     return 1
 
 

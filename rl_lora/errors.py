@@ -14,3 +14,12 @@ USER_ERRORS = (UserError, TaskError, RewardSpecError)
 class RunStopped(RuntimeError):
     """A part of the run failed beyond recovery (the learner actor, a worker out of restarts): stop with the
     message, resumable from the last checkpoint."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM where there is nothing to finish first (before a run's first step): stop at once. The CLI
+    exits with 128 + the signal's number, as a shell reports a process the signal killed."""
+
+    def __init__(self, name: str, signum: int, when: str):
+        super().__init__(f"{name} {when}")
+        self.signum = signum

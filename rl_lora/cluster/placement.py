@@ -14,10 +14,11 @@ import os
 from dataclasses import dataclass
 
 from rl_lora.cluster.pool import WorkerPool
+from rl_lora.cluster.remote_errors import describe
 from rl_lora.cluster.remote_learner import RemoteLearner
 from rl_lora.config import RunConfig
 from rl_lora.device import Compute
-from rl_lora.errors import UserError
+from rl_lora.errors import RunStopped, UserError
 from rl_lora.types import Probe
 
 PLACEMENT_TIMEOUT_S = 120
@@ -153,9 +154,9 @@ def start(config: RunConfig, probe: Probe | None, default_reward: str, run_name:
             scheduling_strategy=on(rank), name=f"{run_name}/learner" + (f"-{rank}" if learners > 1 else "")
         ).remote(config, learner_threads) for rank in range(learners)]
         if learners > 1:
-            address, port = ray.get(learner_actors[0].rendezvous.remote())
-            ray.get([actor.join_group.remote(address, port, rank, learners)
-                     for rank, actor in enumerate(learner_actors)])
+            address, port = _started("a learner actor", lambda: ray.get(learner_actors[0].rendezvous.remote()))
+            _started("a learner actor", lambda: ray.get([actor.join_group.remote(address, port, rank, learners)
+                                                         for rank, actor in enumerate(learner_actors)]))
         workers = [ray.remote(RolloutWorker).options(
             num_cpus=worker_bundle.get("CPU", 0), num_gpus=worker_bundle.get("GPU", 0),
             max_restarts=config.ray.max_restarts, max_task_retries=0, scheduling_strategy=on(learners + index),
@@ -163,8 +164,9 @@ def start(config: RunConfig, probe: Probe | None, default_reward: str, run_name:
         ).remote(config.model, config.reward, default_reward, config.task.name, config.rollout,
                  config.ray.worker_threads, config.train.seed + index, config.engine_sleeps)
             for index in range(config.rollout.num_workers)]
-        parts = RayParts(RemoteLearner(learner_actors), WorkerPool(workers, probe), group, started)
-        nodes = ray.get([w.node.remote() for w in workers])
+        parts = RayParts(RemoteLearner(learner_actors), _started("a rollout worker", lambda: WorkerPool(
+            workers, probe, max_restarts=config.ray.max_restarts)), group, started)
+        nodes = _started("a rollout worker", lambda: ray.get([w.node.remote() for w in workers]))
         print(f"placed on {len(set(nodes) | {parts.learner.node})} node(s): learner on node "
               f"{parts.learner.node[:8]}, rollout workers on " + ", ".join(n[:8] for n in nodes))
         try:
@@ -177,3 +179,13 @@ def start(config: RunConfig, probe: Probe | None, default_reward: str, run_name:
         if started:
             ray.shutdown()
         raise
+
+
+def _started(what: str, call):
+    """call(), with an actor that failed to start (its constructor raised, on its node) reported by its cause."""
+    import ray
+
+    try:
+        return call()
+    except ray.exceptions.RayActorError as error:
+        raise RunStopped(f"{what} died: {describe(error)}") from None

@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from envs.sample import Sample
 from rewards.protocol import ScoredBatch
+from rl_lora.cluster.remote_errors import describe
 from rl_lora.errors import RunStopped
 from rl_lora.sampling.probe import check_probe
 from rl_lora.types import Completion, Learner, Probe, SampledStep, SamplingParams, SyncResult
@@ -54,10 +55,13 @@ def _log(message: str) -> None:
 
 
 class WorkerPool:
-    def __init__(self, workers: list, probe: Probe | None, log: Callable[[str], None] = _log):
+    def __init__(self, workers: list, probe: Probe | None, log: Callable[[str], None] = _log,
+                 max_restarts: int | None = None):
         import ray
 
         self.ray, self.workers, self.probe, self.log = ray, list(workers), probe, log
+        self.max_restarts = max_restarts  # ray.max_restarts, for the lines a death prints (None: not known)
+        self.restarts = [0] * len(self.workers)
         self.version = 0
         self.update_ref = None  # the last update sent, for workers that come back empty after a restart
         self.recoveries = 0  # workers brought back after a restart, over the pool's life
@@ -143,8 +147,15 @@ class WorkerPool:
             try:
                 return self.ray.get(ref)
             except self.ray.exceptions.RayActorError as error:
-                self.log(f"rollout worker {index} died {during} ({type(error).__name__}); Ray restarts it, it "
-                         f"reloads version {self.version} and {then}")
+                cause = describe(error)
+                if self.max_restarts is not None and self.restarts[index] >= self.max_restarts:
+                    raise RunStopped(f"rollout worker {index} died {during} ({cause}) and is not restarted "
+                                     f"(ray.max_restarts={self.max_restarts}"
+                                     + (", all used" if self.max_restarts else "") + ")") from None
+                self.restarts[index] += 1
+                budget = f" of {self.max_restarts}" if self.max_restarts is not None else ""
+                self.log(f"rollout worker {index} died {during} ({cause}); Ray restarts it (restart "
+                         f"{self.restarts[index]}{budget}), it reloads version {self.version} and {then}")
                 self._resync(index)
                 ref = again()
 
@@ -167,7 +178,7 @@ class WorkerPool:
                 time.sleep(0.2)
             except self.ray.exceptions.RayActorError as error:
                 raise RunStopped(f"rollout worker {index} died and was not restarted (ray.max_restarts used up): "
-                                 f"{str(error).splitlines()[0]}") from None
+                                 f"{describe(error)}") from None
 
     def close(self) -> None:
         for worker in self.workers:

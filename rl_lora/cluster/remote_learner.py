@@ -1,10 +1,11 @@
 """The Learner protocol (rl_lora.types) over the LearnerWorker actors: one, or ray.num_learners in one
-torch.distributed group (rank 0 first). A dead learner actor stops the run at its last checkpoint: its optimizer
+torch.distributed group (rank 0 first). A dead learner actor stops the run (at its last checkpoint, if any): its optimizer
 state lives only there (and a group cannot go on with a hole), so unlike a rollout worker it is not restarted."""
 from __future__ import annotations
 
 from pathlib import Path
 
+from rl_lora.cluster.remote_errors import describe
 from rl_lora.errors import RunStopped
 from rl_lora.types import AdapterUpdate, Batch, LearnMetrics, Probe
 
@@ -41,8 +42,8 @@ class RemoteLearner:
             try:
                 done[ready[0]] = self.ray.get(ready[0])
             except self.ray.exceptions.RayActorError as error:
-                raise RunStopped(f"a learner actor died ({type(error).__name__}: {str(error).splitlines()[0]}); "
-                                 "the run stops at its last checkpoint") from None
+                # The run says what is left to resume from (rl_lora.run.train): the learner does not know.
+                raise RunStopped(f"a learner actor died: {describe(error)}") from None
         return [done[ref] for ref in refs]
 
     def step(self, batch: Batch) -> LearnMetrics:

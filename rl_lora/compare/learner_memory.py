@@ -14,15 +14,15 @@ Step peak = the same from after the load on: what training itself holds.
 from __future__ import annotations
 
 import json
+import signal
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Callable
 
+from rl_lora.compare.children import run_tied
 from rl_lora.config import RunConfig, TrainMode, load_config
-from rl_lora.errors import UserError
+from rl_lora.errors import Interrupted, UserError
 from rl_lora.memory import peak_rss_mb, peak_since, start_peak
 from rl_lora.run.folder import RunFolder
 
@@ -84,10 +84,12 @@ def measure(config: RunConfig, steps: int = 2, join: Callable | None = None) -> 
 
 def measure_in_subprocess(config_path: Path, steps: int = 2) -> dict:
     """measure() in a fresh process, so that the peak is the learner's and not the caller's."""
-    out = subprocess.run([sys.executable, "-m", "rl_lora.cli", "learner-memory", "--config", str(config_path),
-                          "--steps", str(steps), "--in-process"], capture_output=True, text=True)
-    if out.returncode != 0:
-        raise RuntimeError(f"learner memory measurement failed (exit {out.returncode}):\n{out.stderr[-2000:]}")
+    out = run_tied(["learner-memory", "--config", str(config_path), "--steps", str(steps), "--in-process"],
+                   capture=True)
+    if out.stopped_by is not None:
+        raise Interrupted(signal.Signals(out.stopped_by).name, out.stopped_by, "during the learner measurement")
+    if out.code != 0:
+        raise RuntimeError(f"learner memory measurement failed (exit {out.code}):\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

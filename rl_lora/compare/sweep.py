@@ -7,14 +7,15 @@ what is trained and at which LR.
 from __future__ import annotations
 
 import copy
-import subprocess
-import sys
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
 from rl_lora.config import RunConfig, TrainMode, arm_slug, to_yaml
-from rl_lora.errors import UserError
+from rl_lora.compare.children import ChildEnd, run_tied
+from rl_lora.errors import Interrupted, UserError
 from rl_lora.run.folder import RunFolder
+from rl_lora.run.lock import FolderLock, holder_of
 
 # The adapter families an arm can name, and how each is written: lora:RANK, dora:RANK, tiny:U, full.
 FAMILIES = ("lora", "dora", "tiny", "full")
@@ -136,11 +137,13 @@ class PendingRun:
 
 
 def _train(pending: PendingRun) -> None:
-    """One arm in its own process: its peak memory is its own, and a crash stops only that arm."""
+    """One arm in its own process (tied to this one: rl_lora.compare.children): its peak memory is its own, and a
+    crash stops only that arm."""
     print(f"{pending.prefix} {pending.action}", flush=True)
-    code = subprocess.run([sys.executable, "-m", "rl_lora.cli", "train", *pending.argv()]).returncode
-    if code != 0:
-        raise UserError(f"{pending.prefix} the run failed (exit {code}); re-run compare to resume it")
+    end = run_tied(["train", *pending.argv()])
+    _stop_if_signalled(end, pending.run.name)
+    if end.code != 0:
+        raise UserError(f"{pending.prefix} the run failed (exit {end.code}); re-run compare to resume it")
 
 
 def _train_shared(group: list[PendingRun]) -> None:
@@ -149,11 +152,21 @@ def _train_shared(group: list[PendingRun]) -> None:
     for pending in group:
         print(f"{pending.prefix} {pending.action} on a shared engine", flush=True)
         argv += pending.argv(("--start",))
-    code = subprocess.run([sys.executable, "-m", "rl_lora.cli", "shared-runs", *argv]).returncode
-    if code != 0:
-        names = ", ".join(p.run.name for p in group)
-        raise UserError(f"[compare] the shared-engine runs {names} failed (exit {code}); re-run compare to resume "
+    end = run_tied(["shared-runs", *argv])
+    names = ", ".join(p.run.name for p in group)
+    _stop_if_signalled(end, names)
+    if end.code != 0:
+        raise UserError(f"[compare] the shared-engine runs {names} failed (exit {end.code}); re-run compare to resume "
                         "them (finished ones are kept)")
+
+
+def _stop_if_signalled(end: ChildEnd, names: str) -> None:
+    """Ctrl-C or SIGTERM reached compare while a child trained: the child stopped (after its step, with a
+    checkpoint), and compare stops too rather than start the next run."""
+    if end.stopped_by is not None:
+        name = "Ctrl-C" if end.stopped_by == signal.SIGINT else signal.Signals(end.stopped_by).name
+        raise Interrupted(name, end.stopped_by, f"while {names} trained; re-run compare to go on (finished runs are "
+                          "kept, stopped ones resume)")
 
 
 def engine_groups(pending: list[PendingRun], share_engine: bool) -> list[list[PendingRun]]:
@@ -183,6 +196,10 @@ def run_all(base: RunConfig, runs: list[ArmRun], out: Path, share_engine: bool =
         folder = RunFolder(runs_dir / run.name)
         folders.append(folder.path)
         prefix = f"[compare {index}/{len(runs)}] {run.name}:"
+        holder = holder_of(folder.path)
+        if holder is not None:  # a run still training here (started by hand, or left by an older compare)
+            raise UserError(f"{prefix} its run folder {folder} is in use by {holder}; stop that process first (compare "
+                            "neither removes nor resumes a folder another process writes)")
         if folder.finished(config.train.steps):
             print(f"{prefix} finished earlier, not re-run")
             continue
@@ -251,6 +268,18 @@ def run_compare(base: RunConfig, arms: list[Arm], lr_points: int, seeds: int, ou
     if share_engine and (base.rollout.backend != "vllm" or base.rollout.num_workers != 0):
         raise UserError("--share-engine puts several runs' adapters in one vLLM engine's LoRA slots: it needs "
                         "rollout.backend=vllm and rollout.num_workers=0 (--set rollout.backend=vllm)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"cannot create the compare folder {out}: {error.strerror}") from None
+    with FolderLock(out, "compare folder").acquire("run compare in it"):  # one compare per output folder
+        return _run_compare(base, arms, lr_points, seeds, out, lr_extend, seeds_at_best, learner_memory,
+                            share_engine, lr_step, best_points)
+
+
+def _run_compare(base: RunConfig, arms: list[Arm], lr_points: int, seeds: int, out: Path, lr_extend: int,
+                 seeds_at_best: int, learner_memory: bool, share_engine: bool, lr_step: float,
+                 best_points: int) -> list[Path]:
     folders = run_all(base, plan(base, arms, lr_points, seeds, lr_step), out, share_engine)
     for arm in arms:
         offsets = grid_offsets(lr_points)

@@ -8,6 +8,7 @@
     plots/curve.png        reward and accuracy curves
     summary.json           written when the run ends (RunSummary)
     learner_memory.json    the learner alone, measured by `rl-lora learner-memory` (compare does it per arm)
+    .lock                  who writes here now (rl_lora.run.lock: an OS lock held for the life of the run)
     code.json, code.diff   each session of the run: package version, git commit, uncommitted diff, and the device
                            and dtype it computed in (config.yaml keeps model.device/dtype as given, e.g. auto)
 
@@ -27,6 +28,7 @@ from typing import Any
 from rl_lora.config import RunConfig, load_config, to_yaml
 from rl_lora.errors import UserError
 from rl_lora.io import atomic_write_text
+from rl_lora.run.lock import FolderLock
 from rl_lora.step.evaluate import EvalResult
 from rl_lora.types import StepMetrics
 
@@ -131,9 +133,10 @@ class RunFolder:
     def is_run(self) -> bool:
         return self.config_path.is_file()
 
-    def claim(self, config: RunConfig) -> None:
-        """Create the folder with its config, before anything heavy loads: a run that cannot write here, or that
-        another run started at the same moment under the same name, stops at once."""
+    def claim(self, config: RunConfig) -> FolderLock:
+        """Create the folder, locked, with its config, before anything heavy loads: a run that cannot write here, or
+        that another run started at the same moment under the same name, stops at once. The caller holds the lock
+        for the run's life."""
         try:
             self.path.mkdir(parents=True)
         except FileExistsError:
@@ -141,7 +144,12 @@ class RunFolder:
                             f"--resume {self}") from None
         except OSError as error:
             raise UserError(f"cannot create run folder {self}: {error.strerror}") from None
+        lock = self.lock().acquire()
         self.write_config(config)
+        return lock
+
+    def lock(self) -> FolderLock:
+        return FolderLock(self.path, "run folder")
 
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)

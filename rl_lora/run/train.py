@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from envs.render import PromptRenderer
 from rl_lora.config import RunConfig, check_resume_changes
 from rl_lora.device import Compute, resolve
-from rl_lora.errors import RunStopped, UserError
+from rl_lora.errors import Interrupted, RunStopped, UserError
 from rl_lora.io import out_of_space
 from rl_lora.memory import peak_rss_mb
 from rl_lora.models import check_gradient_checkpointing, check_model, load_causal_lm, load_tokenizer
@@ -95,29 +95,36 @@ def _eval_line(label: str, result: EvalResult, limit: int) -> str:
 
 
 class StopFlag:
-    """The first Ctrl-C or SIGTERM (what Slurm, Kubernetes and `ray job stop` send): finish the current step,
-    checkpoint, stop. The second: stop at once (the last checkpoint stays whole: it is written under a staging
-    name and renamed)."""
+    """Ctrl-C and SIGTERM (what Slurm, Kubernetes and `ray job stop` send), handled from the moment the run folder is
+    claimed. Before the first step (loading, the base evaluation) there is nothing to finish: stop at once (the
+    caller removes a folder with no checkpoint). From the first step on, the first signal finishes the current
+    step, checkpoints and stops; the second stops at once (the last checkpoint stays whole: it is written under a
+    staging name and renamed)."""
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self, console: Console):
         self.requested, self.console = False, console
+        self.training = False  # set when the first step starts: from then on a signal finishes the step first
+        self._previous: dict = {}
 
     def __call__(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
         name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        if not self.training:
+            raise Interrupted(name, signum, "before the first step")
+        if self.requested:
+            raise Interrupted(name, signum, "again: aborting the step")
+        self.requested = True
         self.console.print(f"[yellow]{name}: stopping after this step (again to abort without a checkpoint)")
 
-    def install(self) -> dict:
-        """Handle both signals; returns the previous handlers, for restore()."""
-        return {signum: signal.signal(signum, self) for signum in self.SIGNALS}
+    def install(self) -> "StopFlag":
+        """Handle both signals until restore()."""
+        self._previous = {signum: signal.signal(signum, self) for signum in self.SIGNALS}
+        return self
 
-    @staticmethod
-    def restore(previous: dict) -> None:
-        for signum, handler in previous.items():
+    def restore(self) -> None:
+        for signum, handler in self._previous.items():
             signal.signal(signum, handler)
+        self._previous = {}
 
 
 @dataclass(frozen=True)
@@ -186,35 +193,58 @@ def train_main(config: RunConfig | None, resume: str | None, overrides: list[str
     """One run, new (`config`) or resumed (`resume`, a run folder; `overrides` as --set). Returns its summary;
     errors a user can fix raise UserError (the CLI prints them as one line)."""
     console = Console(stderr=True)
+    lock = None
     if resume:
         folder = RunFolder.existing(resume)
+        lock = folder.lock().acquire("resume it")  # one writer: a second --resume stops here
         config = folder.read_config(overrides)
         check_resume_changes(folder.read_config(), config)
         checkpoint = folder.latest_checkpoint()  # None: stopped before its first checkpoint; it starts again
         if checkpoint is not None and checkpoint.step >= config.train.steps:
+            lock.release()
             raise UserError(f"{folder} finished step {checkpoint.step} of {config.train.steps} already; to train "
                             f"further: rl-lora train --resume {folder} --set train.steps=N (N > {checkpoint.step})")
     else:
         folder, checkpoint = RunFolder.for_new_run(config), None
-    config.check()
-    tag = f"{folder.name}: " if hosted else ""
-    check_environment(config, tag)
-    # Nothing is written before every check above has passed.
-    if resume:
-        folder.write_config(config)  # keep --set changes (e.g. more steps); model.dtype=auto stays auto
-    else:
-        folder.claim(config)
+    # Signals are handled from here on (a hosted run's host owns them): before the first step they stop at once.
+    stop = None if hosted else StopFlag(console).install()
     try:
-        parts, release = build_parts(config, console, folder.name, hosted.backend if hosted else None)
-    except BaseException:
-        if not resume:
-            folder.remove()
-        raise
-    record_session(folder, parts.config, config, tag)
-    try:
-        return _start(parts, folder, resume is not None, checkpoint, console, hosted)
+        config.check()
+        tag = f"{folder.name}: " if hosted else ""
+        check_environment(config, tag)
+        # Nothing is written before every check above has passed.
+        if resume:
+            folder.write_config(config)  # keep --set changes (e.g. more steps); model.dtype=auto stays auto
+        else:
+            lock = folder.claim(config)
+        try:
+            parts, release = build_parts(config, console, folder.name, hosted.backend if hosted else None)
+        except BaseException as error:
+            if not resume:
+                folder.remove()
+                _say_removed(folder, error)
+            if isinstance(error, RunStopped):
+                raise _what_is_left(error, folder.latest_checkpoint() if resume else None) from None
+            raise
+        record_session(folder, parts.config, config, tag)
+        stop_requested = hosted.stop_requested if hosted else (lambda: stop.requested)
+        try:
+            return _start(parts, folder, resume is not None, checkpoint, console, hosted, stop, stop_requested)
+        finally:
+            release()  # Ray too: Ctrl-C, a failure or the end of the run all leave no actors behind
     finally:
-        release()  # Ray too: Ctrl-C, a failure or the end of the run all leave no actors behind
+        if stop is not None:
+            stop.restore()
+        if lock is not None:
+            lock.release()
+
+
+def _say_removed(folder: RunFolder, error: BaseException) -> None:
+    """A run stopped before its first checkpoint leaves no folder: say so when a signal stopped it (an error says
+    its own line)."""
+    if isinstance(error, KeyboardInterrupt):
+        print(f"{folder} had no checkpoint yet: its folder was removed; start the run again to train it",
+              file=sys.stderr, flush=True)
 
 
 def record_session(folder: RunFolder, used: RunConfig, given: RunConfig, tag: str) -> None:
@@ -231,7 +261,8 @@ def record_session(folder: RunFolder, used: RunConfig, given: RunConfig, tag: st
 
 
 def _start(parts: RunParts, folder: RunFolder, resumed: bool, checkpoint: CheckpointFolder | None,
-           console: Console, hosted: HostedRun | None) -> RunSummary:
+           console: Console, hosted: HostedRun | None, stop: StopFlag | None,
+           stop_requested: Callable[[], bool]) -> RunSummary:
     if checkpoint is not None:
         state, update, optimizer_state = load_checkpoint(checkpoint, parts.learner.lora_config)
         parts.learner.load_state(update, optimizer_state)
@@ -244,12 +275,13 @@ def _start(parts: RunParts, folder: RunFolder, resumed: bool, checkpoint: Checkp
             console.print(f"{folder} stopped before its first checkpoint: starting it again from step 1")
         first_step, base_accuracy = 1, None
     try:
-        return _run(parts, folder, resumed, first_step, base_accuracy, console, hosted)
+        return _run(parts, folder, resumed, first_step, base_accuracy, console, hosted, stop, stop_requested)
     except BaseException as error:
         kept = folder.latest_checkpoint()
         # A run that dies before its first checkpoint leaves nothing to resume: leave no folder behind either.
         if kept is None:
             folder.remove()
+            _say_removed(folder, error)
         else:
             print(f"the run stopped; resume from its last checkpoint with: rl-lora train --resume {folder}",
                   file=sys.stderr)
@@ -257,11 +289,20 @@ def _start(parts: RunParts, folder: RunFolder, resumed: bool, checkpoint: Checkp
             raise RunStopped(f"no space left on {folder.path.parent}: " + (
                 f"the last complete checkpoint, step {kept.step}, is kept; free space, then resume" if kept
                 else "the run stopped before its first checkpoint and its folder was removed")) from None
+        if isinstance(error, RunStopped):
+            raise _what_is_left(error, kept) from None
         raise
 
 
+def _what_is_left(error: RunStopped, kept: CheckpointFolder | None) -> RunStopped:
+    """A part failed for good: the line says what is left to resume from."""
+    return RunStopped(f"{error}; " + (f"the run stops at its last checkpoint, step {kept.step}" if kept
+                                      else "no checkpoint yet, so its folder was removed"))
+
+
 def _run(parts: RunParts, folder: RunFolder, resumed: bool, first_step: int, base_accuracy: float | None,
-         console: Console, hosted: HostedRun | None) -> RunSummary:
+         console: Console, hosted: HostedRun | None, stop: StopFlag | None,
+         stop_requested: Callable[[], bool]) -> RunSummary:
     config, started = parts.config, time.perf_counter()
     # Hosted runs print side by side: each line says whose it is.
     tag = f"{folder.name}: " if hosted else ""
@@ -277,12 +318,8 @@ def _run(parts: RunParts, folder: RunFolder, resumed: bool, first_step: int, bas
 
     log = MetricsLog(folder, resume_after_step=first_step - 1 if resumed else None)
     dashboard = WandbLog(config, folder) if config.log.wandb else None
-    # Only the main thread may set a signal handler; a hosted run's host owns Ctrl-C and SIGTERM.
-    if hosted:
-        previous_handlers, stop_requested = {}, hosted.stop_requested
-    else:
-        stop = StopFlag(console)
-        previous_handlers, stop_requested = stop.install(), (lambda: stop.requested)
+    if stop is not None:
+        stop.training = True  # from the first step on, a signal finishes the step and checkpoints
     last_eval: dict = {}
     columns = (TextColumn("step"), MofNCompleteColumn(), BarColumn(), TextColumn("{task.fields[status]}"),
                TimeElapsedColumn(), TimeRemainingColumn())
@@ -321,7 +358,6 @@ def _run(parts: RunParts, folder: RunFolder, resumed: bool, first_step: int, bas
             dashboard.finish(failed=True)
         raise
     finally:
-        StopFlag.restore(previous_handlers)
         log.close()
 
     metrics = folder.read_metrics()
