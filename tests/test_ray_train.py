@@ -75,6 +75,30 @@ def test_a_killed_worker_is_restarted_and_every_step_completes(ray_cluster, tiny
     assert all(m["probe_gap"] <= 1e-3 for m in steps)  # the restarted worker serves the learner's weights again
 
 
+def test_with_max_restarts_0_a_killed_worker_stops_the_run_and_says_so(ray_cluster, tiny_model_dir, tmp_path,
+                                                                        capsys):
+    ray = ray_cluster
+    with when_steps_done(tmp_path / "once", 1,
+                         lambda: ray.kill(ray.get_actor("once/rollout-worker-0"), no_restart=False)):
+        code, _, err = train(tmp_path, capsys, *RAY_RUN, "--set", "train.steps=30", "--set", "train.name=once",
+                             "--set", "ray.max_restarts=0", "--set", "rollout.max_new_tokens=48",
+                             "--set", "train.checkpoint_every=1")
+    assert code == 1, err
+    assert "Ray restarts it" not in err and "is not restarted (ray.max_restarts=0)" in err, err
+    assert "rollout worker 0 died" in err and "the run stops at its last checkpoint, step" in err, err
+
+
+def test_a_learner_that_fails_in_its_constructor_names_the_cause_and_no_checkpoint(ray_cluster, tiny_model_dir,
+                                                                                   tmp_path, capsys):
+    """The constructor raises on its node (no CUDA there); the driver's line carries the cause, not Ray's
+    'creation task' wrapper, and does not promise a checkpoint that does not exist."""
+    code, _, err = train(tmp_path, capsys, *RAY_RUN, "--set", "model.device=cuda", "--set", "train.name=nocuda")
+    line = err.strip().splitlines()[-1]
+    assert code == 1 and line.startswith("rl-lora: error: a learner actor died: model.device=cuda:"), err
+    assert "no checkpoint yet" in line and "creation task" not in line
+    assert not (tmp_path / "nocuda").exists()
+
+
 def test_max_lag_without_workers_is_refused(tiny_model_dir, tmp_path, capsys):
     code, _, err = train(tmp_path, capsys, "--set", "rollout.max_lag=1")
     assert code == 2 and "num_workers" in err and not list(tmp_path.iterdir())
