@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from envs.errors import TaskError
-from envs.loading import read_hub, read_rows
+from envs.loading import Rows, read_hub, read_rows, where
 from envs.sample import Sample
 from envs.task import Task
 
@@ -28,9 +28,16 @@ ANSWER_KEYS = ("answer", "solution", "ground_truth", "reward_model.ground_truth"
 SUFFIXES = (".parquet", ".jsonl", ".json")
 
 
-def _read(path: Path) -> list[dict]:
+# A .json file is read whole (it is one value): past this size, it should be .jsonl (read line by line, bounded).
+MAX_JSON_FILE = 1 << 30
+
+
+def _read(path: Path) -> Rows:
     if path.suffix != ".json":
         return read_rows(path)
+    if path.stat().st_size > MAX_JSON_FILE:
+        raise TaskError(f"{path}: {path.stat().st_size / 1e9:.1f} GB in one JSON value; over "
+                        f"{MAX_JSON_FILE >> 30} GB, write it as .jsonl (one row per line)")
     try:
         rows = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -39,7 +46,7 @@ def _read(path: Path) -> list[dict]:
         raise TaskError(f"{path}: expected a JSON list of objects (one per row)")
     if not rows:
         raise TaskError(f"{path}: no rows (a split needs at least one problem)")
-    return rows
+    return Rows(rows, unit="item")
 
 
 def _split_file(folder: Path, split: str) -> Path | None:
@@ -68,7 +75,7 @@ def _pick(rows: list[dict], given: str | None, candidates: tuple[str, ...], what
     return found
 
 
-def _prompt(value: Any, source: str, index: int) -> str | tuple[dict, ...]:
+def _prompt(value: Any, source: str, place: str) -> str | tuple[dict, ...]:
     if isinstance(value, str):
         return value
     if hasattr(value, "tolist"):  # a numpy array, as parquet readers give lists
@@ -77,33 +84,36 @@ def _prompt(value: Any, source: str, index: int) -> str | tuple[dict, ...]:
             isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
             for m in value):
         return tuple({"role": m["role"], "content": m["content"]} for m in value)
-    raise TaskError(f"{source}: row {index + 1}: the prompt is neither a string nor a list of chat messages "
+    raise TaskError(f"{source}, {place}: the prompt is neither a string nor a list of chat messages "
                     "({'role': ..., 'content': ...})")
 
 
 def _samples(rows: list[dict], name: str, split: str, source: str, prompt_key: str | None,
              answer_key: str | None) -> list[Sample]:
+    """`source` names the file (or hub split); errors add the split and the row's place in the file."""
+    source = f"{source} ({split} split)"
     prompt_column = _pick(rows, prompt_key, PROMPT_KEYS, "prompt", "prompt_key", source)
     answer_column = _pick(rows, answer_key, ANSWER_KEYS, "answer", "answer_key", source)
     samples = []
     for index, row in enumerate(rows):
         answer = _get(row, answer_column)
         if answer is None:
-            raise TaskError(f"{source}: row {index + 1} has no {answer_column!r}")
+            raise TaskError(f"{source}, {where(rows, index)}: no {answer_column!r}")
         metadata = {k: v for k, v in row.items() if k != prompt_column}
-        samples.append(Sample(id=f"{name}-{split}-{index}", prompt=_prompt(row.get(prompt_column), source, index),
-                              answer=str(answer), metadata=metadata))
+        samples.append(Sample(id=f"{name}-{split}-{index}", answer=str(answer), metadata=metadata,
+                              prompt=_prompt(row.get(prompt_column), source, where(rows, index))))
     return samples
 
 
-def _hold_out(rows: list[dict], test_size: int, seed: int, source: str) -> tuple[list[dict], list[dict]]:
+def _hold_out(rows: Rows, test_size: int, seed: int, source: str) -> tuple[Rows, Rows]:
     if len(rows) <= test_size:
         raise TaskError(f"{source}: {len(rows)} rows and no test split; holding out task.test_size={test_size} "
                         "would leave nothing to train on (lower task.test_size, or give a test split)")
     order = list(range(len(rows)))
     random.Random(f"hold-out-{seed}").shuffle(order)
     held = set(order[:test_size])
-    return [r for i, r in enumerate(rows) if i not in held], [r for i, r in enumerate(rows) if i in held]
+    return (rows.subset([i for i in range(len(rows)) if i not in held]),
+            rows.subset([i for i in range(len(rows)) if i in held]))
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from envs.errors import TaskError
-from envs.loading import local_task_folder, read_hub, read_rows, require_fields, split_file
+from envs.loading import local_task_folder, read_hub, read_rows, require_fields, split_file, where
 from envs.sample import Sample
 from envs.task import Task
 
@@ -23,7 +23,7 @@ def samples_from_rows(rows: list[dict], source: str, split: str, instruction: st
         Sample(
             id=f"gsm8k-{split}-{index}",
             prompt=f"{row['question'].strip()}\n{instruction}".strip(),
-            answer=gsm8k_reference(row["answer"], f"{source}: row {index + 1}"),
+            answer=gsm8k_reference(row["answer"], f"{source}: {where(rows, index)}"),
             metadata={"solution": row["answer"]},
         )
         for index, row in require_fields(rows, ("question", "answer"), source)

@@ -16,12 +16,40 @@ DATA_ENV_VAR = "RL_LORA_DATA"
 MAX_ROW_BYTES = 1 << 20
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    rows = []
+class Rows(list):
+    """Rows as read, each with its place in its source, for errors a user can look up: the file's line (jsonl,
+    blank lines counted), the row (parquet, hub) or the item (a JSON list), 1-based. A split taken out of a file
+    (held-out rows) keeps each row's place in the file."""
+
+    def __init__(self, rows=(), places: list[int] | None = None, unit: str = "row"):
+        super().__init__(rows)
+        self.places = list(places) if places is not None else list(range(1, len(self) + 1))
+        self.unit = unit
+
+    def subset(self, indices: list[int]) -> "Rows":
+        return Rows([self[i] for i in indices], [self.places[i] for i in indices], self.unit)
+
+
+def where(rows: list[dict], index: int) -> str:
+    """'line 6' for the row at `index` (0-based) of `rows`: its place in its file, where Rows knows it."""
+    if isinstance(rows, Rows):
+        return f"{rows.unit} {rows.places[index]}"
+    return f"row {index + 1}"
+
+
+def read_jsonl(path: Path) -> Rows:
+    rows, lines = [], []
     with open(path, "rb") as f:
-        for line_no, raw in enumerate(f, start=1):
+        line_no = 0
+        while True:
+            # Bounded: a line past the limit is refused having read only the limit (a 2 GB line with no newline
+            # costs 1 MB of memory, not 2 GB).
+            raw = f.readline(MAX_ROW_BYTES + 1)
+            if not raw:
+                break
+            line_no += 1
             if len(raw) > MAX_ROW_BYTES:
-                raise TaskError(f"{path}:{line_no}: a row of {len(raw) / 1e6:.1f} MB; rows over "
+                raise TaskError(f"{path}:{line_no}: a row of more than {MAX_ROW_BYTES >> 20} MB; rows over "
                                 f"{MAX_ROW_BYTES >> 20} MB are refused (no model's context holds such a prompt)")
             try:
                 line = raw.decode("utf-8")
@@ -37,19 +65,20 @@ def read_jsonl(path: Path) -> list[dict]:
             if not isinstance(row, dict):
                 raise TaskError(f"{path}:{line_no}: expected a JSON object, got {type(row).__name__}")
             rows.append(row)
-    return rows
+            lines.append(line_no)
+    return Rows(rows, lines, "line")
 
 
-def read_parquet(path: Path) -> list[dict]:
+def read_parquet(path: Path) -> Rows:
     import pyarrow.parquet as pq
 
     try:
-        return pq.read_table(path).to_pylist()
+        return Rows(pq.read_table(path).to_pylist())
     except Exception as e:  # pyarrow raises several types for a bad file
         raise TaskError(f"{path}: cannot read parquet ({e})") from None
 
 
-def read_rows(path: Path) -> list[dict]:
+def read_rows(path: Path) -> Rows:
     if not path.is_file():
         raise TaskError(f"data file not found: {path}")
     if path.suffix == ".jsonl":
@@ -63,13 +92,13 @@ def read_rows(path: Path) -> list[dict]:
     return rows
 
 
-def read_hub(name: str, split: str, config: str | None = None) -> list[dict]:
+def read_hub(name: str, split: str, config: str | None = None) -> Rows:
     try:
         import datasets
     except ImportError:
         raise TaskError(f"loading {name!r} from the hub needs the `datasets` package") from None
     try:
-        return list(datasets.load_dataset(name, config, split=split))
+        return Rows(datasets.load_dataset(name, config, split=split))
     except Exception as e:
         raise TaskError(f"cannot load hub dataset {name!r} split {split!r}: {e}") from None
 
@@ -100,5 +129,6 @@ def require_fields(rows: list[dict], fields: tuple[str, ...], source: str) -> It
     for index, row in enumerate(rows):
         missing = [f for f in fields if f not in row]
         if missing:
-            raise TaskError(f"{source}: row {index + 1} lacks field(s) {', '.join(missing)} (has: {', '.join(row)})")
+            raise TaskError(f"{source}: {where(rows, index)} lacks field(s) {', '.join(missing)} (has: "
+                            f"{', '.join(row)})")
         yield index, row

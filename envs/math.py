@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from envs.errors import TaskError
-from envs.loading import local_task_folder, read_hub, read_rows, require_fields, split_file
+from envs.loading import local_task_folder, read_hub, read_rows, require_fields, split_file, where
 from envs.sample import Sample
 from envs.task import Task
 
@@ -58,7 +58,7 @@ def math_task(task_name: str, path: str | None, instruction: str | None) -> Task
             Sample(
                 id=f"{task_name}-{split}-{row.get('unique_id', index)}",
                 prompt=f"{row['problem'].strip()}\n{instruction}".strip(),
-                answer=_reference(row, f"{source}: row {index + 1}"),
+                answer=_reference(row, f"{source}: {where(rows, index)}"),
                 metadata={k: row[k] for k in ("subject", "level") if k in row},
             )
             for index, row in require_fields(rows, ("problem",), source)

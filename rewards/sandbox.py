@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import pickle
 import select
+import signal
 import struct
 import subprocess
 import sys
@@ -99,12 +100,28 @@ class Sandbox:
                 self._kill()
                 self.restarts += 1
                 raise SandboxTimeout(f"{spec} did not return within {timeout:g} s") from None
-            except (EOFError, BrokenPipeError) as e:
+            except (EOFError, BrokenPipeError):
+                how = self._how_it_ended()
                 self._kill()
-                raise SandboxDied(f"{spec}: the sandbox process died ({e})") from None
+                raise SandboxDied(f"{spec}: the sandbox process died during the call ({how})") from None
         if status == "error":
             raise SandboxError(value)
         return value
+
+    def _how_it_ended(self) -> str:
+        """Why the child is gone, from its exit status: the kernel's OOM killer sends SIGKILL, the most common way
+        a reward dies (it built something huge)."""
+        try:
+            code = self._process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            return "it closed its pipe and is still running"
+        if code >= 0:
+            return f"it exited with code {code}"
+        name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else f"signal {-code}"
+        if -code == signal.SIGKILL:
+            return (f"killed by {name}: most often the kernel's out-of-memory killer, when the reward needs more "
+                    "memory than the machine has")
+        return f"killed by {name}"
 
     def _exchange(self, message: tuple, timeout: float) -> tuple[str, Any]:
         write_message(self._process.stdin, message)

@@ -199,6 +199,9 @@ def make_scorer(names: Sequence[str], weights: Sequence[float] | None = None,
                               "one weight per reward")
     if len(set(names)) != len(names):
         raise RewardSpecError(f"a reward is named twice in {', '.join(names)}")
+    bad = [w for w in weights or () if not math.isfinite(float(w))]
+    if bad:  # NaN would make every reward NaN, and the run learn nothing while it looks alive
+        raise RewardSpecError(f"reward weight {bad[0]} is not a finite number; give each reward a real weight")
     if len(names) == 1 and weights is None:
         return RewardScorer.from_name(names[0], **kwargs)
     scorers: list[tuple[str, float, RewardScorer]] = []

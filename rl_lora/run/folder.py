@@ -47,6 +47,7 @@ class RunSummary:
     trainable_parameters: int | None = None
     update_bytes: int | None = None
     reward_failures: int | None = None  # completions whose reward failed (scored 0 or left out, by reward.on_error)
+    eval_reward_failures: int | None = None  # the same, in the run's evaluations (greedy test answers)
     engine_shared_with: tuple[str, ...] = ()  # runs that trained beside this one on one vLLM engine
 
     def to_json(self) -> str:
@@ -216,6 +217,17 @@ class RunFolder:
         folder = self.path / "evals"
         folder.mkdir(exist_ok=True)
         atomic_write_text(folder / f"step_{step}.jsonl", result.records_jsonl())
+
+    def eval_failures(self) -> tuple[int, int]:
+        """(completions whose reward failed, completions) over every evaluation of the run (evals/step_N.jsonl;
+        files from before the field existed count none)."""
+        failed = total = 0
+        for path in (self.path / "evals").glob("step_*.jsonl"):
+            for line in path.read_text(errors="replace").splitlines():
+                if line.strip():
+                    total += 1
+                    failed += bool(json.loads(line).get("reward_failed"))
+        return failed, total
 
     @property
     def plot_path(self) -> Path:

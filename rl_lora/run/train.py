@@ -370,21 +370,24 @@ def _run(parts: RunParts, folder: RunFolder, resumed: bool, first_step: int, bas
     final = last_eval.get("result")
     params = parts.learner.trainable_parameters
     failures = sum(m.reward_failures for m in metrics)
+    eval_failures, evaluated = folder.eval_failures()
     summary = RunSummary(
         run_dir=str(folder), steps=last_step, base_accuracy=base_accuracy,
         final_accuracy=final.accuracy if final else None, wall_s=time.perf_counter() - started,
         peak_rss_mb=peak_rss_mb(), trainable_parameters=params,
         update_bytes=parts.learner.update_bytes,
-        reward_failures=failures, engine_shared_with=hosted.peers if hosted else ())
+        reward_failures=failures, eval_reward_failures=eval_failures,
+        engine_shared_with=hosted.peers if hosted else ())
     folder.write_summary(summary)
     if stop_requested() and last_step < config.train.steps:
         print(f"stopped after step {last_step}; resume with: rl-lora train --resume {folder}")
-    if failures:
+    if failures or eval_failures:
         sampled = len(metrics) * config.rollout.prompts_per_step * config.rollout.group_size
-        print(f"{tag}the reward failed on {failures} of {sampled} sampled completions (reward.on_error="
-              f"{config.reward.on_error}: " + ("scored 0" if config.reward.on_error == "zero" else "left out") +
-              ("; every one failed, so this run learned nothing from its reward" if failures >= sampled else "")
-              + "); the log names each")
+        print(f"{tag}the reward failed on {failures} of {sampled} sampled completions and {eval_failures} of "
+              f"{evaluated} evaluated ones (reward.on_error={config.reward.on_error}: "
+              + ("scored 0" if config.reward.on_error == "zero" else "left out") +
+              ("; every sampled one failed, so this run learned nothing from its reward" if failures >= sampled
+               else "") + "); the log names each")
     if final is not None:
         print(f"{tag}test accuracy: base {base_accuracy:.1%} -> final {final.accuracy:.1%} "
               f"({(final.accuracy - base_accuracy) * 100:+.1f} points) after {last_step} steps")

@@ -19,6 +19,7 @@ class EvalRecord:
     reward: float | None
     finished: bool
     num_tokens: int
+    reward_failed: bool = False  # the reward raised, hung or returned a non-number (scored by reward.on_error)
 
 
 @dataclass(frozen=True)
@@ -52,8 +53,9 @@ def evaluate(backend: SamplingBackend | Sampler, prompts: Sequence[str], samples
         completions += [group[0] for group in backend.generate(batch, 1, greedy)]
         progress(len(batch))
     scored = scorer.score([c.text for c in completions], samples)
+    failed = {f.sample_id for f in scored.failures}
     records = tuple(
-        EvalRecord(s.id, s.answer, c.text, r, c.finished, len(c.token_ids))
+        EvalRecord(s.id, s.answer, c.text, r, c.finished, len(c.token_ids), s.id in failed)
         for s, c, r in zip(samples, completions, scored.rewards)
     )
     graded = [r for r in scored.rewards if r is not None]

@@ -1,0 +1,110 @@
+"""Inputs are bounded and checked before anything is written: a huge line is refused having read only its bound,
+config strings have a sane size, YAML keys are not silently overwritten, NaN and inf are refused, and a bad
+dataset row is named by its line in the file."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from rl_lora.cli import main
+from tests.test_datasets import RUN
+
+FIFTY_MB_LINE = """
+import resource, sys
+from pathlib import Path
+from envs.errors import TaskError
+from envs.loading import read_jsonl
+path = Path(sys.argv[1])
+with open(path, "wb") as f:  # 50 MB with no newline, written in 1 MB pieces
+    for _ in range(50):
+        f.write(b"a" * (1 << 20))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    read_jsonl(path)
+except TaskError as error:
+    print(error)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
+def test_a_50_mb_line_is_refused_with_little_memory(tmp_path):
+    """Measured in a child process: its peak RSS is the reader's (plus Python's own start-up)."""
+    done = subprocess.run([sys.executable, "-c", FIFTY_MB_LINE, str(tmp_path / "huge.jsonl")], capture_output=True,
+                          text=True, timeout=120)
+    message, peak_mb = done.stdout.strip().splitlines()
+    assert "huge.jsonl:1: a row of more than 1 MB" in message, done.stderr
+    assert float(peak_mb) < 200, peak_mb
+
+
+def _one_line(capsys, code: int, *parts: str) -> str:
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    for part in parts:
+        assert part in err, err
+    return err
+
+
+def test_duplicate_yaml_keys_name_the_key_and_both_lines(tmp_path, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_text("train:\n  name: first\n  steps: 3\nrollout:\n  group_size: 4\ntrain:\n  steps: 5\n")
+    code = main(["train", str(config), "--set", f"train.runs_dir={tmp_path / 'runs'}"])
+    _one_line(capsys, code, f"{config}: key 'train' appears twice", "lines 1 and 6")
+    config.write_text("algo:\n  lr: 0.001\n  lr: 0.01\n")
+    _one_line(capsys, main(["train", str(config)]), "key 'lr' appears twice", "lines 2 and 3")
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("reward.weights=1,nan", "nan is not a finite number"),
+    ("reward.weights=1,-inf", "-inf is not a finite number"),
+    ("algo.lr=.nan", "config key algo.lr: nan is not a finite number"),
+    ("rollout.temperature=.inf", "config key rollout.temperature: inf is not a finite number"),
+])
+def test_nan_and_inf_are_refused_before_anything_is_written(tmp_path, capsys, setting, message):
+    code = main(["train", *RUN, "--reward", "format,tests.reward_fixtures:mentions_the", "--set", setting,
+                 "--set", f"train.runs_dir={tmp_path / 'runs'}"])
+    _one_line(capsys, code, message)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_nan_weight_is_refused_by_the_reward_library_too():
+    from rewards.protocol import RewardSpecError
+    from rewards.scoring import make_scorer
+
+    with pytest.raises(RewardSpecError, match="nan is not a finite number"):
+        make_scorer(["format", "tests.reward_fixtures:mentions_the"], [1.0, float("nan")])
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("task.instruction=" + "x" * 70_000, "config key task.instruction: 70,000 characters; at most 65,536"),
+    ("train.runs_dir=" + "r" * 5000, "config key train.runs_dir: 5,000 characters; at most 4,096"),
+    ("model.name=" + "m" * 300, "config key model.name: a part of 300 bytes"),
+    ("train.name=" + "n" * 256, "config key train.name: a part of 256 bytes"),
+])
+def test_config_strings_past_a_sane_size_are_one_line(tmp_path, capsys, setting, message):
+    code = main(["train", *RUN, "--set", setting, "--set", f"train.runs_dir={tmp_path / 'runs'}"]
+                if not setting.startswith("train.runs_dir") else ["train", *RUN, "--set", setting])
+    _one_line(capsys, code, message)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_long_instruction_within_the_bound_is_kept(tmp_path):
+    from rl_lora.config import load_config
+
+    assert len(load_config(None, ["task.instruction=" + "y" * 10_000]).task.instruction) == 10_000
+
+
+def test_a_bad_dataset_row_is_named_by_its_line_in_the_file_and_its_split(tmp_path, capsys):
+    """The held-out test rows are drawn from the whole file: the error names the file's line, not the row's
+    index in the split that remains."""
+    rows = [{"question": f"q{i}", "answer": str(i)} for i in range(12)]
+    rows[5] = {"question": "q5"}  # line 6 has no answer
+    data = tmp_path / "data.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows[:3]) + "\n\n" + "".join(json.dumps(r) + "\n"
+                                                                                  for r in rows[3:]))
+    code = main(["train", *RUN, "--set", f"task.path={data}", "--set", "task.test_size=4",
+                 "--set", f"train.runs_dir={tmp_path / 'runs'}"])
+    # A blank line after line 3 moves the bad row to line 7 of the file.
+    err = _one_line(capsys, code, f"{data} (", "split), line 7: no 'answer'")
+    assert "(train split)" in err or "(test split)" in err
