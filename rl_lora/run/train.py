@@ -193,22 +193,23 @@ def train_main(config: RunConfig | None, resume: str | None, overrides: list[str
     """One run, new (`config`) or resumed (`resume`, a run folder; `overrides` as --set). Returns its summary;
     errors a user can fix raise UserError (the CLI prints them as one line)."""
     console = Console(stderr=True)
-    lock = None
-    if resume:
-        folder = RunFolder.existing(resume)
-        lock = folder.lock().acquire("resume it")  # one writer: a second --resume stops here
-        config = folder.read_config(overrides)
-        check_resume_changes(folder.read_config(), config)
-        checkpoint = folder.latest_checkpoint()  # None: stopped before its first checkpoint; it starts again
-        if checkpoint is not None and checkpoint.step >= config.train.steps:
-            lock.release()
-            raise UserError(f"{folder} finished step {checkpoint.step} of {config.train.steps} already; to train "
-                            f"further: rl-lora train --resume {folder} --set train.steps=N (N > {checkpoint.step})")
-    else:
-        folder, checkpoint = RunFolder.for_new_run(config), None
-    # Signals are handled from here on (a hosted run's host owns them): before the first step they stop at once.
-    stop = None if hosted else StopFlag(console).install()
+    lock = stop = None
     try:
+        if resume:
+            folder = RunFolder.existing(resume)
+            config = folder.read_config(overrides)
+            check_resume_changes(folder.read_config(), config)
+            # One writer: a second --resume stops here (the checks above only read; a refused one writes nothing).
+            lock = folder.lock().acquire("resume it")
+            checkpoint = folder.latest_checkpoint()  # None: stopped before its first checkpoint; it starts again
+            if checkpoint is not None and checkpoint.step >= config.train.steps:
+                raise UserError(f"{folder} finished step {checkpoint.step} of {config.train.steps} already; to "
+                                f"train further: rl-lora train --resume {folder} --set train.steps=N (N > "
+                                f"{checkpoint.step})")
+        else:
+            folder, checkpoint = RunFolder.for_new_run(config), None
+        # Signals are handled from here on (a hosted run's host owns them): before the first step they stop at once.
+        stop = None if hosted else StopFlag(console).install()
         config.check()
         tag = f"{folder.name}: " if hosted else ""
         check_environment(config, tag)
