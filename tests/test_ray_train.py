@@ -164,3 +164,21 @@ def test_two_nodes_spread_the_actors(tiny_model_dir, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "multinode.json").read_text())
     assert report["nodes_used"] == 2 and report["sampler_versions"] == [0, 1]
+
+
+class _CannotWriteItsCache:
+    def __init__(self):
+        raise PermissionError(13, "Permission denied", "/cache/rl-lora/models")
+
+    def ping(self):
+        return 1
+
+
+def test_a_remote_constructor_error_is_described_by_its_innermost_cause(ray_cluster):
+    """Ray wraps it twice (ActorDiedError around RayTaskError); the line keeps what pickling drops (the file)."""
+    from rl_lora.cluster.remote_errors import describe
+
+    actor = ray_cluster.remote(_CannotWriteItsCache).options(max_restarts=0).remote()
+    with pytest.raises(ray_cluster.exceptions.RayActorError) as caught:
+        ray_cluster.get(actor.ping.remote())
+    assert describe(caught.value) == "PermissionError: [Errno 13] Permission denied: '/cache/rl-lora/models'"
