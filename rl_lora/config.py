@@ -72,7 +72,8 @@ class TaskConfig:
                     "package.module:function returning an envs.task.Task", choices=TASK_NAMES,
                     or_pattern=(CODE_TASK, "package.module:function"))
     path: Optional[str] = opt(None, "local data: a file or a folder of <split>.jsonl|parquet (dataset: also .json, "
-                              "or a hub dataset id); unset: $RL_LORA_DATA/<task>/ if present, else the hub dataset", path=True)
+                              "or a hub dataset id); unset: $RL_LORA_DATA/<task>/ if present, else the hub dataset",
+                              path=True)
     prompt_key: Optional[str] = opt(None, "dataset: the prompt column, a string or a list of chat messages (unset: "
                                     "the first of prompt, question, problem)")
     answer_key: Optional[str] = opt(None, "dataset: the reference answer column; a.b reads a nested field (unset: "
@@ -128,7 +129,8 @@ class EvalConfig:
     limit: Optional[int] = opt(None, "evaluate the first N test problems (unset: all)", min=1)
     max_new_tokens: int = opt(256, "generation length limit: long enough for the model's own verbose style", min=1)
     batch_size: int = opt(32, "prompts per generate call (bounds the KV cache of long answers)", min=1)
-    output: Optional[str] = opt(None, "per-sample results jsonl (unset: eval-<task>.jsonl in the working directory)", path=True)
+    output: Optional[str] = opt(None, "per-sample results jsonl (unset: eval-<task>.jsonl in the working directory)",
+                                path=True)
 
 
 @dataclass

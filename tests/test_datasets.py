@@ -96,7 +96,8 @@ def test_a_task_from_code_trains(tmp_path, capsys):
                                           "answer); name yours with --set task.prompt_key=COLUMN"),
     ([{"question": "hi", "label": "1"}], [], "no answer column"),
     ([{"question": "hi", "label": "1"}], ["--set", "task.answer_key=gold"], "no answer column 'gold'"),
-    ([{"question": 7, "answer": "1"}], [], "(train split), line 1: the prompt is neither a string nor a list of chat messages"),
+    ([{"question": 7, "answer": "1"}], [],
+     "(train split), line 1: the prompt is neither a string nor a list of chat messages"),
 ])
 def test_bad_dataset_rows_are_one_line_and_leave_no_folder(tmp_path, capsys, rows, extra, message):
     data = tmp_path / "bad"

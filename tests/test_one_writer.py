@@ -68,7 +68,8 @@ def test_the_lock_is_released_by_the_kernel_when_its_holder_is_killed(tmp_path):
 
 def test_sigterm_during_the_base_evaluation_stops_at_once_and_leaves_no_folder(tiny_model_dir, tmp_path):
     # A long base evaluation (many problems, long answers), so the signal lands inside it.
-    child = subprocess.Popen(_cli("train", *TINY_RUN, "--set", f"train.runs_dir={tmp_path}", "--set", "train.name=early",
+    child = subprocess.Popen(_cli("train", *TINY_RUN, "--set", f"train.runs_dir={tmp_path}",
+                                  "--set", "train.name=early",
                                   "--set", "train.eval_size=200", "--set", "eval.max_new_tokens=200",
                                   "--set", "train.steps=5"),
                              env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

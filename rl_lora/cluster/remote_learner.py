@@ -1,6 +1,7 @@
 """The Learner protocol (rl_lora.types) over the LearnerWorker actors: one, or ray.num_learners in one
-torch.distributed group (rank 0 first). A dead learner actor stops the run (at its last checkpoint, if any): its optimizer
-state lives only there (and a group cannot go on with a hole), so unlike a rollout worker it is not restarted."""
+torch.distributed group (rank 0 first). A dead learner actor stops the run (at its last checkpoint, if any): its
+optimizer state lives only there (and a group cannot go on with a hole), so unlike a rollout worker it is not
+restarted."""
 from __future__ import annotations
 
 from pathlib import Path
