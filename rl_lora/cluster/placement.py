@@ -9,8 +9,11 @@ L > 1), then a bundle per rollout worker.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import signal
+import threading
 from dataclasses import dataclass
 
 from rl_lora.cluster.pool import WorkerPool
@@ -41,18 +44,35 @@ def connect(config: RunConfig) -> bool:
 
     if ray.is_initialized():
         return False
-    address = config.ray.address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=True)
+    with _signal_handlers_kept():
+        address = config.ray.address or os.environ.get("RAY_ADDRESS")
+        if address:
+            ray.init(address=address, log_to_driver=True)
+            return True
+        learner, worker = _requests(config)
+        asked = config.ray.num_learners * learner.get("CPU", 0) + config.rollout.num_workers * worker.get("CPU", 0)
+        # Logical CPUs are a scheduling count: a local cluster sized to what the run asks for always places it
+        # (more workers than cores simply share them).
+        num_cpus = config.ray.num_cpus or max(os.cpu_count() or 1, int(asked + 0.999))
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True,
+                 runtime_env={"env_vars": {"OMP_NUM_THREADS": str(config.ray.worker_threads)}})
         return True
-    learner, worker = _requests(config)
-    asked = config.ray.num_learners * learner.get("CPU", 0) + config.rollout.num_workers * worker.get("CPU", 0)
-    # Logical CPUs are a scheduling count: a local cluster sized to what the run asks for always places it
-    # (more workers than cores simply share them).
-    num_cpus = config.ray.num_cpus or max(os.cpu_count() or 1, int(asked + 0.999))
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True,
-             runtime_env={"env_vars": {"OMP_NUM_THREADS": str(config.ray.worker_threads)}})
-    return True
+
+
+@contextlib.contextmanager
+def _signal_handlers_kept():
+    """ray.init installs its own SIGTERM handler (it logs and dies): the run's (rl_lora.run.train.StopFlag, set
+    before Ray starts) is put back, so SIGTERM still finishes the step and checkpoints."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    kept = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in kept.items():
+            if callable(handler):  # a Python handler: the run's own
+                signal.signal(signum, handler)
 
 
 @dataclass
@@ -132,6 +152,7 @@ def start(config: RunConfig, probe: Probe | None, default_reward: str, run_name:
     started = connect(config)
     # The actors resolve model.device on their nodes; the dtype as planned (float32 where an actor has no GPU).
     config = dataclasses.replace(config, model=dataclasses.replace(config.model, dtype=plan_compute(config).dtype))
+    group, learner_actors, workers = None, [], []
     try:
         learner_bundle, worker_bundle = _requests(config)
         learners = config.ray.num_learners
@@ -141,6 +162,7 @@ def start(config: RunConfig, probe: Probe | None, default_reward: str, run_name:
             ray.get(group.ready(), timeout=PLACEMENT_TIMEOUT_S)
         except ray.exceptions.GetTimeoutError:
             ray.util.remove_placement_group(group)
+            group = None
             raise UserError(f"the Ray cluster cannot place this run within {PLACEMENT_TIMEOUT_S} s: it asks for "
                             f"{bundles} ({config.ray.placement}); the cluster has {ray.cluster_resources()}. "
                             "Lower ray.*_cpus / ray.*_gpus or rollout.num_workers, or add nodes") from None
@@ -178,6 +200,14 @@ def start(config: RunConfig, probe: Probe | None, default_reward: str, run_name:
     except BaseException:
         if started:
             ray.shutdown()
+        else:  # a cluster that outlives this run: give back what was taken (the group reserves its bundles)
+            try:
+                for actor in learner_actors + workers:
+                    ray.kill(actor, no_restart=True)
+                if group is not None:
+                    ray.util.remove_placement_group(group)
+            except Exception:  # already given back (RayParts.shutdown), or the cluster is gone
+                pass
         raise
 
 
