@@ -1,59 +1,30 @@
-"""GSM8K grader: find the final number however the model states it, compare it exactly with the reference.
+"""GSM8K grader: find the statement of the final answer however the model makes it, read the answer it states,
+compare it exactly with the reference.
 
-The answer is read from the strongest answer cue present (`####`, `\\boxed{}`, `The answer is`, `**Answer:**`, `A:`),
-as the result that cue states: the right-hand side of its last `=`, else its last number ("The answer is 12 + 30 =
-42 cookies" is 42). Without a cue, the completion's last number. A number is read whole: signs (also the Unicode
-minus), `$`, thousands separators (`1,234`, `2 500` with a plain, thin or no-break space, `1\\,000`, `1{,}000`),
-decimals, fractions (`9/5`, `\\frac{3}{14}`) and scientific notation (`1.5e3`, `1.5 \\times 10^{3}`); it is compared
-exactly. An answer that lists several numbers (`\\boxed{3, 5}`, "3 or 5") is a hedge, not an answer: it scores 0.
+The statement is the one the strongest answer cue present opens (`####`, `\\boxed{}`, `The answer is` / `final
+answer`, `**Answer:**`, `A:`); of several, the last, except that a line that only checks an answer ("Verifying the
+answer: 20 / 4 = 5") states none. A sentence cue's statement ends with its sentence. The statement is then read as
+a small grammar (rewards.answer_sentence): asides set apart, expressions evaluated, the first value it states (or
+the result its computation states), hedges (two different values as alternatives) scoring 0. Without a cue, the
+completion's last number. Numbers are read whole and exactly (rewards.numbers).
 
-Every pattern here is linear in the completion (no nested or overlapping repetition that can backtrack): a 1 MB
-degenerate completion is graded in milliseconds.
+`explain` says what was read and which rule decided (`rl-lora grade --explain`). Every step is linear in the
+completion: a 1 MB degenerate completion is graded in milliseconds.
 """
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from fractions import Fraction
 
 from envs.sample import Sample
+from rewards.answer_sentence import Reading, read_statement
+from rewards.numbers import NUMBER_RE, UNREADABLE, _Unreadable, normalize, parse_number, value
 
-_MINUS = "-\u2212"  # ASCII hyphen-minus and the Unicode minus sign
-_GROUP_SEPARATOR = r"(?:,|[ \u00a0\u2009\u202f]|\\[,;: ]|\{,\}|,\\!)"
-_UNSIGNED = (
-    rf"(?:\d{{1,3}}(?:{_GROUP_SEPARATOR}\d{{3}})+(?!\d)(?:\.\d+)?"  # 1,234.5  2 500  1\,000
-    r"|\d+(?:\.\d+)?"
-    r"|\.\d+)"
-)
-_SIMPLE = rf"(?:[{_MINUS}]\s*)?{_UNSIGNED}"  # whitespace only after a sign: two adjacent \s* would backtrack
-_NUMBER = (
-    # a sign that is not a binary minus (not after a digit, letter or closing bracket), then an optional currency
-    rf"(?P<sign>(?<![\w)\]}}])[{_MINUS}])?(?:\\?\$\s?)?"
-    r"(?:"
-    rf"\\[dt]?frac\s*\{{\s*(?P<numerator>{_SIMPLE})\s*\}}\s*\{{\s*(?P<denominator>{_SIMPLE})\s*\}}"
-    rf"|(?P<mantissa>{_UNSIGNED})"
-    r"(?:/(?P<over>\d+(?:\.\d+)?)"
-    rf"|[eE](?P<exponent>[+{_MINUS}]?\d+)"
-    rf"|\s*(?:\\times|\\cdot|×|·)\s*10\s*\^\s*(?:\{{\s*(?P<power>[+{_MINUS}]?\d+)\s*\}}|(?P<bare_power>[+{_MINUS}]?\d+))"
-    r")?)"
-)
-# The lookahead names every character a number can start with: the search then skips other text ~8x faster.
-_NUMBER_RE = re.compile(rf"(?=[{_MINUS}\\$.\d]){_NUMBER}")
-_SEPARATORS_RE = re.compile(rf"{_GROUP_SEPARATOR}|\s|\$|\\")
-# Between two numbers, only a list separator: the answer names several candidates.
-_HEDGE_RE = re.compile(r"(?:\s*(?:,|;|\bor\b|\band\b|\\text\{\s*(?:or|and)\s*\}|\\q?quad|\\?\$))+\s*", re.IGNORECASE)
+__all__ = ["explain", "extract_final_number", "gsm8k_reward", "has_answer_cue", "parse_number", "read_answer"]
+
 _SENTENCE_END_RE = re.compile(r"[.!?](?=\s|$)")
-_PARENTHESES_RE = re.compile(r"\([^()\n]*\)")
-_MAX_DIGITS = 1000  # longer numbers are read as "a number", equal to no reference (int() refuses > 4,300 digits)
-
-
-class _Unreadable:
-    """A number too long or too large to evaluate: it is the answer, and it equals nothing."""
-
-
-UNREADABLE = _Unreadable()
-
-# Where a final answer is announced, strongest cue first; the last match of the first cue present wins.
-# `\boxed{...}` is found by brace matching (`_boxed_contents`), not by a pattern.
+# Where a final answer is announced, strongest cue first. `\boxed{...}` is found by brace matching.
 _HASHES = re.compile(r"####\s*([^\n]*)")
 _ANSWER_IS = re.compile(r"(?:final answer|the answer)[ \t]*(?:is\b|:|=)\s*(?:\*\*)?[ \t]*([^\n]*)", re.IGNORECASE)
 _BOLD_ANSWER = re.compile(r"\*\*answer:?\*\*:?\s*([^\n]*)", re.IGNORECASE)
@@ -61,6 +32,31 @@ _BOLD_ANSWER = re.compile(r"\*\*answer:?\*\*:?\s*([^\n]*)", re.IGNORECASE)
 # per newline (quadratic: 64k newlines took 35 s).
 _A_COLON = re.compile(r"^[ \t]*(?:A|Answer)[ \t]*:\s*([^\n]*)", re.IGNORECASE | re.MULTILINE)
 _BOX_TOKEN = re.compile(r"\\boxed\s*\{|\\fbox\s*\{|[{}]")
+# Words that make a line a check of an answer rather than its statement ("Verifying the answer: ...").
+_CHECK_WORDS = re.compile(r"\b(?:verif\w*|check\w*|confirm\w*|double[- ]check\w*|test\w*|plug\w*|substitut\w*)\b",
+                          re.IGNORECASE)
+_CHECK_WINDOW = 80
+# A statement is a sentence or a box: its answer phrase comes first (rewards.answer_sentence), so past this many
+# characters there is nothing left to read; the cut keeps a 1 MB run-on statement linear and fast.
+MAX_STATEMENT_CHARS = 2_000
+_QUESTION_CHARS = 20_000  # the question's quantities are read from its first characters (a prompt is short)
+
+
+# A full stop after these ends no sentence: "sq. ft.", "10:00 p.m.", "Mr. Hugo", "approx. 5".
+_ABBREVIATIONS = frozenset("sq ft mr mrs ms dr st vs etc oz lb lbs no approx hr hrs min mins sec secs yd yds mi gal "
+                           "pt qt tbsp tsp cm mm km kg mg ml jr sr inc co est fig p.m a.m e.g i.e p a e i".split())
+_WORD_BEFORE = re.compile(r"([A-Za-z]+(?:\.[A-Za-z])*)$")
+
+
+def first_sentence(text: str) -> str:
+    """`text` up to the end of its first sentence: a `.`, `!` or `?` before a space or the end, except after an
+    abbreviation (bounded: statements are cut to MAX_STATEMENT_CHARS first)."""
+    for end in _SENTENCE_END_RE.finditer(text):
+        word = _WORD_BEFORE.search(text, max(0, end.start() - 12), end.start())
+        if end.group() == "." and word and word.group(1).lower() in _ABBREVIATIONS:
+            continue
+        return text[:end.start()]
+    return text
 
 
 def _boxed_contents(completion: str) -> list[str]:
@@ -88,107 +84,128 @@ def _boxed_contents(completion: str) -> list[str]:
     return outermost[::-1]
 
 
-def _spans(completion: str) -> list[tuple[list[str], bool]]:
-    """Per cue, strongest first: its spans, and whether a span is a sentence (a box's content is not: `\boxed{1.5}`
-    holds no full stop)."""
+def _statements(pattern: re.Pattern, completion: str) -> list[str]:
+    """The spans a sentence cue opens, leaving out lines that only check an answer."""
+    found = []
+    for match in pattern.finditer(completion):
+        # The words just before the cue, on its line (a bounded look: a 1 MB line of cues stays linear).
+        line_start = max(completion.rfind("\n", max(0, match.start() - _CHECK_WINDOW), match.start()) + 1,
+                         match.start() - _CHECK_WINDOW)
+        if _CHECK_WORDS.search(completion, line_start, match.start()):
+            continue
+        found.append(match.group(1))
+    return found
+
+
+def _cues(completion: str) -> list[tuple[str, list[str], bool]]:
+    """Per cue, strongest first: its name, its statements, and whether a statement is a sentence (a box's content
+    is not: `\\boxed{1.5}` holds no full stop)."""
     return [
-        (_HASHES.findall(completion), True),
-        (_boxed_contents(completion), False),
-        (_ANSWER_IS.findall(completion), True),
-        (_BOLD_ANSWER.findall(completion), True),
-        (_A_COLON.findall(completion), True),
+        ("####", _HASHES.findall(completion), True),
+        ("\\boxed{}", _boxed_contents(completion), False),
+        ("the answer is", _statements(_ANSWER_IS, completion), True),
+        ("**Answer:**", _BOLD_ANSWER.findall(completion), True),
+        ("A:", _A_COLON.findall(completion), True),
     ]
 
 
-def _digits(text: str) -> str:
-    return _SEPARATORS_RE.sub("", text).replace("\u2212", "-")
+@dataclass(frozen=True)
+class AnswerReading:
+    """How a completion was read: the cue and statement (None: no cue, the last number), and the statement's
+    reading (value, text, rule, candidates)."""
+    cue: str | None
+    statement: str
+    reading: Reading
+    question: str = ""
+
+    @property
+    def value(self) -> Fraction | None:
+        value = self.reading.value
+        return None if value is UNREADABLE else value
+
+    def matches(self, reference: Fraction | None) -> bool:
+        """The answer equals the reference: as read, or, for "$4 million", in the scale's own unit (4) when the
+        question counts in it (says "million"): a policy must not collect reward by appending a scale word."""
+        if reference is None or self.value is None:
+            return False
+        scale = self.reading.scale
+        return self.value == reference or (self.reading.plain == reference and scale is not None
+                                           and scale in self.question[:_QUESTION_CHARS].lower())
 
 
-def _fraction(text: str) -> Fraction | _Unreadable:
-    digits = _digits(text)
-    if len(digits) > _MAX_DIGITS:
-        return UNREADABLE
-    return Fraction(digits)
+def question_numbers(question: str) -> frozenset[Fraction]:
+    """The quantities a question states (its first _QUESTION_CHARS characters)."""
+    found = set()
+    for match in NUMBER_RE.finditer(normalize(question[:_QUESTION_CHARS])):
+        read = value(match)
+        if read is not UNREADABLE:
+            found.add(read)
+    return frozenset(found)
 
 
-def _value(match: re.Match) -> Fraction | _Unreadable:
-    if match.group("numerator") is not None:
-        numerator, denominator = _fraction(match.group("numerator")), _fraction(match.group("denominator"))
-        if UNREADABLE in (numerator, denominator) or denominator == 0:
-            return UNREADABLE
-        value = numerator / denominator
-    else:
-        value = _fraction(match.group("mantissa"))
-        if value is UNREADABLE:
-            return value
-        over = match.group("over")
-        exponent = match.group("exponent") or match.group("power") or match.group("bare_power")
-        if over is not None:
-            denominator = _fraction(over)
-            if denominator is UNREADABLE or denominator == 0:
-                return UNREADABLE
-            value = value / denominator
-        elif exponent is not None:
-            power = int(exponent.replace("\u2212", "-"))
-            if abs(power) > _MAX_DIGITS:
-                return UNREADABLE
-            value = value * Fraction(10) ** power
-    return -value if match.group("sign") else value
-
-
-def parse_number(text: str) -> Fraction | None:
-    """A reference such as `18`, `-3`, `1,234` or `2.5` (the whole text is one number), or None."""
-    match = _NUMBER_RE.fullmatch(text.strip())
-    if match is None:
-        return None
-    value = _value(match)
-    return None if value is UNREADABLE else value
-
-
-def _stated_result(span: str, cut_sentence: bool) -> Fraction | _Unreadable | None:
-    """The number an answer span states: after its last `=`, its last number; None when it has none; UNREADABLE
-    when it lists several (a hedge)."""
-    if cut_sentence:
-        end = _SENTENCE_END_RE.search(span)
-        if end:
-            span = span[:end.start()]
-    span = span.rpartition("=")[2]
-    numbers = list(_NUMBER_RE.finditer(span))
-    if not numbers:
-        return None
-    for previous, following in zip(numbers, numbers[1:]):
-        if _HEDGE_RE.fullmatch(span, previous.end(), following.start()):
-            return UNREADABLE
-    # An aside in parentheses ("42 (6 boxes of 7)") is not the result, unless the result is only there.
-    outside = list(_NUMBER_RE.finditer(_PARENTHESES_RE.sub(" ", span)))
-    return _value((outside or numbers)[-1])
-
-
-def _final_value(completion: str) -> Fraction | _Unreadable | None:
-    for spans, sentence in _spans(completion):
-        for span in reversed(spans):
-            value = _stated_result(span, cut_sentence=sentence)
-            if value is not None:
-                return value
+def read_answer(completion: str, question: str = "") -> AnswerReading:
+    """The answer the completion gives, and how it was found (see the module's docstring)."""
+    given = question_numbers(question) if question else frozenset()
+    for cue, statements, sentence in _cues(completion):
+        for statement in reversed(statements):
+            statement = statement[:MAX_STATEMENT_CHARS]
+            if sentence:
+                statement = first_sentence(statement)
+            reading = read_statement(statement, given)
+            if reading.value is not None:
+                return AnswerReading(cue, statement, reading, question)
     last = None
-    for last in _NUMBER_RE.finditer(completion):
+    for last in NUMBER_RE.finditer(normalize(completion)):
         pass
-    return _value(last) if last else None
+    if last is None:
+        return AnswerReading(None, "", Reading(None, "", "no answer cue and no number"))
+    return AnswerReading(None, "", Reading(value(last), last.group(), "no answer cue: the completion's last number"))
 
 
-def extract_final_number(completion: str) -> Fraction | None:
-    """The number the completion gives as its answer: the result after an answer cue if there is one, else its last
-    number. None when there is none, or when the answer is a hedge or cannot be evaluated."""
-    value = _final_value(completion)
-    return None if value is UNREADABLE else value
+def extract_final_number(completion: str, question: str = "") -> Fraction | None:
+    """The number the completion gives as its answer. None when there is none, or when the answer is a hedge or
+    cannot be evaluated."""
+    return read_answer(completion, question).value
 
 
 def has_answer_cue(completion: str) -> bool:
     """True when the completion announces its answer (`####`, `\\boxed{}`, `The answer is`, `A:` ...)."""
-    return any(spans for spans, _ in _spans(completion))
+    return any(statements for _, statements, _ in _cues(completion))
+
+
+def _question(sample: Sample) -> str:
+    prompt = sample.prompt
+    if isinstance(prompt, str):
+        return prompt
+    return "\n".join(m.get("content", "") for m in prompt if isinstance(m, dict) and m.get("role") == "user")
 
 
 def gsm8k_reward(completion: str, sample: Sample) -> float:
-    predicted = extract_final_number(completion)
-    reference = parse_number(sample.answer)
-    return float(predicted is not None and reference is not None and predicted == reference)
+    return float(read_answer(completion, _question(sample)).matches(parse_number(sample.answer)))
+
+
+def explain(completion: str, question: str = "", reference: str | None = None) -> str:
+    """What the grader read and why, as lines of text: the cue, the statement, the rule, every candidate."""
+    read = read_answer(completion, question)
+    reading = read.reading
+    shown = "a hedge or unreadable: equal to nothing" if reading.value is UNREADABLE else \
+        ("nothing" if reading.value is None else _number_text(reading.value))
+    lines = [f"cue: {read.cue or 'none'}", f"statement: {read.statement!r}" if read.cue else "statement: -",
+             f"read: {reading.text!r} = {shown}", f"rule: {reading.rule}"]
+    if reference is not None:
+        expected = parse_number(reference)
+        lines.append(f"reference: {reference!r}" + (" (not a number: every answer scores 0)" if expected is None
+                                                      else ""))
+        lines.append(f"score: {float(read.matches(expected))}")
+    for aside in reading.asides:
+        lines.append(f"aside set apart: {aside.strip()!r}")
+    for candidate in reading.candidates:
+        shown = "unreadable" if candidate.value is UNREADABLE else _number_text(candidate.value)
+        lines.append(f"candidate {candidate.text!r} = {shown}: {candidate.note}")
+    return "\n".join(lines)
+
+
+def _number_text(number: Fraction | _Unreadable) -> str:
+    if not isinstance(number, Fraction):
+        return "unreadable"
+    return str(number.numerator) if number.denominator == 1 else f"{number} ({float(number):g})"

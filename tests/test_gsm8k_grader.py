@@ -100,6 +100,14 @@ DEGENERATE_1MB = {
     "boxed_nested": repeat_to_1mb("\\boxed{")[: 7 << 17] + repeat_to_1mb("}", 1 << 17),
     "the_answer_is": repeat_to_1mb("The answer is "),
     "frac_open": repeat_to_1mb("\\frac{"),
+    # the answer-sentence grammar (rewards.answer_sentence): long expressions, asides, check lines, full-width text
+    "sum_chain": "The answer is " + repeat_to_1mb("1 + "),
+    "boxed_dollars": "\\boxed{" + repeat_to_1mb("$1 ") + "}",
+    "parentheses": "The answer is " + repeat_to_1mb("(1) "),
+    "check_lines": repeat_to_1mb("verify the answer: "),
+    "full_width": repeat_to_1mb("\uff17 "),
+    "modifiers": "The answer is: " + repeat_to_1mb("after 1 "),
+    "abbreviations": "The answer is " + repeat_to_1mb("sq. "),
 }
 
 

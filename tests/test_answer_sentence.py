@@ -1,0 +1,123 @@
+"""The GSM8K grader's reading of an answer sentence, class by class, in both directions: for each class a completion
+that must score 1 against what it states, and a near twin (or the same completion against the tempting wrong
+number) that must score 0. The previous rounds' tables stay in tests/test_gsm8k_grader.py and hold too."""
+import pytest
+
+from envs.sample import Sample
+from rewards.answer_sentence import read_statement
+from rewards.gsm8k import explain, gsm8k_reward
+
+
+def score(completion: str, reference: str, question: str = "q") -> float:
+    return gsm8k_reward(completion, Sample("s", question, reference))
+
+
+# (completion, what it states: scores 1, the tempting wrong reading: scores 0)
+CLASSES = {
+    "N1 a number after the stated result": [
+        ("The answer is 64 pens, one for each of the 8 tables.", "64", "8"),
+        ("The answer is 9 laps in 3 days.", "9", "3"),
+        ("The answer is 14, not 11.", "14", "11"),
+        ("The answer is 27, since each box holds 9.", "27", "9"),
+        ("The answer is: after 4 hours at 15 km/h she rode 60 km.", "60", "4"),  # the statement's own number
+        ("The answer is: After 3 days, he has 27 eggs.", "27", "3"),  # an opening clause is an aside
+    ],
+    "N2 an = inside a parenthesised aside": [
+        ("The answer is 6 (since 3 x 6 = 18).", "6", "18"),
+        ("The answer is 42 (6 boxes of 7 = 42 cookies).", "42", "7"),
+    ],
+    "N3 LaTeX \\( \\) is math, not an aside": [
+        ("The answer is \\(36\\) eggs (3 trays of 12).", "36", "12"),
+        ("The answer is \\(5 + 7 = 12\\).", "12", "5"),
+    ],
+    "N4 a later check line does not override the statement": [
+        ("The answer is 20.\nVerifying the answer: 20 / 4 = 5", "20", "5"),
+        ("The answer is 20.\nChecking the final answer: 20 - 15 = 5", "20", "5"),
+    ],
+    "N5 exponents of units are not answers": [
+        ("The answer is 96 m^2.", "96", "2"),
+        ("So the volume is $\\boxed{75 \\text{ cm}^3}$.", "75", "3"),
+    ],
+    "N6 an unevaluated expression is evaluated exactly": [
+        ("The answer is 4 + 9.", "13", "9"),
+        ("The answer is 3 \\times 4.", "12", "4"),
+        ("The answer is 5 times 6 equals 30.", "30", "6"),
+    ],
+    "N7 the same value restated is not a hedge": [
+        ("The answer is $2,500, that is 2500 dollars.", "2500", "2"),
+        ("$\\boxed{2500 \\text{ or } 2,500}$", "2500", "2"),
+    ],
+    "N9 a sign followed by a space": [
+        ("$\\boxed{- 12}$", "-12", "12"),
+        ("The answer is \u2212 7.", "-7", "7"),
+    ],
+    "a chained computation goes on from the stated value": [
+        ("The answer is: Janet sells 16 - 3 - 4 = 9 duck eggs, making 9 * 2 = $18 every day.", "18", "9"),
+        ("The answer is 12 + 30 = 42 cookies.", "42", "12"),
+    ],
+    "numbers read as a reader reads them": [
+        ("The answer is 3 100-page books.", "3", "3100"),
+        ("The answer is \uff0d\uff17.", "-7", "7"),  # full-width minus and digit
+        ("The answer is 2 1/2 hours.", "2.5", "0.5"),
+        ("The answer is $2.5 million.", "2500000", "2"),
+        ("The answer is 2^{10}.", "1024", "2"),
+    ],
+}
+
+
+@pytest.mark.parametrize("completion, stated, wrong", [case for cases in CLASSES.values() for case in cases],
+                         ids=[f"{name}: {case[0][:40]}" for name, cases in CLASSES.items() for case in cases])
+def test_the_stated_answer_scores_1_and_the_tempting_number_0(completion, stated, wrong):
+    assert score(completion, stated) == 1.0, explain(completion)
+    assert score(completion, wrong) == 0.0, explain(completion)
+
+
+# (completion, a reference each alternative might be: every one scores 0)
+HEDGES = [
+    ("The answer is 6-8 hours.", ("6", "8")),
+    ("The answer is 6 to 8.", ("6", "8")),
+    ("The answer is x = 3 or x = 5.", ("3", "5")),
+    ("$\\boxed{3, 5}$", ("3", "5")),
+    ("The answer is 3 or 5.", ("3", "5")),
+    ("$\\boxed{10^{10^{10}}}$", ("10",)),  # too large to be an answer: equal to nothing
+    ("The answer is 4 + x.", ("4",)),  # an expression with an unknown
+]
+
+
+@pytest.mark.parametrize("completion, references", HEDGES)
+def test_hedges_and_unreadable_answers_score_0_against_every_alternative(completion, references):
+    for reference in references:
+        assert score(completion, reference) == 0.0, explain(completion)
+
+
+@pytest.mark.parametrize("completion, right", [
+    ("The answer is 16 - 10 = 6.", "6"),  # a subtraction that states its result is not a range
+    ("The answer is 10-4.", "6"),  # a hyphen between falling numbers is a subtraction
+    ("The answer is: the price went from 5 to 8 dollars.", "8"),  # from A to B is a change, not a hedge
+])
+def test_near_twins_of_hedges_are_answers(completion, right):
+    assert score(completion, right) == 1.0, explain(completion)
+
+
+def test_the_question_breaks_a_tie_between_a_given_quantity_and_a_new_one():
+    """Two stated numbers, one given in the question: the other is the answer."""
+    question = "Tom has 3 boxes with 12 apples each. How many apples does he have?"
+    completion = "The answer is: 3 boxes hold 36 apples."
+    assert score(completion, "36", question) == 1.0 and score(completion, "3", question) == 0.0
+    assert score(completion, "3", "How many boxes?") == 1.0  # without the question's numbers: the first stated
+
+
+def test_a_reading_names_its_rule_and_every_candidate():
+    reading = read_statement("64 pens, one for each of the 8 tables.")
+    assert reading.value == 64 and reading.rule == "the value the statement opens with"
+    assert [c.text for c in reading.candidates] == ["64", "8"]
+    assert reading.candidates[0].note == "read"
+
+
+def test_a_scale_word_counts_in_its_own_unit_only_when_the_question_does():
+    """`$4 million` is 4,000,000; it is 4 only for a question that counts in millions (else a policy could collect
+    reward by appending "million" to any answer)."""
+    completion = "The answer is: There is 32 - 28 = $4 million left."
+    assert score(completion, "4000000") == 1.0
+    assert score(completion, "4", "A city has $32 million and spends $28 million. How many millions are left?") == 1.0
+    assert score(completion, "4", "A city has 32 parks and closes 28. How many are left?") == 0.0
