@@ -358,6 +358,7 @@ def read_statement(statement: str, question_numbers: frozenset[Fraction] = froze
     computations = [i for i, item in enumerate(found) if item.computed]
     if number_first:
         chosen, rule = 0, "the value the statement opens with"
+        notes.update({i: "after the value the statement opens with" for i in range(1, len(found))})
         if found[0].computed:
             rule = "the result the statement's opening computation gives (after =)"
         elif question_numbers and found[0].value in question_numbers:

@@ -84,6 +84,22 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--out", default="runs/compare", help="where runs/ and the report go (default runs/compare)")
     cp.add_argument("--report", nargs="+", metavar="RUN_DIR", help="only rebuild the report from these run folders")
 
+    gr = commands.add_parser(
+        "grade", help="score completions with a reward, and see what the grader read and why",
+        description="Score one completion (or a .jsonl file of them) with a reward as a run would, and print what "
+                    "the grader read and which rule decided (gsm8k); --explain lists every candidate it considered.",
+        epilog='examples:\n  rl-lora grade --answer 42 "The answer is 42 pens, one for each of the 6 tables."\n'
+               "  rl-lora grade --reward math --answer '\\frac{1}{2}' 'so $\\boxed{0.5}$'\n"
+               "  rl-lora grade --file completions.jsonl --explain   # columns: completion, answer (question)",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    gr.add_argument("completion", nargs="?", help="the completion text (or use --file)")
+    gr.add_argument("--reward", default="gsm8k", help="gsm8k (default), math, format, or package.module:function")
+    gr.add_argument("--answer", help="the reference answer")
+    gr.add_argument("--question", help="the question (the GSM8K grader uses its numbers to break a tie)")
+    gr.add_argument("--file", help="a .jsonl file: one object per line with completion and answer (question too)")
+    gr.add_argument("--explain", action="store_true", help="also every candidate considered and the asides set apart")
+    gr.add_argument("--timeout-s", type=float, default=10.0, help="time limit per completion for a user reward")
+
     # Hidden (no help=, so --help does not list them): compare's child processes.
     sr = commands.add_parser("shared-runs", description="Runs that differ only in their adapter, side by side in "
                              "one process on one vLLM engine (what compare --share-engine starts per seed).")
@@ -162,6 +178,11 @@ def main(argv: list[str] | None = None) -> int:
             return run_train(args)
         if args.command == "compare":
             return run_compare(args)
+        if args.command == "grade":
+            from rl_lora.run.grade import grade_main
+
+            return grade_main(args.reward, args.answer, args.completion, args.file, args.question, args.explain,
+                              args.timeout_s)
         if args.command == "shared-runs":
             from rl_lora.run.shared_runs import shared_runs_main
 
