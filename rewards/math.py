@@ -48,13 +48,25 @@ _reported_lock = threading.Lock()
 _reported_references: set[str] = set()
 
 
+# An answer stated in words, for completions without a box: the window follows the last one, wherever it is.
+_ANSWER_STATEMENT = re.compile(r"(?:final answer|the answer|answer)\s*(?:is\b|:)", re.IGNORECASE)
+
+
 def answer_window(completion: str) -> str:
-    """The part of the completion that states its final answer, at most ~3,000 characters (linear to find)."""
+    """The part of the completion that states its final answer, at most ~3,000 characters (linear to find): around
+    the last box; else from the last answer statement ("The final answer is ...") on, however much text follows
+    it; else the tail."""
     box = max(completion.rfind("\\boxed"), completion.rfind("\\fbox"))
     if box >= 0:
         return completion[max(0, box - BEFORE_BOX_CHARS): box + AFTER_BOX_CHARS]
     if len(completion) <= TAIL_CHARS:
         return completion
+    statement = None
+    for statement in _ANSWER_STATEMENT.finditer(completion):
+        pass
+    if statement is not None:
+        end = completion.find("\n\n", statement.end(), statement.end() + AFTER_BOX_CHARS)
+        return completion[statement.start(): end if end >= 0 else statement.end() + AFTER_BOX_CHARS]
     tail = completion[-TAIL_CHARS:]
     # Start on a line boundary where one is near, so a cut does not pair the wrong `$` signs.
     newline = tail.find("\n", 0, TAIL_CHARS // 2)
@@ -62,8 +74,25 @@ def answer_window(completion: str) -> str:
 
 
 def join_digit_groups(text: str) -> str:
-    """`1\\,000` -> `1000`, `90{,}900` -> `90900`, `5,\\!525` -> `5525` (math-verify reads `1\\,000` as 1*000)."""
-    return _DIGIT_GROUP_SEPARATOR.sub("", text)
+    """`1\\,000` -> `1000`, `90{,}900` -> `90900`, `5,\\!525` -> `5525`, `1 000` -> `1000` (math-verify reads
+    `1\\,000` as 1*000 and `1 000` as 1*0)."""
+    return _SPACE_GROUPED.sub(lambda m: m.group().replace(" ", ""), _DIGIT_GROUP_SEPARATOR.sub("", text))
+
+
+# A plain space between digit groups: `1 000 000` (a first group of 1-3 digits, then groups of exactly 3).
+_SPACE_GROUPED = re.compile(r"(?<![\d.])\d{1,3}(?: \d{3})+(?![\d.])")
+# Euler's e written upright (`\mathrm{e}`, `\text{e}`): math-verify reads it as a symbol named e, not E.
+_UPRIGHT_E = re.compile(r"\\(?:mathrm|text|operatorname|rm)\s*\{\s*e\s*\}")
+# `1.5e3` as a number (math-verify reads e as Euler's e): written as `1.5 \times 10^{3}`. Exponents past 300 are
+# left alone (a 1e999999 would be a million-digit integer to compare).
+_E_NOTATION = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)[eE]([+-]?\d{1,3})(?![\w.])")
+
+
+def normalize_answer_text(text: str) -> str:
+    """What math-verify misreads, rewritten before it reads: digit groups, an upright e, e-notation."""
+    text = _UPRIGHT_E.sub(" e", text)
+    text = _E_NOTATION.sub(lambda m: f"{m.group(1)} \\times 10^{{{m.group(2)}}}", text)
+    return join_digit_groups(text)
 
 
 def _configs(with_expressions: bool, units: bool) -> list:
@@ -84,7 +113,8 @@ def _cut_short(parsed: list) -> bool:
 def _parse(text: str, with_expressions: bool, units: bool) -> list:
     from math_verify import parse
 
-    return parse(join_digit_groups(text), extraction_config=_configs(with_expressions, units), parsing_timeout=None)
+    return parse(normalize_answer_text(text), extraction_config=_configs(with_expressions, units),
+                 parsing_timeout=None)
 
 
 def _is_expression(item) -> bool:
@@ -100,11 +130,19 @@ def _parse_gold(reference: str, units: bool) -> list:
     return gold
 
 
+# A single letter standing alone (not a LaTeX command, not inside \\text{}): a variable. Units in MATH references are
+# written in \\text{}/\\mbox{} or as words.
+_TEXT_MARKUP = re.compile(r"\\(?:text|mbox|mathrm|textbf|operatorname)\s*\{[^{}]*\}|\\[A-Za-z]+")
+_BARE_VARIABLE = re.compile(r"(?<![A-Za-z])[A-Za-z](?![A-Za-z])")
+
+
 @lru_cache(maxsize=4096)
 def _parse_reference(reference: str) -> tuple[tuple, bool]:
     """The reference as math-verify reads it, and whether with its unit stripping. Without, where stripping cut
     through a brace (`\\frac{1}{\\mathrm{e}}` -> `\\frac{1}{`) or took a variable for a unit (`a + b + c` -> `a +`)
     and left nothing that parses."""
+    if _BARE_VARIABLE.search(_TEXT_MARKUP.sub(" ", reference)):  # `4t`: t is a variable the reference multiplies,
+        return tuple(_parse_gold(reference, units=False)), False  # not a unit (tonnes) to strip
     gold = _parse_gold(reference, units=True)
     if _cut_short(gold) or not any(_is_expression(item) for item in gold):
         again = _parse_gold(reference, units=False)
@@ -137,8 +175,44 @@ def grade(reference: str, completion: str) -> tuple[bool, str | None]:
         return False, note
     rounding = _float_rounding(gold[0], predicted[0])
     if not verify(gold, predicted, float_rounding=rounding, timeout_seconds=None):
+        return _same_percent(reference, window, units, rounding), note
+    if _SCIENTIFIC.search(reference) and not _within_precision(reference, gold[0], predicted[0]):
         return False, note
     return not _distinct_exact_numbers(gold[0], predicted[0]), note
+
+
+_PERCENT = re.compile(r"\\?%")
+_SCIENTIFIC = re.compile(r"\\times\s*10\s*\^|\d[eE][+-]?\d")
+_MANTISSA = re.compile(r"(\d+)(?:\.(\d+))?\s*(?:\\times|[eE])")
+
+
+def _same_percent(reference: str, window: str, units: bool, rounding: int) -> bool:
+    """`37.5\\%` and 37.5 are one answer, as math-verify already holds `40\\%` and 40: when exactly one side writes a
+    percent sign, compare again without it."""
+    from math_verify import verify
+
+    if bool(_PERCENT.search(reference)) == bool(_PERCENT.search(window)):
+        return False
+    gold = _parse_gold(_PERCENT.sub("", reference), units)
+    predicted = _parse(_PERCENT.sub("", window), with_expressions=True, units=units)
+    return bool(gold and predicted) and verify(gold, predicted, float_rounding=rounding, timeout_seconds=None) \
+        and not _distinct_exact_numbers(gold[0], predicted[0])
+
+
+def _within_precision(reference: str, gold, predicted) -> bool:
+    """A reference in scientific notation is as precise as its mantissa: `3.1 \\times 10^{-20}` means within half a
+    unit of its last digit (0.05e-20), so 3.3e-20 differs and 3.10e-20 does not. math-verify's absolute rounding
+    makes every tiny number equal."""
+    mantissa = _MANTISSA.search(reference)
+    try:
+        a, b = float(gold), float(predicted)
+    except (TypeError, ValueError):
+        return True  # not two numbers: math-verify's comparison stands
+    if mantissa is None or a == 0 or float(mantissa.group(0).rstrip("\\timeseE ")) == 0:
+        return True
+    written = float(mantissa.group(1) + "." + (mantissa.group(2) or "0"))
+    unit = 10.0 ** -len(mantissa.group(2) or "")  # of the mantissa's last digit
+    return abs(a - b) <= 0.5 * unit / written * abs(a) * (1 + 1e-9)
 
 
 def answers_equivalent(reference: str, completion: str) -> bool:

@@ -176,3 +176,29 @@ print(result["first"], math_reward("\\\\boxed{0.5}", sample))
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["0.0", "1.0"], out.stdout
+
+
+# Classes N13-N17 and the ones left from before, each fixed on our side of math-verify: (reference, a completion
+# that must score 1, a near twin that must score 0).
+MATH_CLASSES = {
+    "N13 scientific notation at the reference's precision": (
+        "3.1 \\times 10^{-20}", "$\\boxed{3.10 \\times 10^{-20}}$", "$\\boxed{3.3 \\times 10^{-20}}$"),
+    "N14 a decimal percent is its number": ("37.5\\%", "$\\boxed{37.5}$", "$\\boxed{37.6}$"),
+    "N14 the other way round": ("37.5", "$\\boxed{37.5\\%}$", "$\\boxed{3.75\\%}$"),
+    "N15 unit stripping keeps a variable": ("4t", "$\\boxed{4t}$", "$\\boxed{4}$"),
+    "N15 a unit in \\text is still stripped": ("4 \\text{ cm}", "$\\boxed{4}$", "$\\boxed{5}$"),
+    "N16 the window follows the last answer statement": (
+        "7", "The final answer is $7$." + " More text." * 400, "The final answer is $8$." + " Then 7." * 400),
+    "N17 an upright e is Euler's e": ("2e", "$\\boxed{2\\mathrm{e}}$", "$\\boxed{2}$"),
+    "N17 and is not dropped": ("\\frac{1}{3}\\mathrm{e}", "$\\boxed{\\frac{e}{3}}$", "$\\boxed{\\frac{1}{3}}$"),
+    "digit groups with a plain space": ("1000", "$\\boxed{1 000}$", "$\\boxed{1 00}$"),
+    "e-notation is a number": ("1500", "$\\boxed{1.5e3}$", "$\\boxed{1.5e2}$"),
+    "a huge exponent is not 1": ("1", "$\\boxed{1}$", "$\\boxed{1e999999}$"),
+    "a dollar sign after the minus": ("-5", "$\\boxed{-\\$5}$", "$\\boxed{\\$5}$"),
+}
+
+
+@pytest.mark.parametrize("reference, right, near_twin", MATH_CLASSES.values(), ids=list(MATH_CLASSES))
+def test_each_math_class_scores_1_and_its_near_twin_0(reference, right, near_twin):
+    assert grade(reference, right) == 1.0
+    assert grade(reference, near_twin) == 0.0
