@@ -45,8 +45,8 @@ def clean(statement: str) -> str:
 _PARENTHESES = re.compile(r"\([^()\n]*\)")
 _OPENING_CLAUSE = re.compile(r"^\W*(?:since|because|as|if|when|after|before|given|with|at|in|for|by|from|over|to|"
                              r"during|within|once|using)\b[^,\n]*,", re.IGNORECASE)
-_TRAILING_CLAUSE = re.compile(r"(?:,\s*|\s+)(?:since|because|not|but not|rather than|instead of|i\.e\.|e\.g\.|where|check|verify|verifying|checking|as "
-                              r"(?=\d))\b", re.IGNORECASE)
+_TRAILING_CLAUSE = re.compile(r"(?:,\s*|\s+)(?:since|because|not|but not|rather than|instead of|i\.e\.|e\.g\.|"
+                              r"where|check|verify|verifying|checking)\b", re.IGNORECASE)
 _COMMA_AS = re.compile(r",\s*as\b", re.IGNORECASE)
 
 
@@ -195,7 +195,8 @@ def _evaluate(values: list[Value], operators: list[str]) -> Value:
 
 def _is_range(gap: str, left: Value, right: Value, followed_by_equals: bool) -> bool:
     """`6-8 hours`: a hyphen between two integers that rise, with no result stated, is a range, not a subtraction."""
-    return (gap in ("-", "–") and not followed_by_equals and isinstance(left, Fraction) and isinstance(right, Fraction)
+    return (gap in ("-", "–") and not followed_by_equals and isinstance(left, Fraction)
+            and isinstance(right, Fraction)
             and left.denominator == right.denominator == 1 and 0 <= left < right)
 
 
@@ -246,8 +247,9 @@ def items(text: str) -> list[Item]:
 # -- 4. choose -------------------------------------------------------------------------------------------------------
 _ALTERNATIVES = re.compile(r"(?:\s*(?:,|;|/|\bor\b|\band\b|\bto\b|–|-|\\q?quad|\\?\$))+\s*(?:[A-Za-z]\s*=\s*)?",
                            re.IGNORECASE)
-_MODIFIER = re.compile(r"(?<!total )\b(?:after|at|in|for|of|per|with|from|over|within|during|on|until|before|than|every|each|"
-                       r"by|between|among|into|across|around)\s+(?:(?:the|a|an|only|just|another|its|their|his|her|those|these|"
+_MODIFIER = re.compile(r"(?<!total )\b(?:after|at|in|for|of|per|with|from|over|within|during|on|until|before|than|"
+                       r"every|each|by|between|among|into|across|around)\s+"
+                       r"(?:(?:the|a|an|only|just|another|its|their|his|her|those|these|"
                        r"first|last|next|all)\s+)*(?:\\?\$\s?)?$", re.IGNORECASE)
 _FROM_BEFORE = re.compile(r"\bfrom\s+(?:\\?\$\s?)?$", re.IGNORECASE)
 
@@ -296,7 +298,8 @@ _CONCLUSION = re.compile(r"\b(?:so|therefore|thus|hence|which means|this means|t
 
 
 _VARIABLE_ALTERNATIVE = re.compile(r"\s*,?\s*(?:or|and)\s+[A-Za-z]\w*\s*=\s*", re.IGNORECASE)
-_ROUNDED = re.compile(rf"[.%\s]*{_UNITS}[,;]?\s*(?:which\s+)?(?:is\s+)?(?:rounds?|rounded|rounding)(?:\s+(?:up|down))?"
+_ROUNDED = re.compile(r"[.%\s]*(?:[A-Za-z/]+\s*)?[,;]?\s*(?:which\s+)?(?:is\s+)?(?:rounds?|rounded|rounding)"
+                      r"(?:\s+(?:up|down))?"
                       r"\s+to\s+(?:about\s+)?", re.IGNORECASE)
 
 

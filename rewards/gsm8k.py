@@ -36,6 +36,7 @@ _BOX_TOKEN = re.compile(r"\\boxed\s*\{|\\fbox\s*\{|[{}]")
 _CHECK_WORDS = re.compile(r"\b(?:verif\w*|check\w*|confirm\w*|double[- ]check\w*|test\w*|plug\w*|substitut\w*)\b",
                           re.IGNORECASE)
 _CHECK_WINDOW = 80
+_DIGIT = re.compile(r"\d")
 # A statement is a sentence or a box: its answer phrase comes first (rewards.answer_sentence), so past this many
 # characters there is nothing left to read; the cut keeps a 1 MB run-on statement linear and fast.
 MAX_STATEMENT_CHARS = 2_000
@@ -148,6 +149,8 @@ def read_answer(completion: str, question: str = "") -> AnswerReading:
     given = question_numbers(question) if question else frozenset()
     for cue, statements, sentence in _cues(completion):
         for statement in reversed(statements):
+            if not _DIGIT.search(statement, 0, MAX_STATEMENT_CHARS):
+                continue  # no number to read (cheap: a 1 MB run of empty `A:` lines has 350,000 of them)
             statement = statement[:MAX_STATEMENT_CHARS]
             if sentence:
                 statement = first_sentence(statement)
