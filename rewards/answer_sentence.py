@@ -407,8 +407,13 @@ def read_statement(statement: str, question_numbers: frozenset[Fraction] = froze
         notes[chosen] = "continued: a later computation takes it as an operand"
         chosen, rule = later, "the result of the computation that continues the stated value"
     item = found[chosen]
-    if item.evaluated:
-        rule += " (an expression, evaluated exactly)"
     notes[chosen] = "read"
     candidates = tuple(Candidate(i.text, i.value, notes.get(n, "not chosen")) for n, i in enumerate(found))
+    if item.evaluated and question_numbers and all(v in question_numbers for v in item.operands):
+        # "What is 23 + 45?" -> "The answer is 23 + 45.": the question's own arithmetic, restated, computes nothing;
+        # evaluating it would be reward a policy collects by copying the question.
+        return Reading(UNREADABLE, item.text, "an expression of the question's own numbers, with no result stated",
+                       candidates, tuple(asides))
+    if item.evaluated:
+        rule += " (an expression, evaluated exactly)"
     return Reading(item.value, item.text, rule, candidates, tuple(asides), item.plain, item.plain and item.scale)

@@ -121,3 +121,11 @@ def test_a_scale_word_counts_in_its_own_unit_only_when_the_question_does():
     assert score(completion, "4000000") == 1.0
     assert score(completion, "4", "A city has $32 million and spends $28 million. How many millions are left?") == 1.0
     assert score(completion, "4", "A city has 32 parks and closes 28. How many are left?") == 0.0
+
+
+def test_restating_the_questions_own_arithmetic_is_not_an_answer():
+    """Evaluating "4 + 9" is right for an answer that computes; for the question's own expression it would pay a
+    policy for copying the question (the arithmetic task's grader is this one)."""
+    assert score("The answer is 23 + 45.", "68", "What is 23 + 45?") == 0.0
+    assert score("The answer is 23 + 45 = 68.", "68", "What is 23 + 45?") == 1.0
+    assert score("The answer is 4 + 9.", "13", "Tom has 4 apples and buys some more. How many?") == 1.0
