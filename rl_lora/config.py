@@ -214,13 +214,20 @@ class RayConfig:
 
 @dataclass
 class AlgoConfig:
-    loss: str = opt("is_pg", "is_pg: importance-sampled policy gradient (LoRA Without Regret); ppo: PPO-clip; "
-                    "reinforce: log-prob x advantage, no ratio", choices=("is_pg", "ppo", "reinforce"))
-    baseline: str = opt("group_mean", "advantage = reward - group mean, or the raw reward",
-                        choices=("group_mean", "none"))
-    normalize_std: bool = opt(False, "divide group advantages by the group's reward std")
-    normalization: str = opt("token", "average the loss over all completion tokens, or per sequence first",
-                             choices=("token", "sequence"))
+    loss: str = opt("is_pg", "is_pg: -r A, the importance-sampled policy gradient (LoRA Without Regret); ppo: "
+                    "-min(r A, clip(r) A) (PPO-clip, Schulman 2017; clip_eps_high > clip_eps is DAPO's clip-higher); "
+                    "gspo: the same clip on the sequence ratio exp(mean log r) (GSPO, Zheng 2025); cispo: "
+                    "-sg(clip(r)) A log p, the clipped IS weight without gradient (CISPO, MiniMax-M1 2025); "
+                    "reinforce: -A log p, no ratio. r = learner / sampler probability of each token",
+                    choices=("is_pg", "ppo", "gspo", "cispo", "reinforce"))
+    baseline: str = opt("group_mean", "advantage: group_mean: r - group mean (GRPO); rloo: r - mean of the "
+                        "group's others (RLOO, Ahmadian 2024); reinforce_pp: r - group mean, whitened over the batch "
+                        "(REINFORCE++, Hu 2025); none: the raw reward",
+                        choices=("group_mean", "rloo", "reinforce_pp", "none"))
+    normalize_std: bool = opt(False, "divide group advantages by the group's reward std (GRPO's; off: Dr. GRPO)")
+    normalization: str = opt("token", "loss aggregation: token: over all completion tokens of the batch (DAPO); "
+                             "sequence: per sequence first (GRPO); constant: sum / (rows x rollout.max_new_tokens) "
+                             "(Dr. GRPO, Liu 2025)", choices=("token", "sequence", "constant"))
     lr: Optional[float] = opt(None, "learning rate (unset: full_lr for FullFT, 10x full_lr for LoRA and DoRA, "
                               "1000x for tiny adapters)", min=0.0)
     full_lr: float = opt(1e-5, "the FullFT learning rate (and the base of the LoRA default)", min=0.0)
@@ -233,8 +240,18 @@ class AlgoConfig:
     warmup_steps: int = opt(0, "linear LR warmup steps (then constant)", min=0)
     weight_decay: float = opt(0.0, "AdamW weight decay", min=0.0)
     max_grad_norm: float = opt(1.0, "gradient clipping norm (0: off)", min=0.0)
-    clip_eps: float = opt(0.2, "ppo: ratio clip range", min=0.0)
+    clip_eps: float = opt(0.2, "ppo, gspo, cispo: the ratio clip range, [1 - clip_eps, 1 + clip_eps] (clip_eps_low "
+                          "/ clip_eps_high set either end)", min=0.0)
+    clip_eps_low: Optional[float] = opt(None, "ppo, gspo, cispo: the lower clip, r >= 1 - clip_eps_low (unset: "
+                                        "clip_eps); must be < 1", min=0.0)
+    clip_eps_high: Optional[float] = opt(None, "ppo, gspo, cispo: the upper clip, r <= 1 + clip_eps_high (DAPO's "
+                                         "clip-higher, e.g. 0.28; unset: clip_eps)", min=0.0)
+    clip_ratio_c: Optional[float] = opt(None, "ppo, gspo: dual-clip for negative advantages, loss <= -c A (Ye et al. "
+                                        "2020, e.g. 3; unset: off); must be > 1")
     kl_coef: float = opt(0.0, "weight of the KL to the base model (LoRA: the adapter disabled)", min=0.0)
+    kl_estimator: str = opt("k3", "the per-token KL estimator for kl_coef (Schulman 2020): k1 = -log r (unbiased), "
+                            "k2 = (log r)^2 / 2, k3 = r - 1 - log r (unbiased, non-negative)",
+                            choices=("k1", "k2", "k3"))
     micro_batch_size: Optional[int] = opt(None, "completions per forward/backward pass, whole groups (unset: as many "
                                           "whole groups as fit algo.learner_memory_mb, from the measured activation "
                                           "cost per token)", min=1)
@@ -337,9 +354,17 @@ class RunConfig:
     def check(self) -> None:
         """The one place where combinations that would silently do nothing useful are refused."""
         self.reward.weight_values()  # before anything is written: bad weights would fail the run after loading
-        if self.algo.baseline == "group_mean" and self.rollout.group_size < 2:
-            raise UserError("rollout.group_size=1 with algo.baseline=group_mean gives every completion advantage 0: "
-                            "use group_size >= 2 or algo.baseline=none")
+        if self.algo.baseline in ("group_mean", "rloo", "reinforce_pp") and self.rollout.group_size < 2:
+            raise UserError(f"rollout.group_size=1 with algo.baseline={self.algo.baseline} gives every completion "
+                            "advantage 0: use group_size >= 2 or algo.baseline=none")
+        low = self.algo.clip_eps if self.algo.clip_eps_low is None else self.algo.clip_eps_low
+        if low >= 1:
+            key = "clip_eps" if self.algo.clip_eps_low is None else "clip_eps_low"
+            raise UserError(f"algo.{key}={low:g}: the lower clip 1 - {key} must stay above 0; use a value below 1 "
+                            "(0.2 is usual)")
+        if self.algo.clip_ratio_c is not None and self.algo.clip_ratio_c <= 1:
+            raise UserError(f"algo.clip_ratio_c={self.algo.clip_ratio_c:g}: dual-clip caps the loss at -c A with "
+                            "c > 1 (3 is usual); unset it to turn dual-clip off")
         if self.rollout.temperature == 0:
             raise UserError("rollout.temperature=0 samples greedily: every completion of a group is the same, "
                             "so there is nothing to learn from; use a temperature > 0 (0.7 is the default)")

@@ -71,3 +71,74 @@ def test_base_kl_penalty_is_added():
     with_kl = policy_loss("is_pg", logprobs, sampler, adv, mask, w, base_logprobs=base, kl_coef=0.5)
     k3 = math.exp(-0.1) - 1 + 0.1
     assert with_kl.loss.item() == pytest.approx(plain + 0.5 * k3, rel=1e-5)
+
+
+# -- issue 30: the field's variants, each against values computed by hand on the 2-group batch of _inputs() ---------
+# Row 0 (A = 1): log-ratios 0.2, 0.0; row 1 (A = -0.5): log-ratios 0.0, -0.5 (the second token is masked).
+
+def test_rloo_and_reinforce_pp_advantages_by_hand():
+    # RLOO: r_i - mean of the others. Group [1, 0, 0, 1]: 1 - 1/3 = 2/3, 0 - 2/3 = -2/3.
+    assert group_advantages([[1, 0, 0, 1]], "rloo", False)[0] == pytest.approx([2 / 3, -2 / 3, -2 / 3, 2 / 3])
+    assert group_advantages([[1, 1]], "rloo", False) == [[0.0, 0.0]]
+    # REINFORCE++: group mean off, then whitened over the batch: [0.5, -0.5] and [0, 0] -> std of all four.
+    centred = torch.tensor([0.5, -0.5, 0.0, 0.0], dtype=torch.float64)
+    expected = ((centred - centred.mean()) / (centred.std() + 1e-6)).tolist()
+    flat = [a for group in group_advantages([[1, 0], [2, 2]], "reinforce_pp", False) for a in group]
+    assert flat == pytest.approx(expected)
+
+
+def test_constant_normalization_divides_by_rows_times_the_budget():
+    mask = torch.tensor([[1, 1, 1], [1, 0, 0]], dtype=torch.float32)
+    assert token_weights(mask, "constant", max_new_tokens=4).tolist() == [[0.125, 0.125, 0.125], [0.125, 0, 0]]
+
+
+def test_clip_higher_and_dual_clip_by_hand():
+    logprobs = torch.tensor([[0.0, 0.0]], requires_grad=True)
+    sampler = torch.tensor([[-0.25, 0.5]])  # ratios e^0.25 = 1.284 and e^-0.5 = 0.607
+    w = torch.full((1, 2), 0.5)
+    # A = 1, eps_low 0.2, eps_high 0.28: min(1.284, 1.28) = 1.28 (clipped above), min(0.607, 0.8) = 0.607.
+    terms = policy_loss("ppo", logprobs, sampler, torch.tensor([1.0]), torch.ones(1, 2), w, clip_eps=0.2,
+                        clip_eps_high=0.28)
+    assert terms.loss.item() == pytest.approx(-(1.28 + math.exp(-0.5)) / 2, rel=1e-6)
+    assert terms.clipped_tokens.item() == 2  # both ratios lie outside their clip range
+    # A = -2 with a ratio of e^2 = 7.39: PPO's loss 2 * 7.39 = 14.8; dual-clip c = 3 caps it at -c A = 6.
+    big = torch.tensor([[2.0]], requires_grad=True)
+    dual = policy_loss("ppo", big, torch.zeros(1, 1), torch.tensor([-2.0]), torch.ones(1, 1), torch.ones(1, 1),
+                       clip_ratio_c=3.0)
+    assert dual.loss.item() == pytest.approx(6.0)
+    plain = policy_loss("ppo", big, torch.zeros(1, 1), torch.tensor([-2.0]), torch.ones(1, 1), torch.ones(1, 1))
+    assert plain.loss.item() == pytest.approx(2 * math.exp(2.0), rel=1e-6)
+
+
+def test_gspo_uses_one_sequence_ratio_for_every_token():
+    logprobs, sampler, adv, mask, w = _inputs()
+    terms = policy_loss("gspo", logprobs, sampler, adv, mask, w, clip_eps=0.2)
+    # Row 0: s = exp(mean(0.2, 0.0)) = e^0.1 for both tokens (inside [0.8, 1.2]); row 1: s = exp(0.0) = 1 (the
+    # masked token is not in the mean).
+    s0 = math.exp(0.1)
+    assert terms.loss.item() == pytest.approx(-(s0 * 1 + s0 * 1 + 1.0 * -0.5) / 3, rel=1e-6)
+    terms.loss.backward()
+    # d/dlogp_t of -s A w with s = exp(mean log r): -s A w / n_tokens, the same for both tokens of row 0.
+    assert logprobs.grad[0, 0].item() == pytest.approx(logprobs.grad[0, 1].item(), rel=1e-6)
+    assert logprobs.grad[0, 0].item() == pytest.approx(-s0 * 1 * 2 / 3 / 2, rel=1e-6)
+
+
+def test_cispo_gradient_is_the_clipped_weight_times_the_advantage():
+    logprobs = torch.tensor([[0.0, 0.0]], requires_grad=True)
+    sampler = torch.tensor([[-0.5, 0.1]])  # ratios 1.65 (clipped to 1.28) and 0.905 (inside)
+    w = torch.full((1, 2), 0.5)
+    terms = policy_loss("cispo", logprobs, sampler, torch.tensor([2.0]), torch.ones(1, 2), w, clip_eps=0.2,
+                        clip_eps_high=0.28)
+    terms.loss.backward()
+    # -sg(w_t) A ∇log p_t * weight: every token keeps its gradient, scaled by its clipped IS weight.
+    assert logprobs.grad[0].tolist() == pytest.approx([-1.28 * 2 * 0.5, -math.exp(-0.1) * 2 * 0.5], rel=1e-6)
+    assert terms.clipped_tokens.item() == 1
+
+
+def test_kl_estimators_by_hand():
+    from rl_lora.policy.losses import kl_estimate
+
+    log_p, log_q = torch.tensor([-1.0]), torch.tensor([-1.5])  # log r = -0.5
+    assert kl_estimate(log_p, log_q, "k1").item() == pytest.approx(0.5)
+    assert kl_estimate(log_p, log_q, "k2").item() == pytest.approx(0.125)
+    assert kl_estimate(log_p, log_q, "k3").item() == pytest.approx(math.exp(-0.5) - 1 + 0.5)

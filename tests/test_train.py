@@ -1,5 +1,6 @@
 """`rl-lora train` end to end on a real 260K Llama: learning, resuming, stopping on bad input."""
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -123,3 +124,17 @@ def test_in_process_the_hf_sampler_serves_the_learners_own_weights(tiny_model_di
             assert [c.logprobs for c in after[0]] != [c.logprobs for c in before[0]]  # the update is served
         finally:
             release()
+
+
+@pytest.mark.parametrize("variant", [
+    ["--set", "algo.loss=gspo"], ["--set", "algo.loss=cispo", "--set", "algo.clip_eps_high=0.28"],
+    ["--set", "algo.loss=ppo", "--set", "algo.clip_eps_high=0.28", "--set", "algo.clip_ratio_c=3"],
+    ["--set", "algo.baseline=rloo", "--set", "algo.normalization=constant"],
+    ["--set", "algo.baseline=reinforce_pp", "--set", "algo.kl_coef=0.05", "--set", "algo.kl_estimator=k2"],
+], ids=["gspo", "cispo", "ppo-clip-higher-dual", "rloo-constant", "reinforce_pp-k2"])
+def test_each_algorithm_variant_trains_through_the_real_step(tiny_model_dir, tmp_path, capsys, variant):
+    code, _, err = train(tmp_path, capsys, "--set", "train.steps=2", "--set", "train.name=v", *variant)
+    assert code == 0, err
+    steps = metrics(tmp_path / "v")
+    assert [m["step"] for m in steps] == [1, 2] and all(math.isfinite(m["loss"]) for m in steps)
+    assert steps[-1]["grad_norm"] > 0  # the loss reached the adapter

@@ -94,7 +94,7 @@ class LearnerWorker:
         config = dataclasses.replace(config, model=self.compute.apply(config.model))
         model = load_causal_lm(config.model.name, config.model.dtype, config.model.device)
         self.learner = LocalLearner(model, config.lora, config.algo, config.learning_rate(), config.rollout.temperature,
-                                    seed=config.train.seed)
+                                    seed=config.train.seed, max_new_tokens=config.rollout.max_new_tokens)
         # An engine sleeping on this GPU wakes after the step: leave it the memory torch's cache would keep.
         self.free_cache = config.engine_sleeps and self.compute.device.startswith("cuda")
 

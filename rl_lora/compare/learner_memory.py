@@ -56,7 +56,8 @@ def measure(config: RunConfig, steps: int = 2, join: Callable | None = None) -> 
     compute = resolve(config.model)  # the learner loads in this process, on this machine's device
     before_model_mb, reset = start_peak()
     learner = LocalLearner(load_causal_lm(config.model.name, compute.dtype, compute.device), config.lora,
-                      config.algo, config.learning_rate(), rollout.temperature, seed=config.train.seed)
+                      config.algo, config.learning_rate(), rollout.temperature, seed=config.train.seed,
+                      max_new_tokens=rollout.max_new_tokens)
     if join is not None:
         join(learner)
     load_peak_mb = peak_since(reset) - before_model_mb

@@ -46,10 +46,11 @@ class LocalLearner:
     """The Learner protocol (rl_lora.types) in this process; on Ray, a LearnerWorker actor holds one."""
 
     def __init__(self, model, lora: LoraConfig, algo: AlgoConfig, lr: float, temperature: float = 1.0,
-                 seed: int = 0):
+                 seed: int = 0, max_new_tokens: int | None = None):
         # The policy is the tempered distribution the sampler draws from: the learner scores tokens under the
         # same temperature, or the importance ratio is off by the temperature alone (KL ~0.07 nats/token at 0.7).
         self.lora, self.algo, self.temperature = lora, algo, temperature
+        self.max_new_tokens = max_new_tokens  # algo.normalization=constant's divisor (unset: the batch's width)
         self.tiny: TinyAdapter | None = None
         if lora.mode == TrainMode.LORA:
             from peft import LoraConfig as PeftLoraConfig
@@ -143,7 +144,7 @@ class LocalLearner:
         self.model.train()  # an in-process hf sampler sharing this model switches it to eval mode to sample
         device = self.params[0].device  # the batch is split on the CPU; each micro-batch goes where the model is
         # Token weights over the whole batch: with N learners each rank's loss is its share of the one loss.
-        weights = token_weights(batch.completion_mask, self.algo.normalization).to(device)
+        weights = token_weights(batch.completion_mask, self.algo.normalization, self.max_new_tokens).to(device)
         self.optimizer.zero_grad(set_to_none=True)
         self.model.zero_grad(set_to_none=True)
         first, last = self.parallel.share(batch) if self.parallel else (0, batch.rows)
@@ -167,8 +168,11 @@ class LocalLearner:
                 base_logprobs = self._base_logprobs(micro) if self.algo.kl_coef > 0 else None
                 micro_weights = weights[first + rows.start:first + rows.stop, :micro.completion_ids.shape[1]]
                 terms = policy_loss(self.algo.loss, logprobs, micro.sampler_logprobs, micro.advantages,
-                                    micro.completion_mask, micro_weights, clip_eps=self.algo.clip_eps,
-                                    base_logprobs=base_logprobs, kl_coef=self.algo.kl_coef)
+                                    micro.completion_mask, micro_weights, clip_eps=self.algo.clip_eps
+                                    if self.algo.clip_eps_low is None else self.algo.clip_eps_low,
+                                    clip_eps_high=self.algo.clip_eps_high, clip_ratio_c=self.algo.clip_ratio_c,
+                                    base_logprobs=base_logprobs, kl_coef=self.algo.kl_coef,
+                                    kl_estimator=self.algo.kl_estimator)
                 # DDP averages over ranks; the ranks' losses are parts of one sum.
                 (terms.loss * (self.parallel.world_size if self.parallel else 1)).backward()
             if measure:

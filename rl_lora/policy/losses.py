@@ -14,40 +14,75 @@ class LossTerms:
     base_kl_sum: torch.Tensor  # sum over tokens of KL(learner || base), k3 estimator (0 without a reference)
 
 
-def _k3(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
-    """Per-token estimate of KL(p || q) from samples of p: r - 1 - log r, r = q / p. Non-negative."""
+def kl_estimate(log_p: torch.Tensor, log_q: torch.Tensor, estimator: str = "k3") -> torch.Tensor:
+    """Per-token estimate of KL(p || q) from samples of p, with log r = log q - log p (Schulman, "Approximating KL
+    divergence", 2020): k1 = -log r (unbiased, can be negative), k2 = (log r)^2 / 2 (biased, low variance),
+    k3 = r - 1 - log r (unbiased, non-negative)."""
     log_ratio = log_q - log_p
-    return torch.exp(log_ratio) - 1 - log_ratio
+    if estimator == "k1":
+        return -log_ratio
+    if estimator == "k2":
+        return 0.5 * log_ratio ** 2
+    if estimator == "k3":
+        return torch.exp(log_ratio) - 1 - log_ratio
+    raise ValueError(f"unknown KL estimator {estimator!r}")
+
+
+def _sequence_log_ratio(log_ratio: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """GSPO's length-normalised sequence log-ratio, mean over a row's completion tokens, broadcast to its tokens."""
+    mean = (log_ratio * mask).sum(dim=1, keepdim=True) / mask.sum(dim=1, keepdim=True).clamp(min=1)
+    return mean.expand_as(log_ratio)
 
 
 def policy_loss(kind: str, logprobs: torch.Tensor, sampler_logprobs: torch.Tensor, advantages: torch.Tensor,
                 mask: torch.Tensor, normaliser: torch.Tensor, *, clip_eps: float = 0.2,
-                base_logprobs: torch.Tensor | None = None, kl_coef: float = 0.0) -> LossTerms:
-    """The batch-normalised loss of one micro-batch.
+                clip_eps_high: float | None = None, clip_ratio_c: float | None = None,
+                base_logprobs: torch.Tensor | None = None, kl_coef: float = 0.0,
+                kl_estimator: str = "k3") -> LossTerms:
+    """The batch-normalised loss of one micro-batch. r_t = π_θ(y_t) / μ(y_t), μ the sampler; A the advantage;
+    ε_low = clip_eps, ε_high = clip_eps_high (unset: clip_eps).
 
-    `normaliser` gives each token its weight: for token-level normalisation 1 / (tokens in the whole batch),
-    for sequence-level 1 / (rows × that row's tokens). Micro-batch losses then add up to the batch loss.
+    - is_pg: -r_t A (importance-sampled policy gradient; on-policy its gradient is -A ∇log π_θ).
+    - ppo: -min(r_t A, clip(r_t, 1-ε_low, 1+ε_high) A) (PPO-clip, Schulman et al. 2017; ε_high > ε_low is DAPO's
+      clip-higher, Yu et al. 2025); with clip_ratio_c = c > 1, dual-clip for A < 0: min(that, -c A) (Ye et al. 2020).
+    - gspo: the same clip on the sequence ratio s = exp(mean_t log r_t), the same for every token of a sequence
+      (GSPO, Zheng et al. 2025).
+    - cispo: -sg(clip(r_t, 1-ε_low, 1+ε_high)) A log π_θ(y_t): the clipped IS weight without gradient, so every
+      token keeps its gradient (CISPO, MiniMax-M1 2025).
+    - reinforce: -A log π_θ(y_t), no ratio.
+
+    `normaliser` gives each token its weight (token_weights): the micro-batch losses add up to the batch loss. A KL
+    to the base model (kl_coef > 0) is added per token with the chosen estimator.
     """
     adv = advantages[:, None]
-    ratio = torch.exp(logprobs - sampler_logprobs)
+    high = clip_eps if clip_eps_high is None else clip_eps_high
+    log_ratio = logprobs - sampler_logprobs
+    ratio = torch.exp(log_ratio)
     clipped = torch.zeros((), device=logprobs.device)
     if kind == "is_pg":
-        # Sampled by the sampler, weighted to the learner: the ratio is 1 on-policy and the gradient is ∇log p · A.
         per_token = -ratio * adv
-    elif kind == "ppo":
-        clipped_ratio = ratio.clamp(1 - clip_eps, 1 + clip_eps)
+    elif kind in ("ppo", "gspo"):
+        if kind == "gspo":
+            ratio = torch.exp(_sequence_log_ratio(log_ratio, mask))
+        clipped_ratio = ratio.clamp(1 - clip_eps, 1 + high)
         per_token = -torch.minimum(ratio * adv, clipped_ratio * adv)
+        if clip_ratio_c is not None:
+            per_token = torch.where(adv < 0, torch.minimum(per_token, -clip_ratio_c * adv), per_token)
         clipped = (((ratio - clipped_ratio).abs() > 0).float() * mask).sum()
+    elif kind == "cispo":
+        weight = ratio.detach().clamp(1 - clip_eps, 1 + high)
+        per_token = -weight * adv * logprobs
+        clipped = (((ratio.detach() - weight).abs() > 0).float() * mask).sum()
     elif kind == "reinforce":
         per_token = -logprobs * adv
     else:
         raise ValueError(f"unknown loss {kind!r}")
     base_kl = torch.zeros_like(per_token)
     if base_logprobs is not None:
-        base_kl = _k3(logprobs, base_logprobs)
+        base_kl = kl_estimate(logprobs, base_logprobs, kl_estimator)
         per_token = per_token + kl_coef * base_kl
     with torch.no_grad():
-        sampler_kl = _k3(sampler_logprobs, logprobs.detach())
+        sampler_kl = kl_estimate(sampler_logprobs, logprobs.detach())
     return LossTerms(
         loss=(per_token * mask * normaliser).sum(),
         clipped_tokens=clipped,
@@ -56,9 +91,15 @@ def policy_loss(kind: str, logprobs: torch.Tensor, sampler_logprobs: torch.Tenso
     )
 
 
-def token_weights(completion_mask: torch.Tensor, normalization: str) -> torch.Tensor:
-    """Each token's weight in the batch loss (see policy_loss); computed once for the whole batch."""
+def token_weights(completion_mask: torch.Tensor, normalization: str, max_new_tokens: int | None = None) -> torch.Tensor:
+    """Each token's weight in the batch loss (see policy_loss); computed once for the whole batch.
+
+    token: 1 / (completion tokens in the batch) (DAPO); sequence: 1 / (rows × the row's tokens) (GRPO); constant:
+    1 / (rows × max_new_tokens), the same for every token whatever the lengths (Dr. GRPO, Liu et al. 2025)."""
     if normalization == "token":
         return completion_mask / completion_mask.sum().clamp(min=1)
+    if normalization == "constant":
+        width = max_new_tokens or completion_mask.shape[1]
+        return completion_mask / (completion_mask.shape[0] * width)
     per_row = completion_mask.sum(dim=1, keepdim=True).clamp(min=1)
     return completion_mask / per_row / completion_mask.shape[0]

@@ -157,7 +157,7 @@ def build_parts(config: RunConfig, console: Console, run_name: str,
         with console.status(f"loading {config.model.name} (learner and sampler)"):
             learner = LocalLearner(load_causal_lm(config.model.name, config.model.dtype, config.model.device),
                                    config.lora, config.algo, config.learning_rate(), config.rollout.temperature,
-                                   seed=config.train.seed)
+                                   seed=config.train.seed, max_new_tokens=config.rollout.max_new_tokens)
             if backend is None and config.rollout.backend == "hf":
                 # One copy of the weights: the hf sampler serves the learner's own model (adapter included).
                 from rl_lora.sampling.hf import HFBackend

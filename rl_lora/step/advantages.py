@@ -10,15 +10,31 @@ from rl_lora.types import Completion, Rollout
 
 def group_advantages(rewards: list[list[float]], baseline: str, normalize_std: bool,
                      eps: float = 1e-6) -> list[list[float]]:
-    """Per group (one prompt's completions): reward minus the group mean (optionally over its std)."""
+    """Per group (one prompt's completions), by `baseline`:
+
+    - group_mean: r_i - mean(group) (GRPO; optionally over the group's std: normalize_std);
+    - rloo: r_i - mean of the group's other rewards = n/(n-1) (r_i - mean(group)) (RLOO, Ahmadian et al. 2024);
+    - reinforce_pp: r_i - mean(group), then whitened over the whole batch (REINFORCE++, Hu 2025);
+    - none: r_i.
+    """
     advantages = []
     for group in rewards:
         values = torch.tensor(group, dtype=torch.float64)
-        centred = values - values.mean() if baseline == "group_mean" else values
-        if normalize_std and len(group) > 1:
+        if baseline in ("group_mean", "reinforce_pp"):
+            centred = values - values.mean()
+        elif baseline == "rloo":
+            n = len(group)
+            centred = (values - values.mean()) * (n / (n - 1)) if n > 1 else torch.zeros_like(values)
+        else:
+            centred = values
+        if normalize_std and len(group) > 1 and baseline != "reinforce_pp":
             centred = centred / (values.std() + eps)
-        advantages.append(centred.tolist())
-    return advantages
+        advantages.append(centred)
+    if baseline == "reinforce_pp" and advantages:
+        flat = torch.cat(advantages)
+        spread = flat.std() if flat.numel() > 1 else torch.tensor(0.0, dtype=torch.float64)
+        advantages = [(a - flat.mean()) / (spread + eps) for a in advantages]
+    return [a.tolist() for a in advantages]
 
 
 def build_rollouts(sample_ids: Sequence[str], groups: list[list[Completion]], rewards: list[float | None],
