@@ -109,6 +109,11 @@ class RewardConfig:
                         "completion, or score it 0 (always reported)", choices=("stop", "skip", "zero"))
     workers: Optional[int] = opt(None, "reward calls side by side, each in its own child process (user rewards, "
                                  "MATH comparisons; unset: the cores this process may use)", min=1)
+    overlong_buffer: int = opt(0, "DAPO's soft overlong punishment (Yu 2025, eq. 13): completions longer than "
+                               "rollout.max_new_tokens - N lose reward linearly, reward.overlong_penalty at the limit "
+                               "(0: off)", min=0)
+    overlong_penalty: float = opt(1.0, "the reward a completion at the length limit loses with reward.overlong_buffer",
+                                  min=0.0)
 
     def weight_values(self) -> list[float] | None:
         """reward.weights as numbers (None: unset, all 1); NaN and inf are refused by name."""
@@ -249,6 +254,8 @@ class AlgoConfig:
     clip_ratio_c: Optional[float] = opt(None, "ppo, gspo: dual-clip for negative advantages, loss <= -c A (Ye et al. "
                                         "2020, e.g. 3; unset: off); must be > 1")
     kl_coef: float = opt(0.0, "weight of the KL to the base model (LoRA: the adapter disabled)", min=0.0)
+    mask_truncated: bool = opt(False, "DAPO's overlong filtering: completions cut at rollout.max_new_tokens carry no "
+                               "loss (their group's baseline still counts them)")
     kl_estimator: str = opt("k3", "the per-token KL estimator for kl_coef (Schulman 2020): k1 = -log r (unbiased), "
                             "k2 = (log r)^2 / 2, k3 = r - 1 - log r (unbiased, non-negative)",
                             choices=("k1", "k2", "k3"))
@@ -357,6 +364,10 @@ class RunConfig:
         if self.algo.baseline in ("group_mean", "rloo", "reinforce_pp") and self.rollout.group_size < 2:
             raise UserError(f"rollout.group_size=1 with algo.baseline={self.algo.baseline} gives every completion "
                             "advantage 0: use group_size >= 2 or algo.baseline=none")
+        if self.reward.overlong_buffer >= self.rollout.max_new_tokens:
+            raise UserError(f"reward.overlong_buffer={self.reward.overlong_buffer} is not below rollout.max_new_tokens="
+                            f"{self.rollout.max_new_tokens}: every completion would be punished; use a buffer of a "
+                            "fraction of the limit (DAPO: 4096 of 20480)")
         low = self.algo.clip_eps if self.algo.clip_eps_low is None else self.algo.clip_eps_low
         if low >= 1:
             key = "clip_eps" if self.algo.clip_eps_low is None else "clip_eps_low"

@@ -142,3 +142,24 @@ def test_kl_estimators_by_hand():
     assert kl_estimate(log_p, log_q, "k1").item() == pytest.approx(0.5)
     assert kl_estimate(log_p, log_q, "k2").item() == pytest.approx(0.125)
     assert kl_estimate(log_p, log_q, "k3").item() == pytest.approx(math.exp(-0.5) - 1 + 0.5)
+
+
+def test_dapo_overlong_penalty_and_filtering_by_hand():
+    from rl_lora.step.advantages import build_rollouts, overlong_penalty
+    from rl_lora.types import Completion
+
+    # max_new_tokens 10, buffer 4: no penalty up to 6 tokens, then -1/4 per token, -1 at 10 (eq. 13).
+    assert [overlong_penalty(n, 10, 4) for n in (5, 6, 7, 8, 10)] == [0.0, 0.0, -0.25, -0.5, -1.0]
+    assert overlong_penalty(10, 10, 4, factor=0.5) == -0.5 and overlong_penalty(10, 10, 0) == 0.0
+
+    def completion(length: int, finished: bool) -> Completion:
+        return Completion(0, (1,), tuple(range(length)), (-0.1,) * length, "", finished, 0)
+
+    group = [completion(3, True), completion(8, True), completion(10, False), completion(5, True)]
+    rollouts = build_rollouts(["a"], [group], [1.0, 1.0, 1.0, 0.0], "group_mean", False, max_new_tokens=10,
+                              overlong_buffer=4)
+    assert [r.reward for r in rollouts] == [1.0, 0.5, 0.0, 0.0]  # shaped before the baseline
+    assert [r.advantage for r in rollouts] == pytest.approx([0.625, 0.125, -0.375, -0.375])
+    filtered = build_rollouts(["a"], [group], [1.0, 1.0, 1.0, 0.0], "group_mean", False, mask_truncated=True)
+    assert [len(r.completion_ids) for r in filtered] == [3, 8, 5]  # the cut one carries no loss
+    assert [r.advantage for r in filtered] == pytest.approx([0.25, 0.25, -0.75])  # its group's mean still counts it

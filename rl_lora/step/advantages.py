@@ -37,15 +37,30 @@ def group_advantages(rewards: list[list[float]], baseline: str, normalize_std: b
     return [a.tolist() for a in advantages]
 
 
+def overlong_penalty(length: int, max_new_tokens: int, buffer: int, factor: float = 1.0) -> float:
+    """DAPO's soft overlong punishment (Yu et al. 2025, eq. 13), added to the reward: 0 up to max_new_tokens -
+    buffer tokens, then falling linearly to -factor at max_new_tokens."""
+    if buffer <= 0 or length <= max_new_tokens - buffer:
+        return 0.0
+    return -factor * min(1.0, (length - (max_new_tokens - buffer)) / buffer)
+
+
 def build_rollouts(sample_ids: Sequence[str], groups: list[list[Completion]], rewards: list[float | None],
-                   baseline: str, normalize_std: bool) -> list[Rollout]:
+                   baseline: str, normalize_std: bool, *, max_new_tokens: int | None = None, overlong_buffer: int = 0,
+                   overlong_factor: float = 1.0, mask_truncated: bool = False) -> list[Rollout]:
     """`rewards` is flat, group after group. A completion whose reward failed (None, policy `skip`) leaves its
-    group before the baseline is taken."""
+    group before the baseline is taken. With overlong_buffer, long completions lose reward before the baseline
+    (overlong_penalty); with mask_truncated, completions cut at the length limit leave the batch after it (DAPO's
+    overlong filtering: they carry no loss, and count in no normaliser)."""
     flat = iter(rewards)
     kept = [[(c, r) for c in group if (r := next(flat)) is not None] for group in groups]
+    if overlong_buffer and max_new_tokens:
+        kept = [[(c, r + overlong_penalty(len(c.token_ids), max_new_tokens, overlong_buffer, overlong_factor))
+                 for c, r in group] for group in kept]
     advantages = group_advantages([[r for _, r in group] for group in kept], baseline, normalize_std)
     return [
         Rollout(sample_ids[i], c.prompt_ids, c.token_ids, c.logprobs, r, a, c.version)
         for i, (group, group_advantage) in enumerate(zip(kept, advantages))
         for (c, r), a in zip(group, group_advantage)
+        if not (mask_truncated and not c.finished)
     ]

@@ -66,7 +66,13 @@ def rl_step(parts: RunParts, pending: PendingStep, submit_ahead: Callable[[], No
     lag = parts.learner.version - min(c.version for c in completions)  # 0: strictly on-policy
 
     rollouts = build_rollouts([s.id for s in samples], sampled.groups, sampled.scored.rewards, config.algo.baseline,
-                              config.algo.normalize_std)
+                              config.algo.normalize_std, max_new_tokens=config.rollout.max_new_tokens,
+                              overlong_buffer=config.reward.overlong_buffer,
+                              overlong_factor=config.reward.overlong_penalty,
+                              mask_truncated=config.algo.mask_truncated)
+    if not rollouts and config.algo.mask_truncated and all(not c.finished for c in completions):
+        raise UserError(f"step {step}: every completion reached rollout.max_new_tokens and algo.mask_truncated=true "
+                        "drops them all: raise rollout.max_new_tokens, or set algo.mask_truncated=false")
     if not rollouts:
         raise UserError(f"step {step}: the reward failed on every completion (reward.on_error=skip); see the log")
     learned = parts.learner.step(collate(rollouts, parts.pad_id))
