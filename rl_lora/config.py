@@ -256,6 +256,14 @@ class AlgoConfig:
     kl_coef: float = opt(0.0, "weight of the KL to the base model (LoRA: the adapter disabled)", min=0.0)
     mask_truncated: bool = opt(False, "DAPO's overlong filtering: completions cut at rollout.max_new_tokens carry no "
                                "loss (their group's baseline still counts them)")
+    is_correction: str = opt("none", "sampler-learner mismatch correction, rho = learner / sampler probability: "
+                             "token_truncate / sequence_truncate weigh min(rho, is_cap) (TIS, Yao 2025); token_mask / "
+                             "sequence_mask drop tokens or sequences whose rho leaves [is_mask_low, is_mask_high] "
+                             "(MIS / IcePop); the share changed is logged as is_corrected_fraction",
+                             choices=("none", "token_truncate", "token_mask", "sequence_truncate", "sequence_mask"))
+    is_cap: float = opt(2.0, "the truncation cap C of algo.is_correction=*_truncate; must be > 0")
+    is_mask_low: float = opt(0.5, "the lower bound of algo.is_correction=*_mask", min=0.0)
+    is_mask_high: float = opt(2.0, "the upper bound of algo.is_correction=*_mask; must be above is_mask_low")
     kl_estimator: str = opt("k3", "the per-token KL estimator for kl_coef (Schulman 2020): k1 = -log r (unbiased), "
                             "k2 = (log r)^2 / 2, k3 = r - 1 - log r (unbiased, non-negative)",
                             choices=("k1", "k2", "k3"))
@@ -373,6 +381,11 @@ class RunConfig:
             key = "clip_eps" if self.algo.clip_eps_low is None else "clip_eps_low"
             raise UserError(f"algo.{key}={low:g}: the lower clip 1 - {key} must stay above 0; use a value below 1 "
                             "(0.2 is usual)")
+        if self.algo.is_cap <= 0:
+            raise UserError(f"algo.is_cap={self.algo.is_cap:g}: the truncation cap must be > 0 (2 is usual)")
+        if self.algo.is_mask_low >= self.algo.is_mask_high:
+            raise UserError(f"algo.is_mask_low={self.algo.is_mask_low:g} is not below algo.is_mask_high="
+                            f"{self.algo.is_mask_high:g}: the kept ratios form [low, high]")
         if self.algo.clip_ratio_c is not None and self.algo.clip_ratio_c <= 1:
             raise UserError(f"algo.clip_ratio_c={self.algo.clip_ratio_c:g}: dual-clip caps the loss at -c A with "
                             "c > 1 (3 is usual); unset it to turn dual-clip off")

@@ -254,6 +254,7 @@ class LearnMetrics:
     seconds: float
     learning_rate: float
     micro_batches: int = 1  # forward/backward passes the step took (this learner's, with N learners)
+    is_corrected_fraction: float = 0.0  # tokens whose weight algo.is_correction truncated or masked
 
 
 @dataclass(frozen=True)
@@ -285,6 +286,7 @@ class StepMetrics:
     sampler_version: int = 0  # the oldest policy version among this step's completions
     probe_gap: float | None = None  # largest |sampler - learner| probe log-prob after the sync (None: probe off)
     worker_restarts: int = 0  # rollout workers restarted during the step (their prompts re-sampled)
+    is_corrected_fraction: float = 0.0  # completion tokens algo.is_correction truncated or masked
     test_accuracy: float | None = None
     # With several weighted rewards: each one's mean over the completions it scored (metrics.jsonl: reward/<name>).
     reward_parts: dict[str, float] | None = None

@@ -163,3 +163,26 @@ def test_dapo_overlong_penalty_and_filtering_by_hand():
     filtered = build_rollouts(["a"], [group], [1.0, 1.0, 1.0, 0.0], "group_mean", False, mask_truncated=True)
     assert [len(r.completion_ids) for r in filtered] == [3, 8, 5]  # the cut one carries no loss
     assert [r.advantage for r in filtered] == pytest.approx([0.25, 0.25, -0.75])  # its group's mean still counts it
+
+
+def test_sampler_mismatch_correction_by_hand():
+    from rl_lora.policy.losses import mismatch_weight
+
+    log_ratio = torch.tensor([[math.log(3.0), 0.0], [math.log(0.25), math.log(1.5)]])
+    mask = torch.tensor([[1.0, 1.0], [1.0, 1.0]])
+    # TIS per token, C = 2: min(ρ, 2) / ρ = 2/3, 1, 1, 1.
+    assert mismatch_weight("token_truncate", log_ratio, mask, 2.0, (0.5, 2.0)).flatten().tolist() == \
+        pytest.approx([2 / 3, 1, 1, 1])
+    # MIS per token, [0.5, 2]: ρ = 3 and 0.25 are dropped.
+    assert mismatch_weight("token_mask", log_ratio, mask, 2.0, (0.5, 2.0)).flatten().tolist() == [0, 1, 0, 1]
+    # Per sequence: ρ_0 = 3 (dropped / truncated to 2), ρ_1 = 0.375 (dropped / kept whole).
+    assert mismatch_weight("sequence_mask", log_ratio, mask, 2.0, (0.5, 2.0)).flatten().tolist() == [0, 0, 0, 0]
+    assert mismatch_weight("sequence_truncate", log_ratio, mask, 2.0, (0.5, 2.0)).flatten().tolist() == \
+        pytest.approx([2 / 3, 2 / 3, 1, 1])
+    # In the loss: is_pg weighs min(ρ, C) A, and the gradient follows (the factor carries none).
+    logprobs = torch.tensor([[math.log(3.0)]], requires_grad=True)
+    terms = policy_loss("is_pg", logprobs, torch.zeros(1, 1), torch.tensor([1.0]), torch.ones(1, 1),
+                        torch.ones(1, 1), is_correction="token_truncate", is_cap=2.0)
+    assert terms.loss.item() == pytest.approx(-2.0) and terms.corrected_tokens.item() == 1
+    terms.loss.backward()
+    assert logprobs.grad.item() == pytest.approx(-2.0)  # -min(ρ, C) A ∇log π

@@ -154,7 +154,8 @@ class LocalLearner:
         micro_batches = self._micro_batches(batch.select(first, last), device)
         # The metrics stay on the device and are read once, after the last pass: a read-back per pass would make the
         # host wait for the device that many times a step.
-        totals = torch.zeros(5, dtype=torch.float64, device=device)  # loss, clipped, sampler KL, base KL, entropy
+        # loss, clipped, sampler KL, base KL, entropy, tokens the mismatch correction changed
+        totals = torch.zeros(6, dtype=torch.float64, device=device)
         for index, (rows, micro) in enumerate(micro_batches):
             micro = micro.to(device)
             # N learners: DDP all-reduces the gradients in the share's last backward pass only.
@@ -172,14 +173,17 @@ class LocalLearner:
                                     if self.algo.clip_eps_low is None else self.algo.clip_eps_low,
                                     clip_eps_high=self.algo.clip_eps_high, clip_ratio_c=self.algo.clip_ratio_c,
                                     base_logprobs=base_logprobs, kl_coef=self.algo.kl_coef,
-                                    kl_estimator=self.algo.kl_estimator)
+                                    kl_estimator=self.algo.kl_estimator, is_correction=self.algo.is_correction,
+                                    is_cap=self.algo.is_cap,
+                                    is_bounds=(self.algo.is_mask_low, self.algo.is_mask_high))
                 # DDP averages over ranks; the ranks' losses are parts of one sum.
                 (terms.loss * (self.parallel.world_size if self.parallel else 1)).backward()
             if measure:
                 self.sizer.observe(saved[0], micro.tokens())
             totals += torch.stack([terms.loss.detach(), terms.clipped_tokens, terms.sampler_kl_sum,
-                                   terms.base_kl_sum, (entropy * micro.completion_mask).sum()]).double()
-        totals = dict(zip(("loss", "clipped", "sampler_kl", "base_kl", "entropy"), totals.tolist()))
+                                   terms.base_kl_sum, (entropy * micro.completion_mask).sum(),
+                                   terms.corrected_tokens]).double()
+        totals = dict(zip(("loss", "clipped", "sampler_kl", "base_kl", "entropy", "corrected"), totals.tolist()))
         if self.parallel:
             totals = self.parallel.sum_over_ranks(totals)
         if self.master is not None:
@@ -198,7 +202,8 @@ class LocalLearner:
             loss=totals["loss"], grad_norm=grad_norm, sampler_kl=totals["sampler_kl"] / max(tokens, 1),
             base_kl=totals["base_kl"] / max(tokens, 1), clip_fraction=totals["clipped"] / max(tokens, 1),
             entropy=totals["entropy"] / max(tokens, 1), tokens=tokens, seconds=time.perf_counter() - start,
-            learning_rate=learning_rate, micro_batches=len(micro_batches))
+            learning_rate=learning_rate, micro_batches=len(micro_batches),
+            is_corrected_fraction=totals["corrected"] / max(tokens, 1))
 
     def _micro_batches(self, share: Batch, device: torch.device) -> list[tuple[slice, Batch]]:
         """This step's passes: by algo.micro_batch_tokens or algo.micro_batch_size when set, else as many whole

@@ -12,6 +12,7 @@ class LossTerms:
     clipped_tokens: torch.Tensor  # count of tokens whose ratio was clipped (ppo)
     sampler_kl_sum: torch.Tensor  # sum over tokens of KL(sampler || learner), k3 estimator
     base_kl_sum: torch.Tensor  # sum over tokens of KL(learner || base), k3 estimator (0 without a reference)
+    corrected_tokens: torch.Tensor | None = None  # tokens whose weight the sampler-mismatch correction changed
 
 
 def kl_estimate(log_p: torch.Tensor, log_q: torch.Tensor, estimator: str = "k3") -> torch.Tensor:
@@ -34,11 +35,32 @@ def _sequence_log_ratio(log_ratio: torch.Tensor, mask: torch.Tensor) -> torch.Te
     return mean.expand_as(log_ratio)
 
 
+def mismatch_weight(kind: str, log_ratio: torch.Tensor, mask: torch.Tensor, cap: float,
+                    bounds: tuple[float, float]) -> torch.Tensor:
+    """The factor (no gradient) that bounds what the sampler-learner mismatch ρ = π_θ / μ may weigh, per token or per
+    sequence (ρ_seq = exp(Σ_t log ρ_t)):
+
+    - token_truncate / sequence_truncate: min(ρ, C) / ρ, so the loss weighs min(ρ, C) (truncated IS, TIS: Yao et
+      al. 2025, "Your efficient RL framework secretly brings you off-policy RL training");
+    - token_mask / sequence_mask: 1 if low <= ρ <= high else 0 (masked IS, MIS / IcePop: tokens or sequences the
+      sampler saw too differently carry no loss)."""
+    if kind.startswith("sequence"):
+        log_ratio = (log_ratio * mask).sum(dim=1, keepdim=True).expand_as(log_ratio)
+    rho = torch.exp(log_ratio)
+    if kind.endswith("truncate"):
+        return torch.clamp(rho, max=cap) / rho
+    if kind.endswith("mask"):
+        low, high = bounds
+        return ((rho >= low) & (rho <= high)).to(rho.dtype)
+    raise ValueError(f"unknown is_correction {kind!r}")
+
+
 def policy_loss(kind: str, logprobs: torch.Tensor, sampler_logprobs: torch.Tensor, advantages: torch.Tensor,
                 mask: torch.Tensor, normaliser: torch.Tensor, *, clip_eps: float = 0.2,
                 clip_eps_high: float | None = None, clip_ratio_c: float | None = None,
                 base_logprobs: torch.Tensor | None = None, kl_coef: float = 0.0,
-                kl_estimator: str = "k3") -> LossTerms:
+                kl_estimator: str = "k3", is_correction: str = "none", is_cap: float = 2.0,
+                is_bounds: tuple[float, float] = (0.5, 2.0)) -> LossTerms:
     """The batch-normalised loss of one micro-batch. r_t = π_θ(y_t) / μ(y_t), μ the sampler; A the advantage;
     ε_low = clip_eps, ε_high = clip_eps_high (unset: clip_eps).
 
@@ -52,7 +74,8 @@ def policy_loss(kind: str, logprobs: torch.Tensor, sampler_logprobs: torch.Tenso
     - reinforce: -A log π_θ(y_t), no ratio.
 
     `normaliser` gives each token its weight (token_weights): the micro-batch losses add up to the batch loss. A KL
-    to the base model (kl_coef > 0) is added per token with the chosen estimator.
+    to the base model (kl_coef > 0) is added per token with the chosen estimator. `is_correction` bounds the weight
+    the sampler-learner mismatch may take (mismatch_weight).
     """
     adv = advantages[:, None]
     high = clip_eps if clip_eps_high is None else clip_eps_high
@@ -77,6 +100,12 @@ def policy_loss(kind: str, logprobs: torch.Tensor, sampler_logprobs: torch.Tenso
         per_token = -logprobs * adv
     else:
         raise ValueError(f"unknown loss {kind!r}")
+    corrected = torch.zeros((), device=logprobs.device)
+    if is_correction != "none":
+        factor = mismatch_weight(is_correction, log_ratio.detach(), mask, is_cap, is_bounds)
+        corrected = ((factor != 1).float() * mask).sum()
+        # reinforce is the one loss without the ratio in it: it takes the bounded weight itself.
+        per_token = per_token * (factor * torch.exp(log_ratio.detach()) if kind == "reinforce" else factor)
     base_kl = torch.zeros_like(per_token)
     if base_logprobs is not None:
         base_kl = kl_estimate(logprobs, base_logprobs, kl_estimator)
@@ -88,6 +117,7 @@ def policy_loss(kind: str, logprobs: torch.Tensor, sampler_logprobs: torch.Tenso
         clipped_tokens=clipped,
         sampler_kl_sum=(sampler_kl * mask).sum(),
         base_kl_sum=(base_kl.detach() * mask).sum(),
+        corrected_tokens=corrected,
     )
 
 

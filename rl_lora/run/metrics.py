@@ -56,6 +56,7 @@ class MetricsLog:
 NAMESPACES = (("reward_", "reward/"), ("zero_variance_groups", "reward/"), ("time_", "time/"),
               ("test_accuracy", "eval/"), ("loss", "policy/"), ("grad_norm", "policy/"), ("sampler_kl", "policy/"),
               ("base_kl", "policy/"), ("clip_fraction", "policy/"), ("entropy", "policy/"),
+              ("is_corrected", "policy/"),
               ("learning_rate", "policy/"), ("lag", "sync/"), ("sampler_version", "sync/"), ("probe_gap", "sync/"),
               ("worker_restarts", "sync/"))
 

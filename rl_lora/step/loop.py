@@ -92,6 +92,7 @@ def rl_step(parts: RunParts, pending: PendingStep, submit_ahead: Callable[[], No
         reward_failures=len(sampled.scored.failures),
         loss=learned.loss, grad_norm=learned.grad_norm, sampler_kl=learned.sampler_kl, base_kl=learned.base_kl,
         clip_fraction=learned.clip_fraction, entropy=learned.entropy,
+        is_corrected_fraction=learned.is_corrected_fraction,
         completion_tokens_mean=sampled_tokens / len(completions),
         truncated_fraction=sum(not c.finished for c in completions) / len(completions),
         tokens_per_s=sampled_tokens / max(sampled.generate_s, 1e-9),
