@@ -37,8 +37,8 @@ def _sequence_log_ratio(log_ratio: torch.Tensor, mask: torch.Tensor) -> torch.Te
 
 def mismatch_weight(kind: str, log_ratio: torch.Tensor, mask: torch.Tensor, cap: float,
                     bounds: tuple[float, float]) -> torch.Tensor:
-    """The factor (no gradient) that bounds what the sampler-learner mismatch ρ = π_θ / μ may weigh, per token or per
-    sequence (ρ_seq = exp(Σ_t log ρ_t)):
+    """The factor (no gradient) that bounds what the sampler-learner mismatch ρ = π_θ / μ may weigh, per token or
+    per sequence (ρ_seq = exp(Σ_t log ρ_t)):
 
     - token_truncate / sequence_truncate: min(ρ, C) / ρ, so the loss weighs min(ρ, C) (truncated IS, TIS: Yao et
       al. 2025, "Your efficient RL framework secretly brings you off-policy RL training");
