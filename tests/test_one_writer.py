@@ -48,6 +48,10 @@ def test_a_second_resume_of_a_training_run_is_refused_and_the_first_is_unharmed(
     code = main(["train", "--resume", str(run), "--set", "train.steps=30"])
     err = capsys.readouterr().err
     assert code == 2 and f"PID {first.pid}" in err and "in use by" in err, err
+    # A new run under the same name is refused naming the holder too (not told to resume a folder in use).
+    code = main(["train", *TINY_RUN, "--set", f"train.runs_dir={tmp_path}", "--set", "train.name=one"])
+    err = capsys.readouterr().err
+    assert code == 2 and f"in use by PID {first.pid}" in err and "--resume" not in err, err
     out, err = first.communicate(timeout=180)
     assert first.returncode == 0, err[-2000:]
     assert _steps(run) == list(range(1, 31))  # one writer: every step once, in order

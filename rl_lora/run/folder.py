@@ -28,7 +28,7 @@ from typing import Any
 from rl_lora.config import RunConfig, load_config, to_yaml
 from rl_lora.errors import UserError
 from rl_lora.io import atomic_write_text
-from rl_lora.run.lock import FolderLock
+from rl_lora.run.lock import FolderLock, holder_of
 from rl_lora.step.evaluate import EvalResult
 from rl_lora.types import StepMetrics
 
@@ -141,6 +141,9 @@ class RunFolder:
         try:
             self.path.mkdir(parents=True)
         except FileExistsError:
+            holder = holder_of(self.path)
+            if holder is not None:  # a run is writing there now: resuming it would be refused too
+                raise UserError(f"run folder {self} is in use by {holder}; choose another train.name") from None
             raise UserError(f"run folder {self} exists: choose another train.name or resume it with "
                             f"--resume {self}") from None
         except OSError as error:

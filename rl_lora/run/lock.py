@@ -17,6 +17,7 @@ from pathlib import Path
 from rl_lora.errors import UserError
 
 LOCK_NAME = ".lock"
+PATIENCE_S, PATIENCE_TRIES = 1.0, 20  # how long a busy lock is retried before the folder is called in use
 
 
 class FolderLock:
@@ -31,16 +32,23 @@ class FolderLock:
     def held(self) -> bool:
         return self._fd is not None
 
-    def acquire(self, action: str = "") -> "FolderLock":
+    def acquire(self, action: str = "", patient: bool = True) -> "FolderLock":
         """Take the lock, or raise UserError naming the holder. `action`: what the refused command would have done,
         for the line ("resume it", "train in it")."""
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as error:
             raise UserError(f"cannot lock {self.what} {self.folder}: {error.strerror}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        tries = PATIENCE_TRIES if patient else 1
+        for attempt in range(tries):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                # holder_of takes the lock for an instant to look: wait that out before calling the folder busy.
+                if attempt < tries - 1:
+                    time.sleep(PATIENCE_S / PATIENCE_TRIES)
+        else:
             holder = _describe(_read_holder(fd))
             os.close(fd)
             raise UserError(f"{self.what} {self.folder} is in use by {holder}; "
@@ -85,7 +93,7 @@ def holder_of(folder: Path) -> str | None:
     if not lock.path.is_file():
         return None
     try:
-        lock.acquire()
+        lock.acquire(patient=False)
     except UserError:
         fd = os.open(lock.path, os.O_RDONLY | os.O_CLOEXEC)
         try:
