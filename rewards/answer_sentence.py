@@ -22,6 +22,7 @@ considered, for `rl-lora grade --explain`.
 """
 from __future__ import annotations
 
+import operator
 import re
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -45,9 +46,8 @@ def clean(statement: str) -> str:
 _PARENTHESES = re.compile(r"\([^()\n]*\)")
 _OPENING_CLAUSE = re.compile(r"^\W*(?:since|because|as|if|when|after|before|given|with|at|in|for|by|from|over|to|"
                              r"during|within|once|using)\b[^,\n]*,", re.IGNORECASE)
-_TRAILING_CLAUSE = re.compile(r"(?:,\s*|\s+)(?:since|because|not|but not|rather than|instead of|i\.e\.|e\.g\.|"
-                              r"where|check|verify|verifying|checking)\b", re.IGNORECASE)
-_COMMA_AS = re.compile(r",\s*as\b", re.IGNORECASE)
+_TRAILING_CLAUSE = re.compile(r"(?:(?:,\s*|\s+)(?:since|because|not|but not|rather than|instead of|i\.e\.|"
+                              r"e\.g\.|where|check|verify|verifying|checking)|,\s*as)\b", re.IGNORECASE)
 
 
 def set_asides_apart(statement: str) -> tuple[str, list[str]]:
@@ -61,11 +61,10 @@ def set_asides_apart(statement: str) -> tuple[str, list[str]]:
         without = without[opening.end():]
     first_number = NUMBER_RE.search(without)
     if first_number:  # a trailing clause only after the answer has been stated
-        for pattern in (_TRAILING_CLAUSE, _COMMA_AS):
-            trailing = pattern.search(without, first_number.end())
-            if trailing:
-                asides.append(without[trailing.start():])
-                without = without[:trailing.start()]
+        trailing = _TRAILING_CLAUSE.search(without, first_number.end())
+        if trailing:
+            asides.append(without[trailing.start():])
+            without = without[:trailing.start()]
     if not NUMBER_RE.search(without):
         return statement, []
     return without, asides
@@ -89,6 +88,7 @@ _UNKNOWN_OPERAND = re.compile(rf"\s*[+*×÷{re.escape(MINUS)}]\s*[A-Za-z(]")
 _NEGATING_MINUS = re.compile(rf"(?:^|[{{=(:]|\bis)\s*[{MINUS}]\s+$")
 _MAX_POWER = 100
 _PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2}
+_ARITHMETIC = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv}
 
 
 @dataclass(frozen=True)
@@ -178,7 +178,7 @@ def _evaluate(values: list[Value], operators: list[str]) -> Value:
         right, left = output.pop(), output.pop()
         if op == "/" and right == 0:
             return False
-        output.append({"+": left + right, "-": left - right, "*": left * right, "/": left / right if right else 0}[op])
+        output.append(_ARITHMETIC[op](left, right))
         return True
 
     for op, operand in zip(operators, values[1:]):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from fractions import Fraction
 
 from envs.sample import Sample
@@ -134,6 +135,7 @@ class AnswerReading:
                                            and scale in self.question[:_QUESTION_CHARS].lower())
 
 
+@lru_cache(maxsize=4096)
 def question_numbers(question: str) -> frozenset[Fraction]:
     """The quantities a question states (its first _QUESTION_CHARS characters)."""
     found = set()

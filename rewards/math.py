@@ -208,9 +208,11 @@ def _within_precision(reference: str, gold, predicted) -> bool:
         a, b = float(gold), float(predicted)
     except (TypeError, ValueError):
         return True  # not two numbers: math-verify's comparison stands
-    if mantissa is None or a == 0 or float(mantissa.group(0).rstrip("\\timeseE ")) == 0:
+    if mantissa is None or a == 0:
         return True
     written = float(mantissa.group(1) + "." + (mantissa.group(2) or "0"))
+    if written == 0:
+        return True
     unit = 10.0 ** -len(mantissa.group(2) or "")  # of the mantissa's last digit
     return abs(a - b) <= 0.5 * unit / written * abs(a) * (1 + 1e-9)
 

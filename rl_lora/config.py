@@ -286,6 +286,11 @@ class AlgoConfig:
     gradient_checkpointing: bool = opt(False, "recompute each decoder layer's activations in the backward pass "
                                        "instead of keeping them (less learner memory, ~1.3x the step time)")
 
+    @property
+    def clip_low(self) -> float:
+        """The lower clip ε_low: clip_eps_low when set, else clip_eps."""
+        return self.clip_eps if self.clip_eps_low is None else self.clip_eps_low
+
 
 @dataclass
 class TrainConfig:
@@ -376,7 +381,7 @@ class RunConfig:
             raise UserError(f"reward.overlong_buffer={self.reward.overlong_buffer} is not below rollout.max_new_tokens="
                             f"{self.rollout.max_new_tokens}: every completion would be punished; use a buffer of a "
                             "fraction of the limit (DAPO: 4096 of 20480)")
-        low = self.algo.clip_eps if self.algo.clip_eps_low is None else self.algo.clip_eps_low
+        low = self.algo.clip_low
         if low >= 1:
             key = "clip_eps" if self.algo.clip_eps_low is None else "clip_eps_low"
             raise UserError(f"algo.{key}={low:g}: the lower clip 1 - {key} must stay above 0; use a value below 1 "

@@ -169,8 +169,7 @@ class LocalLearner:
                 base_logprobs = self._base_logprobs(micro) if self.algo.kl_coef > 0 else None
                 micro_weights = weights[first + rows.start:first + rows.stop, :micro.completion_ids.shape[1]]
                 terms = policy_loss(self.algo.loss, logprobs, micro.sampler_logprobs, micro.advantages,
-                                    micro.completion_mask, micro_weights, clip_eps=self.algo.clip_eps
-                                    if self.algo.clip_eps_low is None else self.algo.clip_eps_low,
+                                    micro.completion_mask, micro_weights, clip_eps=self.algo.clip_low,
                                     clip_eps_high=self.algo.clip_eps_high, clip_ratio_c=self.algo.clip_ratio_c,
                                     base_logprobs=base_logprobs, kl_coef=self.algo.kl_coef,
                                     kl_estimator=self.algo.kl_estimator, is_correction=self.algo.is_correction,

@@ -12,7 +12,7 @@ class LossTerms:
     clipped_tokens: torch.Tensor  # count of tokens whose ratio was clipped (ppo)
     sampler_kl_sum: torch.Tensor  # sum over tokens of KL(sampler || learner), k3 estimator
     base_kl_sum: torch.Tensor  # sum over tokens of KL(learner || base), k3 estimator (0 without a reference)
-    corrected_tokens: torch.Tensor | None = None  # tokens whose weight the sampler-mismatch correction changed
+    corrected_tokens: torch.Tensor  # tokens whose weight the sampler-mismatch correction changed
 
 
 def kl_estimate(log_p: torch.Tensor, log_q: torch.Tensor, estimator: str = "k3") -> torch.Tensor:
