@@ -253,7 +253,12 @@ class AlgoConfig:
                                          "clip-higher, e.g. 0.28; unset: clip_eps)", min=0.0)
     clip_ratio_c: Optional[float] = opt(None, "ppo, gspo: dual-clip for negative advantages, loss <= -c A (Ye et al. "
                                         "2020, e.g. 3; unset: off); must be > 1")
-    kl_coef: float = opt(0.0, "weight of the KL to the base model (LoRA: the adapter disabled)", min=0.0)
+    kl_coef: float = opt(0.0, "weight β of the KL to the base model (LoRA: the adapter disabled)", min=0.0)
+    kl_in: str = opt("loss", "where the KL to the base goes: loss: + β kl_t per token of the loss (GRPO, Shao 2024); "
+                     "reward: - β kl_t as a per-token reward, so each token's advantage is A - β Σ_{s>=t} kl_s "
+                     "(InstructGPT's PPO, Ouyang 2022; REINFORCE++, Hu 2025)", choices=("loss", "reward"))
+    entropy_coef: float = opt(0.0, "an entropy bonus: - c H_t per completion token of the loss (Williams & Peng "
+                              "1991; verl's entropy_coeff); 0: off, the entropy is only logged", min=0.0)
     mask_truncated: bool = opt(False, "DAPO's overlong filtering: completions cut at rollout.max_new_tokens carry no "
                                "loss (their group's baseline still counts them)")
     is_correction: str = opt("none", "sampler-learner mismatch correction, rho = learner / sampler probability: "
@@ -434,6 +439,9 @@ class RunConfig:
                 raise UserError("vLLM has no DoRA kernel: serve lora.adapter=dora merged (rollout.vllm_serve=merged, "
                                 "or auto), or use rollout.backend=hf")
             self.rollout.vllm_serve = "merged"  # auto, resolved: the one way vLLM serves DoRA on any device
+        if self.algo.kl_in == "reward" and self.algo.kl_coef == 0:
+            raise UserError("algo.kl_in=reward puts the KL to the base model in the reward, weighted by algo.kl_coef, "
+                            "which is 0: set algo.kl_coef > 0 (e.g. 0.01), or leave algo.kl_in unset")
         if self.algo.kl_coef > 0 and self.lora.mode == TrainMode.FULL:
             raise UserError("algo.kl_coef > 0 needs the base model as reference; with lora.mode=full that is a "
                             "second full copy, which rl-lora does not keep: use lora.mode=lora or algo.kl_coef=0")

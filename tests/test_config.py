@@ -105,3 +105,20 @@ def test_on_ray_each_actor_resolves_its_device_and_auto_dtype_is_one_for_all():
     assert "rollout workers: device cuda" in _check_one_dtype(learner, [learner])
     with pytest.raises(UserError, match="bfloat16 on the learner .* float32 on rollout worker 0"):
         _check_one_dtype(learner, [Compute("cuda", "float32", "")])
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["algo.clip_eps_low=1"], "algo.clip_eps_low=1: the lower clip 1 - clip_eps_low must stay above 0"),
+    (["algo.clip_eps=1.5"], "algo.clip_eps=1.5: the lower clip"),
+    (["algo.clip_eps_high=-0.1"], "algo.clip_eps_high: -0.1 is out of range"),
+    (["algo.is_cap=0"], "algo.is_cap=0: the truncation cap must be > 0"),
+    (["algo.is_mask_low=2", "algo.is_mask_high=2"], "algo.is_mask_low=2 is not below algo.is_mask_high=2"),
+    (["algo.clip_ratio_c=1"], "algo.clip_ratio_c=1: dual-clip"),
+    (["algo.baseline=rloo", "rollout.group_size=1"], "rollout.group_size=1 with algo.baseline=rloo"),
+    (["algo.kl_in=reward"], "algo.kl_in=reward puts the KL to the base model in the reward"),
+])
+def test_algorithm_keys_that_cannot_work_are_refused_in_one_line(overrides, message):
+    """Issue 30's bad input: each refused by RunConfig.check, which runs before any model loads."""
+    with pytest.raises(UserError) as caught:
+        load_config(None, overrides).check()
+    assert message in str(caught.value) and "\n" not in str(caught.value)

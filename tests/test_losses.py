@@ -186,3 +186,47 @@ def test_sampler_mismatch_correction_by_hand():
     assert terms.loss.item() == pytest.approx(-2.0) and terms.corrected_tokens.item() == 1
     terms.loss.backward()
     assert logprobs.grad.item() == pytest.approx(-2.0)  # -min(ρ, C) A ∇log π
+
+
+def test_kl_in_reward_takes_the_penalty_from_each_tokens_return_by_hand():
+    logprobs, sampler, adv, mask, w = _inputs()
+    # k1 per token = log p - log base: row 0 -> 0.1, 0.3; row 1 -> 0.2 (its second token is masked).
+    base = logprobs.detach() - torch.tensor([[0.1, 0.3], [0.2, 0.7]])
+    terms = policy_loss("reinforce", logprobs, sampler, adv, mask, w, base_logprobs=base, kl_coef=0.5,
+                        kl_estimator="k1", kl_in="reward")
+    # A_t = A - β Σ_{s>=t} kl_s: row 0 -> 1 - 0.5 (0.4), 1 - 0.5 (0.3); row 1 -> -0.5 - 0.5 (0.2), masked.
+    advantage = [[0.8, 0.85], [-0.6, None]]
+    terms.loss.backward()
+    # reinforce: d/dlogp = -A_t / 3 per kept token; no KL term in the loss itself (it carries no gradient).
+    assert logprobs.grad[0].tolist() == pytest.approx([-a / 3 for a in advantage[0]], rel=1e-6)
+    assert logprobs.grad[1, 0].item() == pytest.approx(0.6 / 3, rel=1e-6)
+    assert logprobs.grad[1, 1].item() == 0.0
+    # The metric still reports the KL it used: (0.1 + 0.3 + 0.2), summed over kept tokens.
+    assert terms.base_kl_sum.item() == pytest.approx(0.6, rel=1e-6)
+
+
+def test_entropy_bonus_adds_minus_c_h_and_its_gradient():
+    from rl_lora.policy.logprobs import _chunk
+
+    head = torch.nn.Linear(4, 5, bias=False)
+    torch.manual_seed(0)
+    hidden, targets = torch.randn(3, 4), torch.tensor([0, 2, 4])
+    logprobs, entropy = _chunk(head, hidden, targets, 1.0, entropy_grad=True)
+    assert entropy.requires_grad
+    probs = torch.softmax(head(hidden), -1)
+    assert entropy.tolist() == pytest.approx((-(probs * probs.log()).sum(-1)).tolist(), rel=1e-5)
+    _, metric_only = _chunk(head, hidden, targets, 1.0)
+    assert not metric_only.requires_grad  # the default: the entropy is a metric, no gradient kept
+    mask = torch.ones(1, 3)
+    w = token_weights(mask, "token")
+    sampler = logprobs.detach()[None]
+    plain = policy_loss("is_pg", logprobs[None], sampler, torch.tensor([0.0]), mask, w)
+    bonus = policy_loss("is_pg", logprobs[None], sampler, torch.tensor([0.0]), mask, w, entropy=entropy[None],
+                        entropy_coef=0.1)
+    assert bonus.loss.item() == pytest.approx(plain.loss.item() - 0.1 * entropy.mean().item(), rel=1e-6)
+    bonus.loss.backward()  # with A = 0 the whole gradient is the bonus's: it raises the entropy
+    step = -0.01 * head.weight.grad
+    with torch.no_grad():
+        head.weight += step
+    _, after = _chunk(head, hidden, targets, 1.0)
+    assert after.mean().item() > entropy.mean().item()

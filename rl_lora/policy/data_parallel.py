@@ -63,19 +63,19 @@ class Logprobs(torch.nn.Module):
     """The learner's forward as a module, so DDP can wrap it: the log-prob path runs the backbone and the head
     apart (prompt sharing), never the model's own forward, which is where DDP would otherwise hook in."""
 
-    def __init__(self, model, temperature: float):
+    def __init__(self, model, temperature: float, entropy_grad: bool = False):
         super().__init__()
-        self.model, self.temperature = model, temperature
+        self.model, self.temperature, self.entropy_grad = model, temperature, entropy_grad
 
     def forward(self, batch: Batch, chunk_tokens: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        return batch_logprobs(self.model, batch, self.temperature, chunk_tokens)
+        return batch_logprobs(self.model, batch, self.temperature, chunk_tokens, self.entropy_grad)
 
 
 class DataParallel:
     """This rank's place in the group, and the wrapped forward: DDP (`sharded` False) or FSDP2 (True)."""
 
     def __init__(self, model, temperature: float, rank: int, world_size: int, sharded: bool,
-                 reduce_in_fp32: bool = False):
+                 reduce_in_fp32: bool = False, entropy_grad: bool = False):
         """`reduce_in_fp32`: a bf16/fp16 model's gradients are reduce-scattered in fp32 (FSDP2's
         MixedPrecisionPolicy), then summed into its bf16 gradient shards, stepped through fp32 masters."""
         self.rank, self.world_size, self.sharded, self.model = rank, world_size, sharded, model
@@ -92,7 +92,7 @@ class DataParallel:
             policy = MixedPrecisionPolicy(reduce_dtype=torch.float32 if reduce_in_fp32 else None)
             for layer in [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]:
                 fully_shard(layer, mesh=mesh, mp_policy=policy)
-            self.forward = fully_shard(Logprobs(model, temperature), mesh=mesh, mp_policy=policy)
+            self.forward = fully_shard(Logprobs(model, temperature, entropy_grad), mesh=mesh, mp_policy=policy)
             # FSDP sets itself up on its first forward, which must enter through the root (a probe straight into
             # the model's own forward first would make each layer a root of its own): one token through it now.
             one = torch.zeros((1, 1), dtype=torch.long, device=device)
@@ -105,7 +105,7 @@ class DataParallel:
             from torch.nn.parallel import DistributedDataParallel
 
             # DDP broadcasts rank 0's trainable parameters at the start: every rank begins from the same adapter.
-            self.forward = DistributedDataParallel(Logprobs(model, temperature),
+            self.forward = DistributedDataParallel(Logprobs(model, temperature, entropy_grad),
                                                    device_ids=[device] if device.type == "cuda" else None)
 
     def accumulating(self, last_pass: bool):

@@ -95,7 +95,8 @@ class LocalLearner:
 
         sharded = self.lora_config is None
         self.parallel = DataParallel(self.model, self.temperature, rank, world_size, sharded,
-                                     reduce_in_fp32=self.master is not None)
+                                     reduce_in_fp32=self.master is not None,
+                                     entropy_grad=self.algo.entropy_coef > 0)
         if sharded:  # the parameters are now this rank's shards: the optimizer steps those
             self.params = [p for p in self.model.parameters() if p.requires_grad]
             if self.master is not None:  # bf16/fp16: fp32 masters of this rank's shards only, as sharded as the rest
@@ -165,7 +166,8 @@ class LocalLearner:
             with self.parallel.accumulating(last_pass) if self.parallel else nullcontext(), \
                     count_saved(self.model, saved) if measure else nullcontext():
                 logprobs, entropy = self.parallel.forward(micro, self.chunk_tokens) if self.parallel else \
-                    batch_logprobs(self.model, micro, self.temperature, self.chunk_tokens)
+                    batch_logprobs(self.model, micro, self.temperature, self.chunk_tokens,
+                                   entropy_grad=self.algo.entropy_coef > 0)
                 base_logprobs = self._base_logprobs(micro) if self.algo.kl_coef > 0 else None
                 micro_weights = weights[first + rows.start:first + rows.stop, :micro.completion_ids.shape[1]]
                 terms = policy_loss(self.algo.loss, logprobs, micro.sampler_logprobs, micro.advantages,
@@ -173,14 +175,15 @@ class LocalLearner:
                                     clip_eps_high=self.algo.clip_eps_high, clip_ratio_c=self.algo.clip_ratio_c,
                                     base_logprobs=base_logprobs, kl_coef=self.algo.kl_coef,
                                     kl_estimator=self.algo.kl_estimator, is_correction=self.algo.is_correction,
-                                    is_cap=self.algo.is_cap,
-                                    is_bounds=(self.algo.is_mask_low, self.algo.is_mask_high))
+                                    kl_in=self.algo.kl_in, is_cap=self.algo.is_cap,
+                                    is_bounds=(self.algo.is_mask_low, self.algo.is_mask_high),
+                                    entropy=entropy, entropy_coef=self.algo.entropy_coef)
                 # DDP averages over ranks; the ranks' losses are parts of one sum.
                 (terms.loss * (self.parallel.world_size if self.parallel else 1)).backward()
             if measure:
                 self.sizer.observe(saved[0], micro.tokens())
             totals += torch.stack([terms.loss.detach(), terms.clipped_tokens, terms.sampler_kl_sum,
-                                   terms.base_kl_sum, (entropy * micro.completion_mask).sum(),
+                                   terms.base_kl_sum, (entropy.detach() * micro.completion_mask).sum(),
                                    terms.corrected_tokens]).double()
         totals = dict(zip(("loss", "clipped", "sampler_kl", "base_kl", "entropy", "corrected"), totals.tolist()))
         if self.parallel:

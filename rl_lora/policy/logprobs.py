@@ -26,13 +26,15 @@ def _unwrap(model):
     return causal_lm.base_model, causal_lm.get_output_embeddings()
 
 
-def _chunk(head, hidden: torch.Tensor, targets: torch.Tensor, temperature: float):
+def _chunk(head, hidden: torch.Tensor, targets: torch.Tensor, temperature: float, entropy_grad: bool = False):
     logits = head(hidden).float()
     if temperature > 0 and temperature != 1.0:
         logits = logits / temperature
     normaliser = torch.logsumexp(logits, dim=-1)
     logprobs = logits.gather(-1, targets[:, None]).squeeze(-1) - normaliser
-    with torch.no_grad():
+    # The entropy is a metric unless algo.entropy_coef puts it in the loss; the chunk is checkpointed either way,
+    # so its gradient costs a recomputation, not memory.
+    with torch.enable_grad() if entropy_grad else torch.no_grad():
         entropy = normaliser - (torch.softmax(logits, dim=-1) * logits).sum(-1)
     return logprobs, entropy
 
@@ -117,11 +119,13 @@ def repeat_cache(cache, repeats: torch.Tensor) -> None:
 
 def completion_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, repeats: torch.Tensor,
                         completion_ids: torch.Tensor, completion_mask: torch.Tensor, temperature: float = 1.0,
-                        chunk_tokens: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                        chunk_tokens: int | None = None, entropy_grad: bool = False) \
+        -> tuple[torch.Tensor, torch.Tensor]:
     """log p(completion token t | prompt, tokens < t) and the entropy at t, both [rows, completion_width].
 
     Prompts are left-padded; row r's prompt is prompt `repeat_interleave(arange, repeats)[r]`. Positions after
-    a completion's end get values too (mask them). The entropy carries no gradient.
+    a completion's end get values too (mask them). The entropy carries a gradient only with entropy_grad (an
+    entropy bonus in the loss).
     """
     backbone, head = _unwrap(model)
     prompt_positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
@@ -148,7 +152,7 @@ def completion_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tens
     for first in range(0, rows * steps, chunk_tokens):
         h, t = flat_hidden[first:first + chunk_tokens], flat_targets[first:first + chunk_tokens]
         if torch.is_grad_enabled():
-            lp, ent = checkpoint(_chunk, head, h, t, temperature, use_reentrant=False)
+            lp, ent = checkpoint(_chunk, head, h, t, temperature, entropy_grad, use_reentrant=False)
         else:
             lp, ent = _chunk(head, h, t, temperature)
         logprobs.append(lp)
@@ -156,7 +160,7 @@ def completion_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tens
     return torch.cat(logprobs).view(rows, steps), torch.cat(entropies).view(rows, steps)
 
 
-def batch_logprobs(model, batch, temperature: float = 1.0, chunk_tokens: int | None = None) \
-        -> tuple[torch.Tensor, torch.Tensor]:
+def batch_logprobs(model, batch, temperature: float = 1.0, chunk_tokens: int | None = None,
+                   entropy_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     return completion_logprobs(model, batch.prompt_ids, batch.prompt_mask, batch.repeats, batch.completion_ids,
-                               batch.completion_mask, temperature, chunk_tokens)
+                               batch.completion_mask, temperature, chunk_tokens, entropy_grad)

@@ -35,6 +35,15 @@ def _sequence_log_ratio(log_ratio: torch.Tensor, mask: torch.Tensor) -> torch.Te
     return mean.expand_as(log_ratio)
 
 
+def kl_penalised_advantages(advantages: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor,
+                            kl_coef: float) -> torch.Tensor:
+    """algo.kl_in=reward: the KL to the base model as a per-token reward, -β kl_t at each completion token, so a
+    token's return loses the penalty of itself and every token after it: A_t = A - β Σ_{s>=t} kl_s (the KL-in-reward
+    of InstructGPT's PPO and of REINFORCE++, without discount). `kl` carries no gradient; [rows, tokens] out."""
+    penalty = (kl.detach() * mask).flip(1).cumsum(1).flip(1)
+    return advantages[:, None] - kl_coef * penalty
+
+
 def mismatch_weight(kind: str, log_ratio: torch.Tensor, mask: torch.Tensor, cap: float,
                     bounds: tuple[float, float]) -> torch.Tensor:
     """The factor (no gradient) that bounds what the sampler-learner mismatch ρ = π_θ / μ may weigh, per token or
@@ -59,8 +68,9 @@ def policy_loss(kind: str, logprobs: torch.Tensor, sampler_logprobs: torch.Tenso
                 mask: torch.Tensor, normaliser: torch.Tensor, *, clip_eps: float = 0.2,
                 clip_eps_high: float | None = None, clip_ratio_c: float | None = None,
                 base_logprobs: torch.Tensor | None = None, kl_coef: float = 0.0,
-                kl_estimator: str = "k3", is_correction: str = "none", is_cap: float = 2.0,
-                is_bounds: tuple[float, float] = (0.5, 2.0)) -> LossTerms:
+                kl_estimator: str = "k3", kl_in: str = "loss", is_correction: str = "none", is_cap: float = 2.0,
+                is_bounds: tuple[float, float] = (0.5, 2.0), entropy: torch.Tensor | None = None,
+                entropy_coef: float = 0.0) -> LossTerms:
     """The batch-normalised loss of one micro-batch. r_t = π_θ(y_t) / μ(y_t), μ the sampler; A the advantage;
     ε_low = clip_eps, ε_high = clip_eps_high (unset: clip_eps).
 
@@ -74,10 +84,18 @@ def policy_loss(kind: str, logprobs: torch.Tensor, sampler_logprobs: torch.Tenso
     - reinforce: -A log π_θ(y_t), no ratio.
 
     `normaliser` gives each token its weight (token_weights): the micro-batch losses add up to the batch loss. A KL
-    to the base model (kl_coef > 0) is added per token with the chosen estimator. `is_correction` bounds the weight
-    the sampler-learner mismatch may take (mismatch_weight).
+    to the base model (kl_coef > 0) is added per token with the chosen estimator (kl_in=loss), or taken from each
+    token's return (kl_in=reward: kl_penalised_advantages). `is_correction` bounds the weight the sampler-learner
+    mismatch may take (mismatch_weight). With entropy_coef = c > 0, -c H_t is added per token (an entropy bonus:
+    `entropy` must carry its gradient).
     """
-    adv = advantages[:, None]
+    base_kl = torch.zeros_like(logprobs)
+    if base_logprobs is not None:
+        base_kl = kl_estimate(logprobs, base_logprobs, kl_estimator)
+    if kl_in == "reward" and base_logprobs is not None:
+        adv = kl_penalised_advantages(advantages, base_kl, mask, kl_coef)
+    else:
+        adv = advantages[:, None]
     high = clip_eps if clip_eps_high is None else clip_eps_high
     log_ratio = logprobs - sampler_logprobs
     ratio = torch.exp(log_ratio)
@@ -106,10 +124,10 @@ def policy_loss(kind: str, logprobs: torch.Tensor, sampler_logprobs: torch.Tenso
         corrected = ((factor != 1).float() * mask).sum()
         # reinforce is the one loss without the ratio in it: it takes the bounded weight itself.
         per_token = per_token * (factor * torch.exp(log_ratio.detach()) if kind == "reinforce" else factor)
-    base_kl = torch.zeros_like(per_token)
-    if base_logprobs is not None:
-        base_kl = kl_estimate(logprobs, base_logprobs, kl_estimator)
+    if base_logprobs is not None and kl_in == "loss":
         per_token = per_token + kl_coef * base_kl
+    if entropy_coef > 0:
+        per_token = per_token - entropy_coef * entropy
     with torch.no_grad():
         sampler_kl = kl_estimate(sampler_logprobs, logprobs.detach())
     return LossTerms(
