@@ -191,6 +191,12 @@ class RolloutConfig:
                          "elsewhere); all sample the same tokens for a seed", choices=("auto", "eager", "static", "graph"))
     num_workers: int = opt(0, "rollout worker actors on Ray (0: sampler and learner in this process, no Ray; "
                            ">= 1: N RolloutWorker actors and a Learner actor, see the ray section)", min=0)
+    dynamic_sampling: bool = opt(False, "DAPO's dynamic sampling (Yu et al. 2025): groups whose rewards are all equal "
+                                 "(advantage 0) leave the step and more prompts are sampled until it has "
+                                 "prompts_per_step groups that differ, or max_sample_batches rounds were drawn (logged "
+                                 "per step: sample_batches, groups_drawn, groups_dropped); needs max_lag=0")
+    max_sample_batches: int = opt(4, "rollout.dynamic_sampling: at most this many batches of prompts_per_step prompts "
+                                  "per step (at the cap the step trains on the groups it has)", min=1)
     max_lag: int = opt(0, "off-policy depth: workers sample up to k steps ahead of the learner (0: strictly "
                        "on-policy; >= 1 needs num_workers >= 1); the importance ratio corrects for the lag", min=0)
     probe: bool = opt(True, "after every sync, check that each sampler's log-probs of a fixed probe equal the "
@@ -382,6 +388,12 @@ class RunConfig:
         if self.algo.baseline in ("group_mean", "rloo", "reinforce_pp") and self.rollout.group_size < 2:
             raise UserError(f"rollout.group_size=1 with algo.baseline={self.algo.baseline} gives every completion "
                             "advantage 0: use group_size >= 2 or algo.baseline=none")
+        if self.rollout.dynamic_sampling and self.rollout.group_size < 2:
+            raise UserError("rollout.dynamic_sampling=true drops groups whose rewards are all equal, and a group of "
+                            "rollout.group_size=1 always is: use group_size >= 2")
+        if self.rollout.dynamic_sampling and self.rollout.max_lag > 0:
+            raise UserError("rollout.dynamic_sampling=true samples more prompts when a step's groups are constant, "
+                            "which rollout.max_lag > 0 (sampling steps ahead) cannot do: set max_lag=0")
         if self.reward.overlong_buffer >= self.rollout.max_new_tokens:
             raise UserError(f"reward.overlong_buffer={self.reward.overlong_buffer} is not below rollout.max_new_tokens="
                             f"{self.rollout.max_new_tokens}: every completion would be punished; use a buffer of a "

@@ -287,6 +287,9 @@ class StepMetrics:
     probe_gap: float | None = None  # largest |sampler - learner| probe log-prob after the sync (None: probe off)
     worker_restarts: int = 0  # rollout workers restarted during the step (their prompts re-sampled)
     is_corrected_fraction: float = 0.0  # completion tokens algo.is_correction truncated or masked
+    sample_batches: int = 1  # sampling rounds of the step (rollout.dynamic_sampling draws more while groups are constant)
+    groups_drawn: int = 0  # groups sampled in all those rounds
+    groups_dropped: int = 0  # constant groups rollout.dynamic_sampling left out
     test_accuracy: float | None = None
     # With several weighted rewards: each one's mean over the completions it scored (metrics.jsonl: reward/<name>).
     reward_parts: dict[str, float] | None = None

@@ -104,3 +104,17 @@ def story_task():
 
 def always_one(completion, sample):
     return 1.0
+
+
+def constant_for_half(completion, sample):
+    """1.0 for every completion of half the prompts (by a hash of the sample's id: a constant group), else
+    mentions_the: for DAPO's dynamic sampling, which drops the constant groups."""
+    import hashlib
+
+    if hashlib.sha1(sample.id.encode()).digest()[0] % 2 == 0:
+        return 1.0
+    return mentions_the(completion, sample)
+
+
+def always_one(completion, sample):
+    return 1.0

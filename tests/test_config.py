@@ -116,6 +116,9 @@ def test_on_ray_each_actor_resolves_its_device_and_auto_dtype_is_one_for_all():
     (["algo.clip_ratio_c=1"], "algo.clip_ratio_c=1: dual-clip"),
     (["algo.baseline=rloo", "rollout.group_size=1"], "rollout.group_size=1 with algo.baseline=rloo"),
     (["algo.kl_in=reward"], "algo.kl_in=reward puts the KL to the base model in the reward"),
+    (["rollout.dynamic_sampling=true", "rollout.group_size=1", "algo.baseline=none"],
+     "a group of rollout.group_size=1 always is"),
+    (["rollout.dynamic_sampling=true", "rollout.max_lag=1", "rollout.num_workers=1"], "set max_lag=0"),
 ])
 def test_algorithm_keys_that_cannot_work_are_refused_in_one_line(overrides, message):
     """Issue 30's bad input: each refused by RunConfig.check, which runs before any model loads."""

@@ -150,3 +150,39 @@ def test_overlong_filtering_that_would_drop_every_completion_says_so(tiny_model_
     code, _, err = train(tmp_path, capsys, "--set", "train.steps=1", "--set", "algo.mask_truncated=true",
                          "--set", "rollout.max_new_tokens=12")
     assert code == 2 and "every completion reached rollout.max_new_tokens" in err, err
+
+
+@pytest.mark.parametrize("reward, cap", [("constant_for_half", 6), ("always_one", 3)])
+def test_dynamic_sampling_refills_the_step_and_honours_the_cap(tiny_model_dir, tmp_path, reward, cap):
+    """Half the prompts get a constant reward: their groups leave, and more prompts fill the step back to its size.
+    Every prompt constant: the step stops drawing at rollout.max_sample_batches."""
+    from rich.console import Console
+
+    from rl_lora.config import load_config
+    from rl_lora.run.train import build_parts
+    from rl_lora.step.loop import rl_step, submit_step
+
+    config = load_config(None, [f"model.name={tiny_model_dir}", f"train.runs_dir={tmp_path}",
+                                f"reward.name=tests.reward_fixtures:{reward}", "rollout.prompts_per_step=4",
+                                "rollout.group_size=4", "rollout.dynamic_sampling=true",
+                                f"rollout.max_sample_batches={cap}"])
+    config.check()
+    parts, release = build_parts(config, Console(), "dynamic")
+    trained_groups = []
+    learner_step = parts.learner.step
+    parts.learner.step = lambda batch: (trained_groups.append(len(batch.repeats)), learner_step(batch))[1]
+    try:
+        pending = submit_step(parts, 1)
+        metrics = rl_step(parts, pending)
+    finally:
+        release()
+    assert pending.data_position == parts.order.position == 4 * metrics.sample_batches  # the checkpoint's place
+    assert metrics.groups_drawn == 4 * metrics.sample_batches
+    if reward == "always_one":
+        assert metrics.sample_batches == cap and metrics.zero_variance_groups == 1.0
+        assert metrics.groups_dropped == 4 * (cap - 1)  # the last round is trained on as drawn (advantages 0)
+        assert trained_groups == [4]
+    else:
+        assert metrics.groups_dropped >= 1 and metrics.sample_batches >= 2  # some groups were constant...
+        assert trained_groups == [4]  # ...and the step was refilled to its size
+        assert metrics.groups_drawn - metrics.groups_dropped >= 4

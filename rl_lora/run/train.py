@@ -336,7 +336,9 @@ def _run(parts: RunParts, folder: RunFolder, resumed: bool, first_step: int, bas
                 if dashboard:
                     dashboard.write(metrics)
                 accuracy = "" if metrics.test_accuracy is None else f" test {metrics.test_accuracy:.0%}"
-                status = f"reward {metrics.reward_mean:.2f}{accuracy} | {metrics.time_step:.1f} s/step"
+                refilled = "" if metrics.sample_batches == 1 else \
+                    f" | {metrics.groups_dropped} constant groups dropped, {metrics.sample_batches} batches drawn"
+                status = f"reward {metrics.reward_mean:.2f}{accuracy}{refilled} | {metrics.time_step:.1f} s/step"
                 progress.update(bar, completed=metrics.step, status=status)
                 if plain_lines:
                     elapsed = time.perf_counter() - started

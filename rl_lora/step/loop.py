@@ -18,6 +18,7 @@ from rl_lora.config import RunConfig
 from rl_lora.errors import UserError
 from rl_lora.step.advantages import build_rollouts
 from rl_lora.step.data_order import DataOrder
+from rl_lora.step.dynamic_sampling import Drawn, fill_step
 from rl_lora.step.evaluate import EvalResult, evaluate
 from rl_lora.types import Learner, Sampler, SamplingParams, StepMetrics, collate
 
@@ -45,14 +46,25 @@ class PendingStep:
     data_position: int  # DataOrder position after this step's prompts: what a checkpoint after it records
 
 
-def submit_step(parts: RunParts, step: int) -> PendingStep:
+def _submit(parts: RunParts, step: int, sampling_round: int = 0) -> tuple[list[Sample], Any]:
+    """The next prompts_per_step prompts of the data order, submitted to the sampler."""
     config = parts.config
     samples = [parts.task.train[i] for i in parts.order.take(config.rollout.prompts_per_step)]
-    # A fixed per-step seed makes a resumed run repeat itself.
+    # A fixed seed per step (and per extra round of dynamic sampling) makes a resumed run repeat itself.
     sampling = SamplingParams(config.rollout.temperature, config.rollout.max_new_tokens,
-                              seed=config.train.seed * 100_003 + step)
-    handle = parts.sampler.submit([parts.renderer(s) for s in samples], samples, config.rollout.group_size, sampling)
+                              seed=config.train.seed * 100_003 + step + 1_000_003 * sampling_round)
+    return samples, parts.sampler.submit([parts.renderer(s) for s in samples], samples, config.rollout.group_size,
+                                         sampling)
+
+
+def submit_step(parts: RunParts, step: int) -> PendingStep:
+    samples, handle = _submit(parts, step)
     return PendingStep(step, samples, handle, parts.order.position)
+
+
+def _draw_round(parts: RunParts, step: int, sampling_round: int) -> Drawn:
+    samples, handle = _submit(parts, step, sampling_round)
+    return Drawn(samples, parts.sampler.collect(handle))
 
 
 def rl_step(parts: RunParts, pending: PendingStep, submit_ahead: Callable[[], None] = lambda: None) -> StepMetrics:
@@ -60,6 +72,12 @@ def rl_step(parts: RunParts, pending: PendingStep, submit_ahead: Callable[[], No
     group_size = config.rollout.group_size
 
     sampled = parts.sampler.collect(pending.handle)
+    filled = None
+    if config.rollout.dynamic_sampling:  # DAPO: constant groups leave the step, more prompts replace them
+        filled = fill_step(Drawn(samples, sampled), lambda sampling_round: _draw_round(parts, step, sampling_round),
+                           config.rollout.prompts_per_step, group_size, config.rollout.max_sample_batches)
+        samples, sampled = filled.samples, filled.sampled
+        pending.data_position = parts.order.position  # max_lag is 0: the order moved only for this step's rounds
     collected = time.perf_counter()
     submit_ahead()  # max_lag > 0: the workers sample the next step(s) while the learner trains on this one
     completions = [c for group in sampled.groups for c in group]
@@ -88,11 +106,15 @@ def rl_step(parts: RunParts, pending: PendingStep, submit_ahead: Callable[[], No
         step=step,
         reward_mean=mean(rewards) if rewards else 0.0,
         reward_std=pstdev(rewards) if rewards else 0.0,
-        zero_variance_groups=sum(len(set(g)) <= 1 for g in group_rewards) / len(group_rewards),
+        zero_variance_groups=filled.zero_variance_groups if filled else
+        sum(len(set(g)) <= 1 for g in group_rewards) / len(group_rewards),
         reward_failures=len(sampled.scored.failures),
         loss=learned.loss, grad_norm=learned.grad_norm, sampler_kl=learned.sampler_kl, base_kl=learned.base_kl,
         clip_fraction=learned.clip_fraction, entropy=learned.entropy,
         is_corrected_fraction=learned.is_corrected_fraction,
+        sample_batches=filled.batches if filled else 1,
+        groups_drawn=filled.groups_drawn if filled else len(samples),
+        groups_dropped=filled.groups_dropped if filled else 0,
         completion_tokens_mean=sampled_tokens / len(completions),
         truncated_fraction=sum(not c.finished for c in completions) / len(completions),
         tokens_per_s=sampled_tokens / max(sampled.generate_s, 1e-9),
