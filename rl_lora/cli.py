@@ -51,15 +51,21 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit", type=int, help="same as --set eval.limit=N")
     ev.add_argument("--out", help="same as --set eval.output=PATH")
     cp = commands.add_parser(
-        "compare", help="tiny vs rank-1 vs rank-8 vs FullFT (x LR sweep x seeds) from one config, one report",
-        description="Run arms x learning rates x seeds from one base config (each a normal run folder under "
-                    "OUT/runs; finished arms are skipped, interrupted ones resume), then write OUT/report.md with "
-                    "a table and PNG plots. With --report, rebuild the report from existing run folders only.",
+        "compare", help="tiny vs rank-1 vs rank-8 vs FullFT, or any config key's values (x LR sweep x seeds) from "
+        "one config, one report",
+        description="Run arms x variants (--vary: any config key's values) x learning rates x seeds from one base "
+                    "config (each a normal run folder under OUT/runs; finished runs are skipped, interrupted ones "
+                    "resume), then write OUT/report.md with a table (a row per arm and variant, at its best LR) and "
+                    "PNG plots. With --report, rebuild the report from existing run folders only.",
         epilog=_config_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(cp)
-    cp.add_argument("--arms", default="lora:1,lora:8,full", help="comma-separated arms: lora:RANK, dora:RANK, "
-                    "tiny:U (a TinyLoRA adapter of U parameters in all, e.g. tiny:13) or full (default: "
-                    "lora:1,lora:8,full)")
+    cp.add_argument("--arms", help="comma-separated arms: lora:RANK, dora:RANK, tiny:U (a TinyLoRA adapter of U "
+                    "parameters in all, e.g. tiny:13) or full (default: lora:1,lora:8,full; with --vary, the base "
+                    "config's own arm)")
+    cp.add_argument("--vary", action="append", default=[], metavar="KEY=V1,V2", help="run each value of any config "
+                    "key, e.g. --vary algo.loss=is_pg,ppo,gspo,cispo; several --vary make a grid; a value may carry "
+                    "more settings after '+' (--vary algo.loss=is_pg,ppo+algo.clip_eps_high=0.28). Each variant "
+                    "gets its own LR grid and seeds, a row in the report and run folders named after it")
     cp.add_argument("--lr-sweep", type=int, default=1, metavar="N", help="learning rates per arm, --lr-step "
                     "apart, centred on each family's own LR: algo.full_lr for FullFT, algo.lora_lr_multiplier x it "
                     "for LoRA and DoRA, algo.tiny_lr_multiplier x it for tiny (default 1: the centre only)")
@@ -147,7 +153,7 @@ def run_compare(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from rl_lora.compare.report import write_report
-    from rl_lora.compare.sweep import parse_arms, run_compare
+    from rl_lora.compare.sweep import Arm, parse_arms, parse_vary, run_compare, variants
 
     command = "rl-lora " + shlex.join(args.argv)
     out = Path(args.out)
@@ -159,7 +165,12 @@ def run_compare(args: argparse.Namespace) -> int:
     if not 0 < args.lr_step <= 2:
         raise UserError(f"--lr-step {args.lr_step:g}: a grid spacing in decades, in (0, 2] (0.5: 3.16x apart)")
     overrides = _flag_overrides(args, {"reward": "reward.name"}) + args.overrides
-    folders = run_compare(load_config(args.config, overrides), parse_arms(args.arms), args.lr_sweep, args.seeds,
+    base = load_config(args.config, overrides)
+    if args.arms is None and args.vary:
+        arms = [Arm.parse(base.arm_label)]  # varying other keys: the base config's arm, as it is
+    else:
+        arms = parse_arms(args.arms or "lora:1,lora:8,full")
+    folders = run_compare(base, variants(arms, parse_vary(args.vary, base)), args.lr_sweep, args.seeds,
                           out, args.lr_extend, args.seeds_at_best, learner_memory=not args.no_learner_memory,
                           share_engine=args.share_engine,
                           lr_step=args.lr_step, best_points=args.best_points)

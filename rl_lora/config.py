@@ -312,6 +312,8 @@ class TrainConfig:
     checkpoint_every: int = opt(10, "checkpoint every N steps (and always at the end)", min=1)
     runs_dir: str = opt("runs", "where run folders are created", path=True)
     name: Optional[str] = opt(None, "run folder name (unset: <task>-<mode>-r<rank>-<time>)", path=True)
+    variant: Optional[str] = opt(None, "what this run varies beyond its arm, as compare --vary names it (e.g. "
+                                 "algo.loss=gspo): compare's report groups runs by arm and variant")
 
 
 @dataclass
@@ -351,6 +353,11 @@ class RunConfig:
         if lora.mode == TrainMode.FULL:
             return "full"
         return f"tiny:{lora.tiny_params}" if lora.adapter == "tiny" else f"{lora.adapter}:{lora.rank}"
+
+    @property
+    def compare_label(self) -> str:
+        """The arm, then the variant compare --vary gave the run (if any): a row of compare's report."""
+        return f"{self.arm_label} {self.train.variant}" if self.train.variant else self.arm_label
 
     @property
     def arm_description(self) -> str:
@@ -650,6 +657,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), cls: 
     for assignment in overrides:
         _apply_override(data, assignment)
     return build(cls, data)
+
+
+def with_overrides(config: Any, overrides: list[str]) -> Any:
+    """A copy of `config` with --set style assignments applied, checked as load_config checks them."""
+    data = to_dict(config)
+    for assignment in overrides:
+        _apply_override(data, assignment)
+    return build(type(config), data)
 
 
 def _plain(pairs: list[tuple[str, Any]]) -> dict:

@@ -189,3 +189,60 @@ def test_the_best_lr_ratio_comes_with_its_spread_over_seeds():
     assert mixed["p16"] == pytest.approx(10) and mixed["p84"] == pytest.approx(31.6)
     assert 0.2 < mixed["same_as_point"] < 0.8
     assert lr_ratio_spread(full + runs("lora:1", {3.16e-4: [0.74], 1e-4: [0.6]}), "lora:1") is None
+
+
+def test_vary_runs_each_value_as_a_row_of_its_own_with_named_run_folders(tiny_model_dir, tmp_path, capsys):
+    """--vary any key: without --arms the base config's arm; each variant its own folders, config and row."""
+    out = tmp_path / "vary"
+    base = ["compare", *TINY, "--set", "algo.full_lr=0.0005", "--set", "train.steps=2", *NO_MEMORY]
+    assert main([*base, "--vary", "algo.loss=is_pg,cispo+algo.clip_eps_high=0.28", "--out", str(out)]) == 0
+    runs = sorted((out / "runs").iterdir())
+    assert [r.name for r in runs] == ["lora-r2-loss-cispo-clip_eps_high-0.28-lr0.005-s0", "lora-r2-loss-is_pg-lr0.005-s0"]
+    cispo = RunFolder(runs[0]).read_config()
+    assert (cispo.algo.loss, cispo.algo.clip_eps_high, cispo.train.variant) == \
+        ("cispo", 0.28, "algo.loss=cispo+algo.clip_eps_high=0.28")
+    rows = json.loads((out / "report.json").read_text())["rows"]
+    assert sorted(row["arm"] for row in rows) == ["lora:2 algo.loss=cispo+algo.clip_eps_high=0.28",
+                                                  "lora:2 algo.loss=is_pg"]
+    assert "| lora:2 algo.loss=is_pg |" in (out / "report.md").read_text()
+    rebuilt = tmp_path / "rebuilt"
+    assert main(["compare", "--report", *map(str, runs), "--out", str(rebuilt)]) == 0
+    assert json.loads((rebuilt / "report.json").read_text())["rows"] == rows
+
+
+def test_vary_grids_and_riders_parse_into_each_points_settings():
+    from rl_lora.compare.sweep import Arm, Variant, parse_vary
+    from rl_lora.config import RunConfig
+
+    grid = parse_vary(["algo.loss=is_pg,ppo+algo.clip_eps_high=0.28+algo.clip_ratio_c=3",
+                       "task.digits=2,3"], RunConfig())
+    assert grid == [("algo.loss=is_pg", "task.digits=2"), ("algo.loss=is_pg", "task.digits=3"),
+                    ("algo.loss=ppo", "algo.clip_eps_high=0.28", "algo.clip_ratio_c=3", "task.digits=2"),
+                    ("algo.loss=ppo", "algo.clip_eps_high=0.28", "algo.clip_ratio_c=3", "task.digits=3")]
+    variant = Variant(Arm("lora", 1), grid[2])
+    config = variant.apply(RunConfig())
+    assert (config.algo.loss, config.algo.clip_eps_high, config.algo.clip_ratio_c, config.task.digits) == \
+        ("ppo", 0.28, 3.0, 2)
+    assert variant.slug == "lora-r1-loss-ppo-clip_eps_high-0.28-clip_ratio_c-3-digits-2"
+    assert variant.label == "lora:1 algo.loss=ppo+algo.clip_eps_high=0.28+algo.clip_ratio_c=3+task.digits=2"
+    assert Variant(Arm("full")).slug == "full" and Variant(Arm("full")).label == "full"  # arms as before
+
+
+@pytest.mark.parametrize("vary, message", [
+    (["algo.losss=is_pg,ppo"], "unknown config key algo.losss"),
+    (["algo.loss=is_pg"], "give at least two values"),
+    (["algo.loss=is_pg,dpo"], "'dpo' is not allowed"),
+    (["algo.loss=is_pg,is_pg"], "names a value twice"),
+    (["algo.lr=1e-4,3e-4"], "compare sets each run's LR"),
+    (["lora.rank=1,8"], "use --arms"),
+    (["algo.loss=is_pg,ppo", "algo.loss=gspo,cispo"], "is given twice"),
+    (["algo.baseline=group_mean,rloo", "rollout.group_size=1,2"], "rollout.group_size=1 with algo.baseline="),
+    (["algo.clip_eps_low=0.2,1.0"], "must stay above 0"),
+    (["algo.loss"], "expected KEY=VALUE1,VALUE2"),
+])
+def test_bad_vary_is_refused_in_one_line_before_anything_runs(tmp_path, capsys, vary, message):
+    flags = [arg for text in vary for arg in ("--vary", text)]
+    assert main(["compare", *flags, "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "x").exists()

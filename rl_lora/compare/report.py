@@ -15,7 +15,7 @@ from rl_lora.run.folder import RunFolder
 
 @dataclass(frozen=True)
 class RunRecord:
-    arm: str
+    arm: str  # the arm, then the variant compare --vary gave it: "lora:1 algo.loss=gspo" (RunConfig.compare_label)
     lr: float
     seed: int
     steps: int
@@ -56,7 +56,7 @@ def read_run(run_dir: Path) -> RunRecord:
     if summary is not None and summary.base_accuracy is not None:
         curve = [(0, summary.base_accuracy)] + curve
     return RunRecord(
-        arm=config.arm_label, lr=config.learning_rate(), seed=config.train.seed, steps=metrics[-1].step,
+        arm=config.compare_label, lr=config.learning_rate(), seed=config.train.seed, steps=metrics[-1].step,
         accuracy_curve=curve, reward_curve=[(m.step, m.reward_mean) for m in metrics],
         final_accuracy=summary.final_accuracy if summary else None, wall_s=summary.wall_s if summary else None,
         peak_rss_mb=summary.peak_rss_mb if summary else None, update_bytes=summary.update_bytes if summary else None,
@@ -91,12 +91,12 @@ class ArmRow:
 
     @property
     def is_full(self) -> bool:
-        return self.arm == "full"
+        return self.arm == "full"  # FullFT as the arms compare it (a variant of it is a row of its own)
 
     @property
     def order(self) -> tuple:
         """Fewest trained parameters first (tiny, then LoRA ranks, then FullFT); by label where unknown."""
-        family, _, size = self.arm.partition(":")
+        family, _, size = self.arm.split(" ")[0].partition(":")
         if self.trainable_params is not None:
             return (self.trainable_params, self.arm)
         return ({"tiny": 0, "lora": 1, "dora": 2}.get(family, 3), int(size or 0))

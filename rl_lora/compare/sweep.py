@@ -1,17 +1,20 @@
-"""`rl-lora compare`: run arms (adapter rank or FullFT) x learning rates x seeds from one base config, each a
-normal run folder, then one report. A finished arm is not re-run; an interrupted one resumes from its checkpoint.
+"""`rl-lora compare`: run arms (adapter rank or FullFT) x variants (any other config keys, --vary) x learning rates
+x seeds from one base config, each a normal run folder, then one report. A finished run is not re-run; an
+interrupted one resumes from its checkpoint.
 
-Every arm shares the base config's data order and seeds (train.seed = the seed index), so arms differ only in
-what is trained and at which LR.
+Every run shares the base config's data order and seeds (train.seed = the seed index), so runs differ only in
+what is trained, the settings their variant names, and the LR.
 """
 from __future__ import annotations
 
 import copy
+import itertools
+import re
 import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-from rl_lora.config import RunConfig, TrainMode, arm_slug, to_yaml
+from rl_lora.config import RunConfig, TrainMode, arm_slug, to_yaml, with_overrides
 from rl_lora.compare.children import ChildEnd, run_tied
 from rl_lora.errors import Interrupted, UserError
 from rl_lora.run.folder import RunFolder
@@ -51,18 +54,107 @@ class Arm:
         raise UserError(f"--arms: {text!r} is not an arm; write lora:RANK, dora:RANK, tiny:PARAMS (e.g. tiny:13) "
                         "or full")
 
-    def apply(self, config: RunConfig) -> None:
-        """Set what this arm trains in `config` (lora.mode, lora.adapter, the rank or U)."""
+    def apply(self, config: RunConfig) -> RunConfig:
+        """Set what this arm trains in `config` (lora.mode, lora.adapter, the rank or U); returns it."""
         config.lora.mode = self.mode
         if self.family in ("lora", "dora"):
             config.lora.adapter, config.lora.rank = self.family, self.size
         elif self.family == "tiny":
             config.lora.adapter, config.lora.tiny_params = "tiny", self.size
+        return config
+
+
+# Keys compare sets itself (per run), or that an arm sets: --vary refuses them, naming what to use instead.
+COMPARE_OWNS = {"algo.lr": "compare sets each run's LR from its grid (--lr-sweep; algo.full_lr and "
+                "algo.lora_lr_multiplier centre it, and may be varied)",
+                "train.seed": "use --seeds", "train.name": "compare names each run", "train.runs_dir": "use --out",
+                "train.variant": "compare names each variant",
+                **{key: "use --arms (lora:RANK, dora:RANK, tiny:U, full)"
+                   for key in ("lora.mode", "lora.rank", "lora.adapter", "lora.tiny_params")}}
+# One value of --vary may carry more settings after "+" (ppo+algo.clip_eps_high=0.28): a "+" that starts a key.
+RIDER = re.compile(r"\+(?=[a-z_]+\.[a-z_]+=)")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """An arm with the settings one point of the --vary grid gives it; without settings, the arm itself (same
+    label, same run folder names as before --vary existed)."""
+    arm: Arm
+    settings: tuple[str, ...] = ()  # KEY=VALUE assignments, as --set takes them
+
+    @property
+    def family(self) -> str:
+        return self.arm.family
+
+    @property
+    def mode(self) -> TrainMode:
+        return self.arm.mode
+
+    @property
+    def name(self) -> str | None:
+        """What the variant varies, written as on the command line: algo.loss=ppo+algo.clip_eps_high=0.28."""
+        return "+".join(self.settings) or None
+
+    @property
+    def label(self) -> str:
+        return f"{self.arm.label} {self.name}" if self.settings else self.arm.label
+
+    @property
+    def slug(self) -> str:
+        """A run folder name's start: lora-r1-loss-ppo-clip_eps_high-0.28 (each key by its last part)."""
+        parts = [f"{key.rsplit('.', 1)[-1]}-{value}" for key, _, value in (s.partition("=") for s in self.settings)]
+        return "-".join([self.arm.slug] + [re.sub(r"[^A-Za-z0-9._-]+", "_", part) for part in parts])
+
+    def apply(self, config: RunConfig) -> RunConfig:
+        """This variant's config: the arm's adapter, then the settings (a copy when there are settings)."""
+        self.arm.apply(config)
+        if not self.settings:
+            return config
+        config = with_overrides(config, list(self.settings))
+        config.train.variant = self.name
+        return config
+
+
+def parse_vary(texts: list[str], base: RunConfig) -> list[tuple[str, ...]]:
+    """--vary KEY=V1,V2,... (repeatable: several make a grid) -> each grid point's settings. A value may carry
+    more settings after "+": --vary algo.loss=is_pg,ppo+algo.clip_eps_high=0.28. Every setting is checked against
+    the config (unknown keys and bad values are named) before anything runs."""
+    axes, keys = [], set()
+    for text in texts:
+        key, sep, values = text.partition("=")
+        key = key.strip()
+        if not sep or not key or not values:
+            raise UserError(f"--vary {text!r}: expected KEY=VALUE1,VALUE2 (e.g. --vary algo.loss=is_pg,gspo)")
+        choices = [v.strip() for v in values.split(",")]
+        if len(choices) < 2 or any(not c for c in choices):
+            raise UserError(f"--vary {text!r}: give at least two values, comma-separated (one value is --set "
+                            f"{key}=VALUE)")
+        if len(set(choices)) != len(choices):
+            raise UserError(f"--vary {text!r} names a value twice")
+        if key in keys:
+            raise UserError(f"--vary {key} is given twice: put all its values in one --vary")
+        keys.add(key)
+        axis = []
+        for choice in choices:
+            value, *riders = RIDER.split(choice)
+            settings = (f"{key}={value}", *riders)
+            for setting in settings:
+                owned = setting.partition("=")[0]
+                if owned in COMPARE_OWNS:
+                    raise UserError(f"--vary {owned}: {COMPARE_OWNS[owned]}")
+            with_overrides(base, list(settings))  # names an unknown key or a bad value now, before any run
+            axis.append(settings)
+        axes.append(axis)
+    return [tuple(s for settings in point for s in settings) for point in itertools.product(*axes)]
+
+
+def variants(arms: list[Arm], grid: list[tuple[str, ...]]) -> list[Variant]:
+    return [Variant(arm, settings) for arm in arms for settings in (grid or [()])]
 
 
 @dataclass(frozen=True)
 class ArmRun:
-    arm: Arm
+    arm: Arm | Variant  # what is trained and with which settings (an Arm: the arm as the base config has it)
     lr: float
     seed: int
 
@@ -82,8 +174,7 @@ def parse_arms(text: str) -> list[Arm]:
 
 def lr_centre(config: RunConfig, arm: Arm) -> float:
     """Each family's own centre: the LR a run of that arm gets when algo.lr is unset (RunConfig.learning_rate)."""
-    config = copy.deepcopy(config)
-    arm.apply(config)
+    config = arm.apply(copy.deepcopy(config))
     config.algo.lr = None
     return config.learning_rate()
 
@@ -103,7 +194,7 @@ def lr_grid(config: RunConfig, arm: Arm, points: int, step: float = 0.5) -> list
     return [lr_at(config, arm, offset, step) for offset in grid_offsets(points)]
 
 
-def plan(config: RunConfig, arms: list[Arm], lr_points: int, seeds: int, step: float = 0.5) -> list[ArmRun]:
+def plan(config: RunConfig, arms: list[Arm | Variant], lr_points: int, seeds: int, step: float = 0.5) -> list[ArmRun]:
     if config.algo.lr is not None:
         raise UserError("compare sets each arm's LR itself: leave algo.lr unset (algo.full_lr centres the grid)")
     return [ArmRun(arm, lr, seed) for arm in arms for lr in lr_grid(config, arm, lr_points, step)
@@ -111,8 +202,7 @@ def plan(config: RunConfig, arms: list[Arm], lr_points: int, seeds: int, step: f
 
 
 def arm_config(base: RunConfig, run: ArmRun, runs_dir: Path) -> RunConfig:
-    config = copy.deepcopy(base)
-    run.arm.apply(config)
+    config = run.arm.apply(copy.deepcopy(base))
     config.algo.lr = run.lr
     config.train.seed = run.seed
     config.train.runs_dir = str(runs_dir)
@@ -257,7 +347,7 @@ def edge_to_extend(scores: dict[int, float]) -> int | None:
     return None
 
 
-def run_compare(base: RunConfig, arms: list[Arm], lr_points: int, seeds: int, out: Path, lr_extend: int = 0,
+def run_compare(base: RunConfig, arms: list[Arm | Variant], lr_points: int, seeds: int, out: Path, lr_extend: int = 0,
                 seeds_at_best: int = 0, learner_memory: bool = True, share_engine: bool = False,
                 lr_step: float = 0.5, best_points: int = 1) -> list[Path]:
     """The sweep (arms x LR grid x seeds, grid points lr_step decades apart); then, per arm, up to lr_extend more
@@ -265,6 +355,11 @@ def run_compare(base: RunConfig, arms: list[Arm], lr_points: int, seeds: int, ou
     each of the best_points best LRs (2: enough to tell the best LR from its neighbour over seeds). Last, each
     arm's learner alone, for its memory. Every decision is read back from finished run folders, so a re-run after
     a crash makes the same ones. share_engine: LoRA runs of one seed train side by side on one vLLM engine."""
+    varied = [arm for arm in arms if isinstance(arm, Variant) and arm.settings]
+    if share_engine and varied:
+        raise UserError("--share-engine trains runs that differ only in their adapter on one engine; runs that "
+                        "--vary other settings run one at a time: drop --share-engine")
+    check_runs(base, plan(base, arms, lr_points, seeds, lr_step))
     if share_engine and (base.rollout.backend != "vllm" or base.rollout.num_workers != 0):
         raise UserError("--share-engine puts several runs' adapters in one vLLM engine's LoRA slots: it needs "
                         "rollout.backend=vllm and rollout.num_workers=0 (--set rollout.backend=vllm)")
@@ -277,7 +372,21 @@ def run_compare(base: RunConfig, arms: list[Arm], lr_points: int, seeds: int, ou
                             share_engine, lr_step, best_points)
 
 
-def _run_compare(base: RunConfig, arms: list[Arm], lr_points: int, seeds: int, out: Path, lr_extend: int,
+def check_runs(base: RunConfig, runs: list[ArmRun]) -> None:
+    """Every planned run's config passes the checks a run makes at its start (rloo with group_size 1, ...), and
+    its folder name fits a file name, before the first run starts."""
+    for run in runs:
+        if len(run.name.encode()) > 255:
+            raise UserError(f"compare: the run folder name {run.name[:60]}... is longer than 255 bytes: vary fewer "
+                            "keys at once, or shorter values")
+        config = arm_config(base, run, Path("runs"))
+        try:
+            config.check()
+        except UserError as error:
+            raise UserError(f"compare: {run.arm.label}: {error}") from None
+
+
+def _run_compare(base: RunConfig, arms: list[Arm | Variant], lr_points: int, seeds: int, out: Path, lr_extend: int,
                  seeds_at_best: int, learner_memory: bool, share_engine: bool, lr_step: float,
                  best_points: int) -> list[Path]:
     folders = run_all(base, plan(base, arms, lr_points, seeds, lr_step), out, share_engine)
@@ -307,7 +416,7 @@ def _run_compare(base: RunConfig, arms: list[Arm], lr_points: int, seeds: int, o
     return folders
 
 
-def measure_learners(arms: list[Arm], folders: list[Path]) -> None:
+def measure_learners(arms: list[Arm | Variant], folders: list[Path]) -> None:
     """One learner-only measurement per arm (memory does not depend on the LR or the seed), kept in the arm's
     first run folder, where `--report` finds it too."""
     from rl_lora.compare.learner_memory import measure_run
