@@ -248,6 +248,11 @@ class AlgoConfig:
                                     "Adam moves each of U numbers ~LR per step; on SmolLM2 arithmetic tiny:13 at "
                                     "1e-4 to 3.16e-3 left test accuracy at its base, 1e-2 lifted it to 0.44; "
                                     "benchmarks/compare/tiny)", min=0.0)
+    updates_per_step: int = opt(1, "optimizer steps per RL step, each on 1/K of the step's groups (PPO's mini-batches; "
+                                "verl's ppo_mini_batch_size = batch / K, TRL's steps_per_generation). Every update after "
+                                "the first is off-policy (r != 1), which is where the clips of ppo, gspo and cispo act: "
+                                "with K = 1 and on-policy sampling, is_pg, ppo, gspo and cispo take the same gradient",
+                                min=1)
     warmup_steps: int = opt(0, "linear LR warmup steps (then constant)", min=0)
     weight_decay: float = opt(0.0, "AdamW weight decay", min=0.0)
     max_grad_norm: float = opt(1.0, "gradient clipping norm (0: off)", min=0.0)
@@ -395,6 +400,12 @@ class RunConfig:
         if self.algo.baseline in ("group_mean", "rloo", "reinforce_pp") and self.rollout.group_size < 2:
             raise UserError(f"rollout.group_size=1 with algo.baseline={self.algo.baseline} gives every completion "
                             "advantage 0: use group_size >= 2 or algo.baseline=none")
+        groups_per_update = self.rollout.prompts_per_step // self.algo.updates_per_step
+        if self.algo.updates_per_step > 1 and groups_per_update < max(1, self.ray.num_learners):
+            raise UserError(f"algo.updates_per_step={self.algo.updates_per_step} splits rollout.prompts_per_step="
+                            f"{self.rollout.prompts_per_step} groups into updates of {groups_per_update} group(s), "
+                            f"and each update needs {max(1, self.ray.num_learners)} (one per learner): lower "
+                            "updates_per_step or raise prompts_per_step")
         if self.rollout.dynamic_sampling and self.rollout.group_size < 2:
             raise UserError("rollout.dynamic_sampling=true drops groups whose rewards are all equal, and a group of "
                             "rollout.group_size=1 always is: use group_size >= 2")

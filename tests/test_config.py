@@ -119,6 +119,7 @@ def test_on_ray_each_actor_resolves_its_device_and_auto_dtype_is_one_for_all():
     (["rollout.dynamic_sampling=true", "rollout.group_size=1", "algo.baseline=none"],
      "a group of rollout.group_size=1 always is"),
     (["rollout.dynamic_sampling=true", "rollout.max_lag=1", "rollout.num_workers=1"], "set max_lag=0"),
+    (["algo.updates_per_step=9"], "into updates of 0 group(s)"),
 ])
 def test_algorithm_keys_that_cannot_work_are_refused_in_one_line(overrides, message):
     """Issue 30's bad input: each refused by RunConfig.check, which runs before any model loads."""

@@ -187,3 +187,42 @@ def test_a_resumed_bf16_fullft_learner_goes_on_from_its_fp32_masters(fresh):
     first.step(batch)
     resumed.step(batch)
     assert all(torch.equal(a, b) for a, b in zip(first.master, resumed.master))
+
+
+def test_updates_per_step_take_one_optimizer_step_per_part_of_whole_groups(fresh):
+    """algo.updates_per_step=2: two AdamW steps, one per group; the second part is scored by the policy the
+    first moved, so its ratio leaves 1 (sampler KL > 0) and a tight PPO clip acts on it."""
+    from rl_lora.policy.learner import update_parts
+
+    new_model, tokenizer = fresh
+    backend = HFBackend(new_model(), tokenizer)
+    batch, _ = make_batch(backend, tokenizer, lambda c: float(sum(c.token_ids) % 2))
+    parts = update_parts(batch, 2)
+    assert [p.repeats.tolist() for p in parts] == [[4], [4]]
+    assert torch.equal(torch.cat([p.advantages for p in parts]), batch.advantages)
+
+    one = LocalLearner(new_model(), LoraConfig(rank=2), AlgoConfig(loss="ppo", clip_eps=1e-4), lr=5e-2)
+    two = LocalLearner(new_model(), LoraConfig(rank=2), AlgoConfig(loss="ppo", clip_eps=1e-4, updates_per_step=2),
+                       lr=5e-2)
+    on_policy, split = one.step(batch), two.step(batch)
+    steps = {int(state["step"]) for state in two.optimizer.state.values()}
+    assert steps == {2} and two.version == 1 and split.micro_batches >= 2
+    assert on_policy.clip_fraction == 0 and on_policy.sampler_kl == pytest.approx(0, abs=1e-5)
+    assert split.clip_fraction > 0 and split.sampler_kl > 1e-6  # the second update is off-policy
+
+
+def test_on_policy_the_clipped_losses_take_the_policy_gradient():
+    """r = 1 (sampler = learner, one update per batch): is_pg, ppo, gspo and cispo give the same gradient, so
+    comparing them needs off-policy updates (algo.updates_per_step > 1, or rollout.max_lag > 0)."""
+    from rl_lora.policy.losses import policy_loss, token_weights
+
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+    sampler = torch.tensor([[-1.0, -2.0, -0.5], [-0.3, -1.2, -4.0]])
+    gradients = {}
+    for loss in ("is_pg", "ppo", "gspo", "cispo"):
+        logprobs = sampler.clone().requires_grad_(True)
+        policy_loss(loss, logprobs, sampler, torch.tensor([0.7, -0.4]), mask, token_weights(mask, "token"),
+                    clip_eps=0.2, clip_eps_high=0.28).loss.backward()
+        gradients[loss] = logprobs.grad
+    for loss in ("ppo", "gspo", "cispo"):
+        assert torch.allclose(gradients[loss], gradients["is_pg"], atol=1e-7), loss

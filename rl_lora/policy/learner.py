@@ -42,6 +42,17 @@ def dithered_bf16(values: torch.Tensor, seed: int) -> torch.Tensor:
     return ((bits + noise) & -65536).view(torch.float32).to(torch.bfloat16)
 
 
+def update_parts(batch: Batch, updates: int) -> list[Batch]:
+    """The step's groups in `updates` consecutive parts of whole groups, as even as the count allows (PPO's
+    mini-batches: one optimizer step each)."""
+    if updates <= 1:
+        return [batch]
+    group_ends = [0] + batch.repeats.cumsum(0).tolist()
+    groups = len(batch.repeats)
+    cuts = [group_ends[round(k * groups / updates)] for k in range(updates + 1)]
+    return [batch.select(first, last) for first, last in zip(cuts, cuts[1:]) if last > first]
+
+
 class LocalLearner:
     """The Learner protocol (rl_lora.types) in this process; on Ray, a LearnerWorker actor holds one."""
 
@@ -141,8 +152,30 @@ class LocalLearner:
         return sum(t.numel() * t.element_size() for t in tensors)
 
     def step(self, batch: Batch) -> LearnMetrics:
+        """One RL step's learning: algo.updates_per_step optimizer steps, each on its share of the groups (after the
+        first, the policy has moved away from the sampler's, so r != 1 and the losses' clips act)."""
         start = time.perf_counter()
         self.model.train()  # an in-process hf sampler sharing this model switches it to eval mode to sample
+        totals, grad_norms, passes = {}, [], 0
+        for part in update_parts(batch, self.algo.updates_per_step):
+            part_totals, grad_norm, part_passes = self._update(part)
+            totals = {key: totals.get(key, 0.0) + value for key, value in part_totals.items()}
+            grad_norms.append(grad_norm)
+            passes += part_passes
+        learning_rate = self.optimizer.param_groups[0]["lr"]
+        self.scheduler.step()  # the LR schedule counts RL steps, whatever the updates per step
+        self.version += 1
+        tokens = int(batch.completion_mask.sum().item())
+        return LearnMetrics(
+            loss=totals["loss"] / len(grad_norms), grad_norm=sum(grad_norms) / len(grad_norms),
+            sampler_kl=totals["sampler_kl"] / max(tokens, 1),
+            base_kl=totals["base_kl"] / max(tokens, 1), clip_fraction=totals["clipped"] / max(tokens, 1),
+            entropy=totals["entropy"] / max(tokens, 1), tokens=tokens, seconds=time.perf_counter() - start,
+            learning_rate=learning_rate, micro_batches=passes,
+            is_corrected_fraction=totals["corrected"] / max(tokens, 1))
+
+    def _update(self, batch: Batch) -> tuple[dict[str, float], float, int]:
+        """One optimizer step on `batch`: its summed metrics, the gradient norm and the passes it took."""
         device = self.params[0].device  # the batch is split on the CPU; each micro-batch goes where the model is
         # Token weights over the whole batch: with N learners each rank's loss is its share of the one loss.
         weights = token_weights(batch.completion_mask, self.algo.normalization, self.max_new_tokens).to(device)
@@ -194,18 +227,9 @@ class LocalLearner:
         stepped = self.master or self.params
         max_norm = self.algo.max_grad_norm if self.algo.max_grad_norm > 0 else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(stepped, max_norm).item()
-        learning_rate = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()
         self._copy_master_to_model()
-        self.scheduler.step()
-        self.version += 1
-        tokens = int(batch.completion_mask.sum().item())
-        return LearnMetrics(
-            loss=totals["loss"], grad_norm=grad_norm, sampler_kl=totals["sampler_kl"] / max(tokens, 1),
-            base_kl=totals["base_kl"] / max(tokens, 1), clip_fraction=totals["clipped"] / max(tokens, 1),
-            entropy=totals["entropy"] / max(tokens, 1), tokens=tokens, seconds=time.perf_counter() - start,
-            learning_rate=learning_rate, micro_batches=len(micro_batches),
-            is_corrected_fraction=totals["corrected"] / max(tokens, 1))
+        return totals, grad_norm, len(micro_batches)
 
     def _micro_batches(self, share: Batch, device: torch.device) -> list[tuple[slice, Batch]]:
         """This step's passes: by algo.micro_batch_tokens or algo.micro_batch_size when set, else as many whole
