@@ -1,0 +1,166 @@
+"""ToolEnv: the model calls tools by writing Hermes-style blocks, the environment runs them and answers with `tool`
+messages, until the model answers without a call.
+
+    <tool_call>
+    {"name": "calculator", "arguments": {"expression": "1234 * 5678"}}
+    </tool_call>
+
+(the format most open models are trained on: Qwen2.5/3, Hermes, Llama-3-Groq). The tools are described in the
+system message, in the same format, so a model whose chat template knows nothing of tools can use them too.
+
+Tools run in sandbox children (rewards.sandbox) with a time limit: a hang, a crash or an exception becomes an
+`error: ...` answer to the model, and the episode goes on.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from envs.environment import DONE, MAX_TOOL_CALLS, PARSE_ERROR, Message, StepResult, prompt_messages
+from envs.errors import TaskError
+from envs.sample import Sample
+from envs.tools import Tool
+
+ON_PARSE_ERROR = ("continue", "stop", "mask")
+TOOL_CALL = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
+
+TOOLS_PROMPT = """# Tools
+
+You may call one or more functions to assist with the user query.
+
+You are provided with function signatures within <tools></tools> XML tags:
+<tools>
+{tools}
+</tools>
+
+For each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:
+<tool_call>
+{{"name": <function-name>, "arguments": <args-json-object>}}
+</tool_call>"""
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    name: str
+    arguments: Any
+
+
+class ParseError(ValueError):
+    pass
+
+
+def parse_tool_calls(text: str) -> list[ToolCall]:
+    """The Hermes-style calls in an assistant turn, in order ([] when it makes none); ParseError for a block that is
+    not `{"name": ..., "arguments": {...}}` JSON, or a `<tool_call>` left open."""
+    calls = []
+    for block in TOOL_CALL.findall(text):
+        try:
+            payload = json.loads(block.strip())
+        except json.JSONDecodeError as error:
+            raise ParseError(f"the tool call is not valid JSON ({error.msg} at character {error.pos})") from None
+        if not isinstance(payload, dict) or not isinstance(payload.get("name"), str):
+            raise ParseError('a tool call must be a JSON object {"name": ..., "arguments": {...}}')
+        arguments = payload.get("arguments", {})
+        if isinstance(arguments, str):  # some models write the arguments as a JSON string
+            try:
+                arguments = json.loads(arguments)
+            except json.JSONDecodeError:
+                raise ParseError("the tool call's arguments are a string that is not JSON") from None
+        calls.append(ToolCall(payload["name"], arguments))
+    if text.count("<tool_call>") > len(calls):
+        raise ParseError("a <tool_call> block is not closed with </tool_call>")
+    return calls
+
+
+def tools_system_prompt(tools: list[Tool], system_prompt: str | None = None) -> str:
+    listed = TOOLS_PROMPT.format(tools="\n".join(json.dumps(t.schema()) for t in tools))
+    return f"{system_prompt}\n\n{listed}" if system_prompt else listed
+
+
+# What runs a tool: (tool, arguments) -> its answer as text. The default calls the function in this process;
+# rl_lora passes a sandboxed caller (rewards.sandbox) with reward.timeout_s.
+ToolCaller = Callable[[Tool, dict], str]
+
+
+def call_in_process(tool: Tool, arguments: dict) -> str:
+    return str(tool.function(**arguments))
+
+
+class SandboxedCalls:
+    """The ToolCaller that runs each call in a sandbox child (rewards.sandbox.SandboxPool), `timeout_s` each: a
+    hung tool's child is killed and replaced, a dead one reported, and the calls of many episodes run side by
+    side. close() ends the children."""
+
+    def __init__(self, timeout_s: float = 10.0, size: int | None = None):
+        from rewards.sandbox import SandboxPool
+
+        self.pool, self.timeout_s = SandboxPool(size), timeout_s
+
+    def __call__(self, tool: Tool, arguments: dict) -> str:
+        return str(self.pool.call(tool.spec, (), self.timeout_s, kwargs=arguments))
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+class ToolEnv:
+    """An episode with tools: each assistant turn either calls tools (answered with `tool` messages) or answers.
+
+    max_tool_calls: calls per episode; past it the episode stops (stop reason max_tool_calls).
+    on_parse_error: continue (tell the model what was wrong, go on), stop (end the episode, stop reason
+    parse_error), or mask (go on, but the malformed turn carries no loss).
+    truncate: cuts a tool's answer (rl_lora passes one that counts tokens: env.max_tool_output)."""
+
+    def __init__(self, tools: list[Tool], call: ToolCaller = call_in_process, max_tool_calls: int = 8,
+                 on_parse_error: str = "continue", system_prompt: str | None = None,
+                 truncate: Callable[[str], str] = lambda text: text):
+        if not tools:
+            raise TaskError("a ToolEnv needs at least one tool")
+        if on_parse_error not in ON_PARSE_ERROR:
+            raise TaskError(f"env.on_parse_error={on_parse_error!r}: allowed: {', '.join(ON_PARSE_ERROR)}")
+        self.tools = {tool.name: tool for tool in tools}
+        self.call, self.max_tool_calls, self.on_parse_error = call, max_tool_calls, on_parse_error
+        self.system_prompt, self.truncate = system_prompt, truncate
+        self.calls_made = 0
+
+    def reset(self, sample: Sample) -> list[Message]:
+        self.calls_made = 0
+        messages = prompt_messages(sample)
+        prompt = tools_system_prompt(list(self.tools.values()), self.system_prompt)
+        if messages and messages[0]["role"] == "system":  # the dataset's own system message comes first
+            return [{"role": "system", "content": f"{messages[0]['content']}\n\n{prompt}"}] + messages[1:]
+        return [{"role": "system", "content": prompt}] + messages
+
+    def step(self, assistant_text: str) -> StepResult:
+        try:
+            calls = parse_tool_calls(assistant_text)
+        except ParseError as error:
+            if self.on_parse_error == "stop":
+                return StepResult(done=True, stop_reason=PARSE_ERROR)
+            return StepResult([{"role": "tool", "content": f"error: {error}"}],
+                              mask_turn=self.on_parse_error == "mask", tool_errors=1)
+        if not calls:
+            return StepResult(done=True, stop_reason=DONE)
+        if self.calls_made + len(calls) > self.max_tool_calls:
+            return StepResult(done=True, stop_reason=MAX_TOOL_CALLS, tool_calls=len(calls))
+        self.calls_made += len(calls)
+        answers, errors = [], 0
+        for call in calls:
+            answer = self._run(call)
+            errors += answer.rstrip().rsplit("\n", 1)[-1].startswith("error:")  # a tool's error is its last line
+            answers.append({"role": "tool", "content": self.truncate(answer)})
+        return StepResult(answers, tool_calls=len(calls), tool_errors=errors)
+
+    def _run(self, call: ToolCall) -> str:
+        tool = self.tools.get(call.name)
+        if tool is None:
+            return f"error: there is no tool {call.name!r}; the tools are {', '.join(self.tools)}"
+        problem = tool.check_arguments(call.arguments)
+        if problem:
+            return f"error: {call.name}: {problem}"
+        try:
+            return str(self.call(tool, call.arguments))
+        except Exception as error:  # a sandboxed call's timeout, crash or exception: the model is told
+            return f"error: {call.name} failed: {error}"
