@@ -67,3 +67,33 @@ class SingleTurn:
 
     def step(self, assistant_text: str) -> StepResult:
         return StepResult(done=True, stop_reason=DONE)
+
+
+def resolve_environment(spec: str) -> type:
+    """`module:Class`, a user's environment: a class with reset(sample) and step(assistant_text), built once per
+    episode with no arguments. A TaskError in one line otherwise."""
+    import importlib
+    import inspect
+    import os
+    import sys
+
+    from envs.errors import TaskError
+
+    module_name, _, attribute = spec.partition(":")
+    if os.getcwd() not in sys.path:  # my_envs:Shop from the working directory, as for rewards and tasks
+        sys.path.append(os.getcwd())
+    try:
+        found = getattr(importlib.import_module(module_name), attribute)
+    except Exception as error:
+        raise TaskError(f"env.name={spec}: cannot import it ({type(error).__name__}: {error})") from None
+    missing = [name for name in ("reset", "step") if not callable(getattr(found, name, None))]
+    if not inspect.isclass(found) or missing:
+        what = "not a class" if not inspect.isclass(found) else f"it has no {' or '.join(missing)} method"
+        raise TaskError(f"env.name={spec} is not an environment ({what}): write a class with reset(sample) -> "
+                        "messages and step(assistant_text) -> envs.environment.StepResult")
+    try:
+        inspect.signature(found).bind()
+    except TypeError:
+        raise TaskError(f"env.name={spec}: its constructor needs arguments; rl-lora builds one per episode with "
+                        "none") from None
+    return found

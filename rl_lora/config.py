@@ -130,6 +130,27 @@ class RewardConfig:
 
 
 @dataclass
+class EnvConfig:
+    name: str = opt("single", "the episode: single (one prompt, one completion), tools (the model may call env.tools "
+                    "over several turns, writing Hermes-style <tool_call>{\"name\": ..., \"arguments\": {...}}"
+                    "</tool_call> blocks; each call is answered with a tool message), or module:Class, your own "
+                    "environment (envs.environment.Environment: reset(sample) -> messages, step(text) -> StepResult)")
+    tools: Optional[str] = opt(None, "env.name=tools: comma-separated tools, built in (calculator: arithmetic "
+                               "without eval; python: code in a fresh interpreter with time and memory limits) or "
+                               "module:function (a typed, docstring'd function)", list_ok=True)
+    max_turns: int = opt(4, "assistant turns per episode (env.name=single: 1)", min=1)
+    max_tool_calls: int = opt(8, "tool calls per episode; past it the episode stops (stop reason max_tool_calls)",
+                              min=1)
+    max_total_tokens: int = opt(1024, "tokens per episode after the prompt, the policy's and the environment's; past "
+                                "it the episode stops (max_tokens)", min=1)
+    max_tool_output: int = opt(256, "tokens of one tool answer the model sees (longer ones are cut, and say so)",
+                               min=1)
+    on_parse_error: str = opt("continue", "a malformed <tool_call>: continue (tell the model what was wrong), stop "
+                              "(end the episode: parse_error), mask (go on; the malformed turn carries no loss)",
+                              choices=("continue", "stop", "mask"))
+
+
+@dataclass
 class EvalConfig:
     limit: Optional[int] = opt(None, "evaluate the first N test problems (unset: all)", min=1)
     max_new_tokens: int = opt(256, "generation length limit: long enough for the model's own verbose style", min=1)
@@ -340,6 +361,7 @@ class RunConfig:
     ray: RayConfig = field(default_factory=RayConfig)
     algo: AlgoConfig = field(default_factory=AlgoConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
@@ -406,6 +428,7 @@ class RunConfig:
                             f"{self.rollout.prompts_per_step} groups into updates of {groups_per_update} group(s), "
                             f"and each update needs {max(1, self.ray.num_learners)} (one per learner): lower "
                             "updates_per_step or raise prompts_per_step")
+        self._check_env()
         if self.rollout.dynamic_sampling and self.rollout.group_size < 2:
             raise UserError("rollout.dynamic_sampling=true drops groups whose rewards are all equal, and a group of "
                             "rollout.group_size=1 always is: use group_size >= 2")
@@ -475,6 +498,31 @@ class RunConfig:
         if self.algo.kl_coef > 0 and self.lora.mode == TrainMode.FULL:
             raise UserError("algo.kl_coef > 0 needs the base model as reference; with lora.mode=full that is a "
                             "second full copy, which rl-lora does not keep: use lora.mode=lora or algo.kl_coef=0")
+
+
+    def _check_env(self) -> None:
+        """env.*: tools that exist and can be described, a user environment that is one; before any model loads."""
+        env = self.env
+        if env.name not in ("single", "tools") and not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", env.name):
+            raise UserError(f"env.name={env.name!r}: use single, tools, or module:Class (your environment)")
+        if env.name == "tools" and not env.tools:
+            raise UserError("env.name=tools needs env.tools, e.g. env.tools=calculator (built in: calculator, python; "
+                            "or module:function)")
+        if env.tools and env.name == "single":
+            raise UserError(f"env.tools={env.tools} is set but env.name=single never calls tools: set env.name=tools")
+        from envs.errors import TaskError
+
+        try:
+            if env.name == "tools":
+                from envs.tools import resolve_tools
+
+                resolve_tools(env.tools)
+            elif env.name != "single":
+                from envs.environment import resolve_environment
+
+                resolve_environment(env.name)
+        except TaskError as error:
+            raise UserError(str(error)) from None
 
 
 def arm_slug(label: str) -> str:

@@ -13,6 +13,14 @@ def tokenize_prompts(tokenizer, prompts: Sequence[str]) -> list[list[int]]:
     return [ids[1:] if bos is not None and ids[:2] == [bos, bos] else ids for ids in encoded]
 
 
+def prompt_token_ids(tokenizer, prompts: Sequence) -> list[tuple[int, ...]]:
+    """Each prompt's token ids: text is tokenized (tokenize_prompts); token ids are kept as they are (a multi-turn
+    episode's context is never re-tokenized: rl_lora.sampling.episodes)."""
+    texts = [p for p in prompts if isinstance(p, str)]
+    encoded = iter(tokenize_prompts(tokenizer, texts) if texts else [])
+    return [tuple(next(encoded)) if isinstance(p, str) else tuple(p) for p in prompts]
+
+
 def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(ids, attention mask), each [rows, longest row]; shorter rows are padded on the left."""
     width = max(len(r) for r in rows)

@@ -35,6 +35,15 @@ class Completion:
     text: str
     finished: bool  # ended with an end-of-sequence token rather than the length limit
     version: int  # the policy version (learner step) that sampled it
+    # Multi-turn episodes (envs.environment): token_ids hold every turn after the prompt, the policy's sampled
+    # tokens (loss_mask 1, with their log-probs) and the environment's answers between them (loss_mask 0, log-prob
+    # 0); text is the last assistant turn's. None / the defaults: one turn, every token the policy's.
+    loss_mask: tuple[int, ...] | None = None
+    stop_reason: str | None = None  # why the episode ended (envs.environment.STOP_REASONS)
+    turns: int = 1
+    tool_calls: int = 0
+    tool_errors: int = 0
+    env_reward: float | None = None  # the sum of the environment's per-turn rewards, when it gives any
 
 
 @dataclass(frozen=True)
@@ -131,6 +140,7 @@ class Rollout:
     reward: float
     advantage: float
     version: int  # the policy version that sampled it
+    loss_mask: tuple[int, ...] | None = None  # per completion token: 1 sampled by the policy, 0 an environment's
 
 
 @dataclass(frozen=True)
@@ -145,14 +155,23 @@ class Batch:
     completion_mask: torch.Tensor  # [rows, completion_width], 1 on completion tokens (EOS included)
     sampler_logprobs: torch.Tensor  # [rows, completion_width]
     advantages: torch.Tensor  # [rows]
+    # [rows, completion_width], 1 on the tokens the policy sampled, 0 on an environment's tokens between turns
+    # (tool output: attended to, never trained on). None: every completion token is the policy's (one turn).
+    loss_mask: torch.Tensor | None = None
 
     @property
     def rows(self) -> int:
         return self.completion_ids.shape[0]
 
+    @property
+    def trained_mask(self) -> torch.Tensor:
+        """1 on the tokens the loss counts: the policy's own (loss_mask), within the completion."""
+        return self.completion_mask if self.loss_mask is None else self.completion_mask * self.loss_mask
+
     def to(self, device) -> "Batch":
         """This batch on `device`: batches are collated on the CPU, and the learner's model may sit on a GPU."""
-        return Batch(*(getattr(self, f.name).to(device) for f in dataclasses.fields(self)))
+        return Batch(*(None if (value := getattr(self, f.name)) is None else value.to(device)
+                       for f in dataclasses.fields(self)))
 
     def split(self, max_rows: int | None = None, max_tokens: int | None = None,
               whole_groups: bool | None = None) -> list[tuple[slice, "Batch"]]:
@@ -212,7 +231,8 @@ class Batch:
         prompt_start = int((self.prompt_mask[p].sum(0) == 0).sum())  # left-padding columns no prompt uses
         return Batch(self.prompt_ids[p, prompt_start:], self.prompt_mask[p, prompt_start:], repeats,
                      self.completion_ids[r, :width], self.completion_mask[r, :width],
-                     self.sampler_logprobs[r, :width], self.advantages[r])
+                     self.sampler_logprobs[r, :width], self.advantages[r],
+                     None if self.loss_mask is None else self.loss_mask[r, :width])
 
 
 def collate(rollouts: list[Rollout], pad_id: int) -> Batch:
@@ -232,14 +252,18 @@ def collate(rollouts: list[Rollout], pad_id: int) -> Batch:
     completion_ids = torch.full((rows, completion_width), pad_id, dtype=torch.long)
     completion_mask = torch.zeros((rows, completion_width), dtype=torch.float32)
     sampler_logprobs = torch.zeros((rows, completion_width), dtype=torch.float32)
+    multi_turn = any(r.loss_mask is not None for r in rollouts)
+    loss_mask = torch.zeros((rows, completion_width), dtype=torch.float32) if multi_turn else None
     for i, r in enumerate(rollouts):
         length = len(r.completion_ids)
         completion_ids[i, :length] = torch.tensor(r.completion_ids, dtype=torch.long)
         completion_mask[i, :length] = 1
         sampler_logprobs[i, :length] = torch.tensor(r.sampler_logprobs)
+        if loss_mask is not None:
+            loss_mask[i, :length] = torch.tensor(r.loss_mask) if r.loss_mask is not None else 1
     advantages = torch.tensor([r.advantage for r in rollouts], dtype=torch.float32)
     return Batch(prompt_ids, prompt_mask, torch.tensor(repeats), completion_ids, completion_mask, sampler_logprobs,
-                 advantages)
+                 advantages, loss_mask)
 
 
 @dataclass(frozen=True)
@@ -290,6 +314,10 @@ class StepMetrics:
     sample_batches: int = 1  # sampling rounds of the step (rollout.dynamic_sampling draws more while groups are constant)
     groups_drawn: int = 0  # groups sampled in all those rounds
     groups_dropped: int = 0  # constant groups rollout.dynamic_sampling left out
+    episode_turns: float = 1.0  # assistant turns per episode, mean (env.name=tools or a user environment)
+    tool_call_fraction: float = 0.0  # episodes that called a tool
+    tool_ok_fraction: float = 0.0  # episodes that called a tool, every call answered without an error
+    stop_reasons: dict[str, int] | None = None  # episodes per stop reason (envs.environment.STOP_REASONS)
     test_accuracy: float | None = None
     # With several weighted rewards: each one's mean over the completions it scored (metrics.jsonl: reward/<name>).
     reward_parts: dict[str, float] | None = None
@@ -303,8 +331,9 @@ class SamplingBackend(Protocol):
     version: int
     pad_id: int
 
-    def generate(self, prompts: list[str], n: int, sampling: SamplingParams) -> list[list[Completion]]:
-        """n completions for each prompt, grouped by prompt."""
+    def generate(self, prompts: list[str | tuple[int, ...]], n: int, sampling: SamplingParams) \
+            -> list[list[Completion]]:
+        """n completions for each prompt (text, or token ids taken as they are), grouped by prompt."""
 
     def load_update(self, update: AdapterUpdate) -> None:
         """Serve the weights of `update` from now on."""
@@ -353,7 +382,8 @@ class Sampler(Protocol):
     def sync(self, learner: Learner) -> SyncResult:
         """Serve the learner's current weights, checked by the probe."""
 
-    def generate(self, prompts: list[str], n: int, sampling: SamplingParams) -> list[list[Completion]]:
-        """For evaluation: plain completions, no rewards."""
+    def generate(self, prompts: list[str], n: int, sampling: SamplingParams,
+                 samples: list[Sample] | None = None) -> list[list[Completion]]:
+        """For evaluation, no rewards: with `samples`, whole episodes of the run's environment; else completions."""
 
     def close(self) -> None: ...

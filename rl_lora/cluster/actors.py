@@ -9,8 +9,9 @@ from __future__ import annotations
 import dataclasses
 
 from envs.sample import Sample
-from rl_lora.config import ModelConfig, RewardConfig, RolloutConfig, RunConfig
+from rl_lora.config import EnvConfig, ModelConfig, RewardConfig, RolloutConfig, RunConfig
 from rl_lora.device import Compute, resolve
+from rl_lora.sampling.episodes import build_episodes
 from rl_lora.sampling.local import sample_and_score
 from rl_lora.tasks import reward_scorer
 from rl_lora.types import AdapterUpdate, Batch, Completion, LearnMetrics, Probe, SampledStep, SamplingParams
@@ -33,7 +34,8 @@ def _compute(model: ModelConfig) -> Compute:
 
 class RolloutWorker:
     def __init__(self, model: ModelConfig, reward: RewardConfig, default_reward: str, task_name: str,
-                 rollout: RolloutConfig | None = None, torch_threads: int = 1, seed: int = 0, sleep: bool = False):
+                 rollout: RolloutConfig | None = None, torch_threads: int = 1, seed: int = 0, sleep: bool = False,
+                 env: EnvConfig | None = None, system_prompt: str | None = None):
         import torch
 
         from rl_lora.models import load_tokenizer
@@ -42,8 +44,12 @@ class RolloutWorker:
         # Several workers share the machine's cores; each takes its share, not all of them.
         torch.set_num_threads(torch_threads)
         self.compute = _compute(model)
-        self.backend = build_backend(self.compute.apply(model), rollout or RolloutConfig(), load_tokenizer(model.name),
+        tokenizer = load_tokenizer(model.name)
+        self.backend = build_backend(self.compute.apply(model), rollout or RolloutConfig(), tokenizer,
                                      self.compute.device, seed, sleep=sleep)
+        # The run's environment beside its sampler: episodes (tool calls included) run where they are sampled.
+        self.episodes = build_episodes(env or EnvConfig(), tokenizer, self.backend.eos_ids, reward.timeout_s,
+                                       system_prompt)
         # reward.name's rewards (weighted), or the task's own grader, scored where the completions are sampled.
         self.scorer = reward_scorer(reward, task_name, default_reward)
 
@@ -53,11 +59,14 @@ class RolloutWorker:
         caller syncs it again rather than train on samples from the wrong policy."""
         if expected_version is not None and self.backend.version != expected_version:
             return None
-        sampled = sample_and_score(self.backend, self.scorer, prompts, samples, n, sampling)
+        sampled = sample_and_score(self.backend, self.scorer, prompts, samples, n, sampling, self.episodes)
         self.backend.sleep()  # the learner trains next (sleep mode: on its GPU); the sync wakes the engine
         return sampled
 
-    def generate(self, prompts: list[str], n: int, sampling: SamplingParams) -> list[list[Completion]]:
+    def generate(self, prompts: list[str], n: int, sampling: SamplingParams,
+                 samples: list[Sample] | None = None) -> list[list[Completion]]:
+        if samples is not None:
+            return self.episodes.run(self.backend, prompts, samples, n, sampling)
         return self.backend.generate(prompts, n, sampling)
 
     def load_update(self, update: AdapterUpdate) -> int:

@@ -184,7 +184,8 @@ def start(config: RunConfig, probe: Probe | None, default_reward: str, run_name:
             max_restarts=config.ray.max_restarts, max_task_retries=0, scheduling_strategy=on(learners + index),
             name=f"{run_name}/rollout-worker-{index}"
         ).remote(config.model, config.reward, default_reward, config.task.name, config.rollout,
-                 config.ray.worker_threads, config.train.seed + index, config.engine_sleeps)
+                 config.ray.worker_threads, config.train.seed + index, config.engine_sleeps, config.env,
+                 config.task.system_prompt)
             for index in range(config.rollout.num_workers)]
         parts = RayParts(RemoteLearner(learner_actors), _started("a rollout worker", lambda: WorkerPool(
             workers, probe, max_restarts=config.ray.max_restarts)), group, started)

@@ -101,12 +101,14 @@ class WorkerPool:
             generate_s=max(r.generate_s for r in results), score_s=max(r.score_s for r in results),
             restarts=self.recoveries - recoveries_before)
 
-    def generate(self, prompts: list[str], n: int, sampling: SamplingParams) -> list[list[Completion]]:
-        """For evaluation: the prompts shared out, the groups back in order."""
+    def generate(self, prompts: list[str], n: int, sampling: SamplingParams,
+                 samples: list[Sample] | None = None) -> list[list[Completion]]:
+        """For evaluation: the prompts (and with `samples`, whole episodes) shared out, the groups back in order."""
         parts = _shards(len(prompts), len(self.workers))
 
         def ask(index: int):
-            return self.workers[index].generate.remote(prompts[parts[index]], n, sampling)
+            return self.workers[index].generate.remote(prompts[parts[index]], n, sampling,
+                                                       None if samples is None else samples[parts[index]])
 
         refs = [ask(index) for index in range(len(parts))]
         return [group for index, ref in enumerate(refs)

@@ -165,7 +165,7 @@ class LocalLearner:
         learning_rate = self.optimizer.param_groups[0]["lr"]
         self.scheduler.step()  # the LR schedule counts RL steps, whatever the updates per step
         self.version += 1
-        tokens = int(batch.completion_mask.sum().item())
+        tokens = int(batch.trained_mask.sum().item())  # the policy's own tokens (not tool output)
         return LearnMetrics(
             loss=totals["loss"] / len(grad_norms), grad_norm=sum(grad_norms) / len(grad_norms),
             sampler_kl=totals["sampler_kl"] / max(tokens, 1),
@@ -178,7 +178,7 @@ class LocalLearner:
         """One optimizer step on `batch`: its summed metrics, the gradient norm and the passes it took."""
         device = self.params[0].device  # the batch is split on the CPU; each micro-batch goes where the model is
         # Token weights over the whole batch: with N learners each rank's loss is its share of the one loss.
-        weights = token_weights(batch.completion_mask, self.algo.normalization, self.max_new_tokens).to(device)
+        weights = token_weights(batch.trained_mask, self.algo.normalization, self.max_new_tokens).to(device)
         self.optimizer.zero_grad(set_to_none=True)
         self.model.zero_grad(set_to_none=True)
         first, last = self.parallel.share(batch) if self.parallel else (0, batch.rows)
@@ -204,7 +204,7 @@ class LocalLearner:
                 base_logprobs = self._base_logprobs(micro) if self.algo.kl_coef > 0 else None
                 micro_weights = weights[first + rows.start:first + rows.stop, :micro.completion_ids.shape[1]]
                 terms = policy_loss(self.algo.loss, logprobs, micro.sampler_logprobs, micro.advantages,
-                                    micro.completion_mask, micro_weights, clip_eps=self.algo.clip_low,
+                                    micro.trained_mask, micro_weights, clip_eps=self.algo.clip_low,
                                     clip_eps_high=self.algo.clip_eps_high, clip_ratio_c=self.algo.clip_ratio_c,
                                     base_logprobs=base_logprobs, kl_coef=self.algo.kl_coef,
                                     kl_estimator=self.algo.kl_estimator, is_correction=self.algo.is_correction,
@@ -216,7 +216,7 @@ class LocalLearner:
             if measure:
                 self.sizer.observe(saved[0], micro.tokens())
             totals += torch.stack([terms.loss.detach(), terms.clipped_tokens, terms.sampler_kl_sum,
-                                   terms.base_kl_sum, (entropy.detach() * micro.completion_mask).sum(),
+                                   terms.base_kl_sum, (entropy.detach() * micro.trained_mask).sum(),
                                    terms.corrected_tokens]).double()
         totals = dict(zip(("loss", "clipped", "sampler_kl", "base_kl", "entropy", "corrected"), totals.tolist()))
         if self.parallel:

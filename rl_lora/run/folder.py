@@ -213,7 +213,9 @@ class RunFolder:
         known = {f.name for f in dataclasses.fields(StepMetrics)}
         return [StepMetrics(**{k: v for k, v in record.items() if k in known},
                             reward_parts={k.removeprefix("reward/"): v for k, v in record.items()
-                                          if k.startswith("reward/")} or None)
+                                          if k.startswith("reward/")} or None,
+                            stop_reasons={k.removeprefix("stop/"): v for k, v in record.items()
+                                          if k.startswith("stop/")} or None)
                 for record in self.metric_records()]
 
     def write_eval(self, step: int, result: EvalResult) -> None:

@@ -16,6 +16,7 @@ def flat_record(metrics: StepMetrics) -> dict:
     pandas and TensorBoard read plain keys."""
     record = asdict(metrics)
     record.update({f"reward/{name}": value for name, value in (record.pop("reward_parts") or {}).items()})
+    record.update({f"stop/{reason}": count for reason, count in (record.pop("stop_reasons") or {}).items()})
     return record
 
 
@@ -58,7 +59,7 @@ NAMESPACES = (("reward_", "reward/"), ("zero_variance_groups", "reward/"), ("tim
               ("base_kl", "policy/"), ("clip_fraction", "policy/"), ("entropy", "policy/"),
               ("is_corrected", "policy/"),
               ("learning_rate", "policy/"), ("lag", "sync/"), ("sampler_version", "sync/"), ("probe_gap", "sync/"),
-              ("worker_restarts", "sync/"))
+              ("worker_restarts", "sync/"), ("episode_", "env/"), ("tool_", "env/"))
 
 
 def namespaced(record: dict) -> dict:

@@ -25,11 +25,13 @@ from rl_lora.run.folder import CheckpointFolder, RunFolder, RunSummary
 from rl_lora.run.metrics import MetricsLog, WandbLog
 from rl_lora.run.plots import plot_run
 from rl_lora.sampling.build import build_backend
+from rl_lora.sampling.episodes import build_episodes
 from rl_lora.sampling.local import LocalSampler
 from rl_lora.step.data_order import DataOrder
 from rl_lora.step.evaluate import EvalResult
 from rl_lora.step.loop import RunParts, test_accuracy, train_loop
 from rl_lora.tasks import fit_to_context, load_task, reward_scorer
+from rl_lora.tokens import eos_token_ids
 from rl_lora.types import Learner, Probe, SamplingBackend
 
 
@@ -147,6 +149,9 @@ def build_parts(config: RunConfig, console: Console, run_name: str,
         check_gradient_checkpointing(config.model.name)
     tokenizer = load_tokenizer(config.model.name)
     renderer = PromptRenderer(tokenizer, config.task.render, config.task.system_prompt)
+    # The environment's template checks, before a model loads (Ray workers build their own beside their sampler).
+    episodes = build_episodes(config.env, tokenizer, eos_token_ids(tokenizer), config.reward.timeout_s,
+                              config.task.system_prompt)
     task = fit_to_context(load_task(config.task), renderer, tokenizer, config,
                           max(config.rollout.max_new_tokens, config.eval.max_new_tokens))
     with console.status(f"importing the reward {config.reward.name or task.reward}"):
@@ -168,7 +173,8 @@ def build_parts(config: RunConfig, console: Console, run_name: str,
             elif backend is None:
                 backend = build_backend(config.model, config.rollout, tokenizer, config.model.device,
                                         config.train.seed, sleep=config.engine_sleeps)
-        sampler, release = LocalSampler(backend, scorer, probe), scorer.close
+        sampler = LocalSampler(backend, scorer, probe, episodes)
+        release = sampler.close
     else:
         from rl_lora.cluster import placement
 
@@ -181,6 +187,7 @@ def build_parts(config: RunConfig, console: Console, run_name: str,
 
         def release() -> None:
             scorer.close()
+            episodes.close()
             ray_parts.shutdown()
     parts = RunParts(config=config, task=task, renderer=renderer, tokenizer=tokenizer, learner=learner,
                      sampler=sampler, scorer=scorer, order=DataOrder(len(task.train), config.train.seed),

@@ -22,7 +22,7 @@ from torch.nn.utils import parametrize
 from rl_lora.config import TrainMode
 from rl_lora.errors import UserError
 from rl_lora.models import lora_parameters, probe_logprobs
-from rl_lora.tokens import eos_token_ids, left_pad, pad_token_id, tokenize_prompts
+from rl_lora.tokens import eos_token_ids, left_pad, pad_token_id, prompt_token_ids
 from rl_lora.types import AdapterUpdate, Completion, Probe, SamplingParams
 
 # Tokens the static loop decodes between two reads of "has every row finished?" (and how many tokens' randomness
@@ -320,9 +320,9 @@ class HFBackend:
                             "static for the same loop uncaptured, or auto)")
         return self.decode
 
-    def generate(self, prompts: list[str], n: int, sampling: SamplingParams) -> list[list[Completion]]:
+    def generate(self, prompts: list[str | tuple[int, ...]], n: int, sampling: SamplingParams) -> list[list[Completion]]:
         self.model.eval()  # dropout off (a shared model comes back from the learner in train mode)
-        prompt_ids = [tuple(ids) for ids in tokenize_prompts(self.tokenizer, prompts)]
+        prompt_ids = prompt_token_ids(self.tokenizer, prompts)
         generator = None
         if sampling.seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(sampling.seed)

@@ -29,7 +29,7 @@ import torch
 from rl_lora.config import TrainMode
 from rl_lora.errors import UserError
 from rl_lora.models import write_adapter
-from rl_lora.tokens import eos_token_ids, pad_token_id, tokenize_prompts
+from rl_lora.tokens import eos_token_ids, pad_token_id, prompt_token_ids
 from rl_lora.types import AdapterUpdate, Completion, Probe, SamplingParams
 
 # In-process engine: starts in ~3 s instead of 12-22 s and needs no __main__ guard in the caller.
@@ -129,7 +129,7 @@ class VLLMBackend:
                                   max_tokens=sampling.max_new_tokens, seed=sampling.seed, stop_token_ids=self.eos_ids,
                                   skip_special_tokens=True, **extra)
 
-    def generate(self, prompts: list[str], n: int, sampling: SamplingParams, lora_requests: list | None = None,
+    def generate(self, prompts: list[str | tuple[int, ...]], n: int, sampling: SamplingParams, lora_requests: list | None = None,
                  version: int | None = None) -> list[list[Completion]]:
         """`lora_requests`: one per prompt (None = base weights) to serve several adapters in one batch; by default
         every prompt gets the policy. `version`: the policy version to stamp, when the adapters are not the
@@ -137,7 +137,7 @@ class VLLMBackend:
         from vllm.inputs import TokensPrompt
 
         self._wake()
-        prompt_ids = [tuple(ids) for ids in tokenize_prompts(self.tokenizer, prompts)]
+        prompt_ids = prompt_token_ids(self.tokenizer, prompts)
         outputs = self.llm.generate([TokensPrompt(prompt_token_ids=list(ids)) for ids in prompt_ids],
                                     self._params(n, sampling, logprobs=0), use_tqdm=False,
                                     lora_request=lora_requests if lora_requests is not None else self.lora_request)

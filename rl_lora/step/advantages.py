@@ -59,7 +59,7 @@ def build_rollouts(sample_ids: Sequence[str], groups: list[list[Completion]], re
                  for c, r in group] for group in kept]
     advantages = group_advantages([[r for _, r in group] for group in kept], baseline, normalize_std)
     return [
-        Rollout(sample_ids[i], c.prompt_ids, c.token_ids, c.logprobs, r, a, c.version)
+        Rollout(sample_ids[i], c.prompt_ids, c.token_ids, c.logprobs, r, a, c.version, c.loss_mask)
         for i, (group, group_advantage) in enumerate(zip(kept, advantages))
         for (c, r), a in zip(group, group_advantage)
         if not (mask_truncated and not c.finished)

@@ -50,7 +50,9 @@ def evaluate(backend: SamplingBackend | Sampler, prompts: Sequence[str], samples
     completions = []
     for first in range(0, len(prompts), batch_size):
         batch = list(prompts[first:first + batch_size])
-        completions += [group[0] for group in backend.generate(batch, 1, greedy)]
+        # A Sampler runs whole episodes of the run's environment (tools, several turns); a bare backend, one turn.
+        episodes = {"samples": list(samples[first:first + batch_size])} if isinstance(backend, Sampler) else {}
+        completions += [group[0] for group in backend.generate(batch, 1, greedy, **episodes)]
         progress(len(batch))
     scored = scorer.score([c.text for c in completions], samples)
     failed = {f.sample_id for f in scored.failures}

@@ -5,7 +5,7 @@ It knows a Sampler and a Learner (rl_lora.types), never how they run: in this pr
 from __future__ import annotations
 
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 from statistics import mean, pstdev
 from typing import Any, Callable
@@ -115,6 +115,10 @@ def rl_step(parts: RunParts, pending: PendingStep, submit_ahead: Callable[[], No
         sample_batches=filled.batches if filled else 1,
         groups_drawn=filled.groups_drawn if filled else len(samples),
         groups_dropped=filled.groups_dropped if filled else 0,
+        episode_turns=mean(c.turns for c in completions),
+        tool_call_fraction=mean(c.tool_calls > 0 for c in completions),
+        tool_ok_fraction=mean(c.tool_calls > 0 and c.tool_errors == 0 for c in completions),
+        stop_reasons=dict(Counter(c.stop_reason or "done" for c in completions)),
         completion_tokens_mean=sampled_tokens / len(completions),
         truncated_fraction=sum(not c.finished for c in completions) / len(completions),
         tokens_per_s=sampled_tokens / max(sampled.generate_s, 1e-9),

@@ -1,0 +1,162 @@
+"""Multi-turn episodes, token in and token out, on the real 260K Llama: the loss mask covers exactly the sampled
+tokens, the environment's tokens carry no gradient, and a trajectory's ids never change between turns."""
+import json
+import shutil
+
+import pytest
+import torch
+
+from envs.errors import TaskError
+from envs.sample import Sample
+from rl_lora.cli import main
+from rl_lora.policy.logprobs import batch_logprobs
+from rl_lora.policy.losses import policy_loss, token_weights
+from rl_lora.sampling.episodes import ChatDeltas, EpisodeLimits, EpisodeRunner
+from rl_lora.sampling.hf import HFBackend
+from rl_lora.step.advantages import build_rollouts
+from rl_lora.types import SamplingParams, collate
+from tests.env_fixtures import TEMPLATE, ThreeTurns
+
+SAMPLES = [Sample("a", "Once upon a time", "x"), Sample("b", "The cat sat", "y")]
+
+
+class Recording:
+    """The real backend, with every call's prompts and results kept (to check what each turn was sampled from)."""
+
+    def __init__(self, backend):
+        self.backend, self.calls = backend, []
+
+    def __getattr__(self, name):
+        return getattr(self.backend, name)
+
+    def generate(self, prompts, n, sampling):
+        groups = self.backend.generate(prompts, n, sampling)
+        self.calls.append((prompts, groups))
+        return groups
+
+
+@pytest.fixture
+def chat_tokenizer(tiny_model):
+    _, tokenizer = tiny_model
+    tokenizer = __import__("copy").deepcopy(tokenizer)
+    tokenizer.chat_template = TEMPLATE
+    return tokenizer
+
+
+def test_three_turns_keep_their_ids_and_the_mask_covers_exactly_the_sampled_tokens(tiny_model, chat_tokenizer):
+    model, _ = tiny_model
+    backend = Recording(HFBackend(model, chat_tokenizer))
+    runner = EpisodeRunner(ThreeTurns, ChatDeltas(chat_tokenizer, backend.eos_ids), EpisodeLimits(5, 400, 64))
+    prompts = [chat_tokenizer.apply_chat_template([{"role": "user", "content": s.prompt}], tokenize=False,
+                                                   add_generation_prompt=True) for s in SAMPLES]
+    groups = runner.run(backend, prompts, SAMPLES, 2, SamplingParams(1.0, 6, seed=3))
+    assert len(backend.calls) == 3  # turn 1: n per prompt; turns 2 and 3: one per trajectory
+    trajectories = [c for group in groups for c in group]
+    for index, completion in enumerate(trajectories):
+        assert completion.turns == 3 and completion.stop_reason in ("done", "max_tokens")
+        turns = [backend.calls[0][1][index // 2][index % 2]] + [backend.calls[t][1][index][0] for t in (1, 2)]
+        full = completion.prompt_ids + completion.token_ids
+        # Each turn was sampled from the trajectory's ids as they stood, and those ids are still its start.
+        for t, (contexts, _) in enumerate(backend.calls[1:], 1):
+            context = tuple(contexts[index])
+            assert full[:len(context)] == context
+            assert full[len(context):len(context) + len(turns[t].token_ids)] == turns[t].token_ids
+        # Token by token: mask 1 exactly where a sampled turn sits, with the sampler's log-probs there.
+        expected_mask, position = [0] * len(completion.token_ids), 0
+        for t, turn in enumerate(turns):
+            start = 0 if t == 0 else len(backend.calls[t][0][index]) - len(completion.prompt_ids)
+            expected_mask[start:start + len(turn.token_ids)] = [1] * len(turn.token_ids)
+            assert completion.logprobs[start:start + len(turn.token_ids)] == turn.logprobs
+        assert list(completion.loss_mask) == expected_mask
+        assert all(lp == 0.0 for lp, m in zip(completion.logprobs, completion.loss_mask) if m == 0)
+        assert completion.text == turns[-1].text
+        assert completion.env_reward == 0.5 * sum("the" in turn.text for turn in turns)
+
+
+def test_the_learner_scores_the_sampled_tokens_and_tool_tokens_carry_no_gradient(tiny_model, chat_tokenizer):
+    model, _ = tiny_model
+    backend = HFBackend(model, chat_tokenizer)
+    runner = EpisodeRunner(ThreeTurns, ChatDeltas(chat_tokenizer, backend.eos_ids), EpisodeLimits(5, 400, 64))
+    prompts = [chat_tokenizer.apply_chat_template([{"role": "user", "content": s.prompt}], tokenize=False,
+                                                   add_generation_prompt=True) for s in SAMPLES]
+    groups = runner.run(backend, prompts, SAMPLES, 2, SamplingParams(1.0, 6, seed=4))
+    rollouts = build_rollouts([s.id for s in SAMPLES], groups, [1.0, 0.0, 0.0, 1.0], "group_mean", False)
+    batch = collate(rollouts, backend.pad_id)
+    assert batch.loss_mask is not None and 0 < batch.trained_mask.sum() < batch.completion_mask.sum()
+    model.train()
+    logprobs, _ = batch_logprobs(model, batch)
+    logprobs.retain_grad()
+    mask = batch.trained_mask
+    # The learner's log-probs of the sampled tokens are the sampler's: the same ids, scored in the same context.
+    assert torch.allclose(logprobs * mask, batch.sampler_logprobs * mask, atol=1e-4)
+    policy_loss("is_pg", logprobs, batch.sampler_logprobs, batch.advantages, mask,
+                token_weights(mask, "token")).loss.backward()
+    environment = (batch.completion_mask == 1) & (mask == 0)
+    assert environment.any() and torch.all(logprobs.grad[environment] == 0)
+    assert logprobs.grad[mask == 1].abs().sum() > 0
+    model.zero_grad(set_to_none=True)
+
+
+def test_templates_that_cannot_serve_episodes_are_named_in_one_line(tiny_model):
+    _, tokenizer = tiny_model
+    plain = __import__("copy").deepcopy(tokenizer)
+    with pytest.raises(TaskError, match="has none"):
+        ChatDeltas(plain, [2])
+    plain.chat_template = ("{% for m in messages %}{% if m['role'] == 'tool' %}{{ raise_exception('no tools') }}"
+                           "{% endif %}{{ m['content'] }}</s>{% endfor %}")
+    with pytest.raises(TaskError, match="cannot render a 'tool' message"):
+        ChatDeltas(plain, [2])
+    # A template that drops earlier turns once the conversation goes on (as reasoning templates drop old thoughts)
+    plain.chat_template = ("{% for m in messages %}{% if loop.last or m['role'] != 'assistant' or "
+                           "messages|length < 4 %}{{ m['content'] }}</s>{% endif %}{% endfor %}")
+    with pytest.raises(TaskError, match="not prefix-preserving"):
+        ChatDeltas(plain, [2])
+
+
+@pytest.fixture
+def chat_model_dir(tiny_model_dir, tmp_path):
+    """The 260K model's folder with a chat template added (its own has none)."""
+    folder = tmp_path / "chat260K"
+    shutil.copytree(tiny_model_dir, folder)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "chat_template": TEMPLATE}))
+    return folder
+
+
+RUN = ["--reward", "tests.reward_fixtures:mentions_the", "--set", "algo.lr=0.005", "--set", "lora.rank=2",
+       "--set", "train.eval_size=4", "--set", "eval.max_new_tokens=6", "--set", "train.eval_every=0",
+       "--set", "rollout.prompts_per_step=2", "--set", "rollout.group_size=2", "--set", "rollout.max_new_tokens=6",
+       "--set", "env.name=tests.env_fixtures:ThreeTurns", "--set", "env.max_turns=5"]
+
+
+def test_a_multi_turn_run_trains_logs_its_episodes_and_resumes_exactly(chat_model_dir, tmp_path, capsys):
+    def train(name, *extra):
+        code = main(["train", "--set", f"model.name={chat_model_dir}", *RUN, "--set", f"train.runs_dir={tmp_path}",
+                     "--set", f"train.name={name}", *extra])
+        assert code == 0, capsys.readouterr().err
+        return [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+
+    straight = train("straight", "--set", "train.steps=2")
+    assert all(m["episode_turns"] == 3 for m in straight)
+    assert all(sum(v for k, v in m.items() if k.startswith("stop/")) == 4 for m in straight)
+    assert main(["train", "--set", f"model.name={chat_model_dir}", *RUN, "--set", f"train.runs_dir={tmp_path}",
+                 "--set", "train.name=resumed", "--set", "train.steps=1", "--set", "train.checkpoint_every=1"]) == 0
+    assert main(["train", "--resume", str(tmp_path / "resumed"), "--set", "train.steps=2"]) == 0
+    resumed = [json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    for key in ("reward_mean", "loss", "episode_turns", "completion_tokens_mean"):
+        assert [m[key] for m in resumed] == pytest.approx([m[key] for m in straight], abs=1e-6), key
+
+
+@pytest.mark.parametrize("settings, message", [
+    (["env.name=tools"], "env.name=tools needs env.tools"),
+    (["env.name=tools", "env.tools=calculater"], "unknown tool 'calculater'"),
+    (["env.name=tools", "env.tools=tests.tool_fixtures:untyped"], "has no type hint"),
+    (["env.name=tests.env_fixtures:NotAnEnvironment"], "is not an environment (it has no step method)"),
+    (["env.max_turns=0"], "env.max_turns: 0 is out of range"),
+    (["env.tools=calculator"], "set env.name=tools"),
+])
+def test_bad_environments_are_one_line_before_the_model_loads(tmp_path, capsys, settings, message):
+    flags = [arg for s in settings for arg in ("--set", s)]
+    assert main(["train", "--set", "model.name=/nonexistent", *flags, "--set", f"train.runs_dir={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
