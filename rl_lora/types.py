@@ -44,6 +44,7 @@ class Completion:
     tool_calls: int = 0
     tool_errors: int = 0
     env_reward: float | None = None  # the sum of the environment's per-turn rewards, when it gives any
+    render_gap: int | None = None  # where re-rendering the episode's messages differs from its ids (None: nowhere)
 
 
 @dataclass(frozen=True)
@@ -318,6 +319,7 @@ class StepMetrics:
     tool_call_fraction: float = 0.0  # episodes that called a tool
     tool_ok_fraction: float = 0.0  # episodes that called a tool, every call answered without an error
     stop_reasons: dict[str, int] | None = None  # episodes per stop reason (envs.environment.STOP_REASONS)
+    render_mismatch_fraction: float = 0.0  # multi-turn episodes whose re-rendered text tokenizes otherwise
     test_accuracy: float | None = None
     # With several weighted rewards: each one's mean over the completions it scored (metrics.jsonl: reward/<name>).
     reward_parts: dict[str, float] | None = None

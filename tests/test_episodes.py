@@ -160,3 +160,21 @@ def test_bad_environments_are_one_line_before_the_model_loads(tmp_path, capsys, 
     assert main(["train", "--set", "model.name=/nonexistent", *flags, "--set", f"train.runs_dir={tmp_path}"]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_the_rerender_check_finds_where_a_non_canonical_split_would_drift(chat_tokenizer):
+    from rl_lora.sampling.episodes import render_gap
+    from rl_lora.tokens import tokenize_prompts
+
+    messages = [{"role": "user", "content": "Once upon a time"}, {"role": "assistant", "content": "there was a dog"}]
+    ids = tokenize_prompts(chat_tokenizer, [chat_tokenizer.apply_chat_template(messages, tokenize=False)])[0]
+    assert render_gap(chat_tokenizer, messages, ids) is None
+    # The same text, one token sampled as two pieces (a split the tokenizer would never make): a re-rendering
+    # trainer would score other tokens from that position on.
+    tokens = chat_tokenizer.convert_ids_to_tokens(ids)
+    position = next(i for i, t in enumerate(tokens) if len(t) > 2 and t[:2] in chat_tokenizer.get_vocab()
+                    and t[2:] in chat_tokenizer.get_vocab() and i > 10)
+    split = ids[:position] + chat_tokenizer.convert_tokens_to_ids([tokens[position][:2], tokens[position][2:]]) + \
+        ids[position + 1:]
+    assert chat_tokenizer.decode(split) == chat_tokenizer.decode(ids)
+    assert render_gap(chat_tokenizer, messages, split) == position

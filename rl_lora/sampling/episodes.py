@@ -16,6 +16,7 @@ from typing import Any, Callable, Sequence
 from envs.environment import DONE, MAX_TOKENS, MAX_TURNS, Environment, SingleTurn, StepResult
 from envs.errors import TaskError
 from envs.sample import Sample
+from rl_lora.tokens import tokenize_prompts
 from rl_lora.types import Completion, SamplingBackend, SamplingParams
 
 # The conversation an environment's answer is rendered after, to find the ids the template gives that answer when
@@ -62,6 +63,19 @@ class ChatDeltas:
         return self.separator + ids[len(self.before):]
 
 
+def render_gap(tokenizer, messages: list, ids: Sequence[int]) -> int | None:
+    """Where the conversation re-rendered as text by the chat template, and tokenized, first differs from the ids
+    the episode kept (None: it does not, over the ids' length). A gap is what a trainer that re-renders would
+    have trained on instead of what was sampled: a decoded turn that tokenizes differently (the model sampled a
+    non-canonical split), or a template that writes a turn otherwise than it was sampled."""
+    # Tokenized as a backend tokenizes a text prompt, so the opening compares like for like.
+    rendered = tokenize_prompts(tokenizer, [tokenizer.apply_chat_template(list(messages), tokenize=False)])[0]
+    for position, (kept, again) in enumerate(zip(ids, rendered)):
+        if kept != again:
+            return position
+    return None if len(rendered) >= len(ids) else len(rendered)
+
+
 @dataclass(frozen=True)
 class EpisodeLimits:
     max_turns: int = 1  # assistant turns per episode
@@ -87,6 +101,8 @@ class Trajectory:
     first: Completion | None = None  # the first turn as sampled (a one-turn episode is returned as it is)
     last_turn: slice = field(default_factory=lambda: slice(0, 0))  # where the last assistant turn's tokens sit in ids
     last_finished: bool = False  # it ended with an end-of-sequence token (not at the length limit)
+    messages: list = field(default_factory=list)  # the conversation as text, for the re-render check
+    render_gap: int | None = None  # where re-rendering the messages first differs from the ids (None: nowhere)
 
     def take(self, turn: Completion) -> None:
         self.first = self.first or turn
@@ -96,6 +112,7 @@ class Trajectory:
         self.logprobs += turn.logprobs
         self.text, self.turns, self.version, self.last_finished = turn.text, self.turns + 1, turn.version, \
             turn.finished
+        self.messages.append({"role": "assistant", "content": turn.text})
 
     def append_environment(self, ids: list[int]) -> None:
         """Tokens the policy did not sample: attended to by later turns, never trained on."""
@@ -111,7 +128,7 @@ class Trajectory:
                           logprobs=tuple(self.logprobs), text=self.text, finished=self.stop_reason == DONE,
                           version=self.version, loss_mask=tuple(self.loss_mask), stop_reason=self.stop_reason,
                           turns=self.turns, tool_calls=self.tool_calls, tool_errors=self.tool_errors,
-                          env_reward=self.env_reward)
+                          env_reward=self.env_reward, render_gap=self.render_gap)
 
 
 class EpisodeRunner:
@@ -120,20 +137,24 @@ class EpisodeRunner:
     trajectory still going, sampled from its ids."""
 
     def __init__(self, new_env: Callable[[], Environment] = SingleTurn, deltas: ChatDeltas | None = None,
-                 limits: EpisodeLimits = EpisodeLimits(), close: Callable[[], None] = lambda: None):
+                 limits: EpisodeLimits = EpisodeLimits(), close: Callable[[], None] = lambda: None,
+                 check_render: bool = True):
         """`new_env`: builds one episode's environment. `deltas`: renders environment answers (needed as soon as
         an episode can last more than one turn). A SingleTurn episode's prompt is the one the caller rendered
         (the task's renderer); any other environment's opening messages go through the chat template."""
         if deltas is None and (limits.max_turns > 1 or new_env is not SingleTurn):
             raise ValueError("multi-turn episodes need ChatDeltas to render the environment's answers")
         self.new_env, self.deltas, self.limits, self.close = new_env, deltas, limits, close
+        self.check_render = check_render  # after each episode (one tokenization of its text): render_gap
 
     def run(self, backend: SamplingBackend, prompts: list[Any], samples: list[Sample], n: int,
             sampling: SamplingParams) -> list[list[Completion]]:
         trajectories = [[Trajectory(index, self.new_env(), ()) for _ in range(n)] for index in range(len(samples))]
         openings = []
         for index, (sample, group) in enumerate(zip(samples, trajectories)):
-            messages = [t.env.reset(sample) for t in group][0]
+            for trajectory in group:
+                trajectory.messages = [dict(m) for m in trajectory.env.reset(sample)]
+            messages = group[0].messages
             openings.append(prompts[index] if isinstance(group[0].env, SingleTurn) else
                             self.deltas.tokenizer.apply_chat_template(list(messages), tokenize=False,
                                                                       add_generation_prompt=True))
@@ -152,6 +173,10 @@ class EpisodeRunner:
             for trajectory, sampled in zip(going, backend.generate(contexts, 1, turn_sampling)):
                 trajectory.take(sampled[0])
             going = self._answer(going)
+        if self.deltas is not None and self.check_render:
+            for trajectory in flat:
+                trajectory.render_gap = render_gap(self.deltas.tokenizer, trajectory.messages,
+                                                   trajectory.prompt_ids + tuple(trajectory.ids))
         return [[t.completion() for t in group] for group in trajectories]
 
     def _answer(self, trajectories: list[Trajectory]) -> list[Trajectory]:
@@ -176,7 +201,9 @@ class EpisodeRunner:
             # A turn cut at the length limit is closed with the end-of-turn token the template expects (not
             # sampled: loss mask 0), so the environment's answer follows a well-formed turn.
             closing = [] if trajectory.last_finished else [self.deltas.end_of_turn]
-            answer = closing + self.deltas([self._cut(m) for m in result.messages])
+            answered = [self._cut(m) for m in result.messages]
+            trajectory.messages += answered
+            answer = closing + self.deltas(answered)
             if len(trajectory.ids) + len(answer) >= self.limits.max_total_tokens:
                 trajectory.stop_reason = MAX_TOKENS
                 continue

@@ -119,6 +119,7 @@ def rl_step(parts: RunParts, pending: PendingStep, submit_ahead: Callable[[], No
         tool_call_fraction=mean(c.tool_calls > 0 for c in completions),
         tool_ok_fraction=mean(c.tool_calls > 0 and c.tool_errors == 0 for c in completions),
         stop_reasons=dict(Counter(c.stop_reason or "done" for c in completions)),
+        render_mismatch_fraction=mean(c.render_gap is not None for c in completions),
         completion_tokens_mean=sampled_tokens / len(completions),
         truncated_fraction=sum(not c.finished for c in completions) / len(completions),
         tokens_per_s=sampled_tokens / max(sampled.generate_s, 1e-9),
