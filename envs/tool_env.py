@@ -74,6 +74,25 @@ def parse_tool_calls(text: str) -> list[ToolCall]:
     return calls
 
 
+def read_example(path: str) -> list[Message]:
+    """env.example: a JSON list of {"role", "content"} messages (user, assistant, tool), shown before each
+    episode's question."""
+    from pathlib import Path
+
+    try:
+        messages = json.loads(Path(path).read_text())
+    except OSError as error:
+        raise TaskError(f"env.example: cannot read {path} ({error.strerror})") from None
+    except json.JSONDecodeError as error:
+        raise TaskError(f"env.example: {path} is not JSON ({error.msg}, line {error.lineno})") from None
+    roles = ("user", "assistant", "tool")
+    if not isinstance(messages, list) or not messages or not all(
+            isinstance(m, dict) and m.get("role") in roles and isinstance(m.get("content"), str) for m in messages):
+        raise TaskError(f"env.example: {path} must hold a JSON list of messages, each {{\"role\": one of "
+                        f"{', '.join(roles)}, \"content\": text}}")
+    return messages
+
+
 def tools_system_prompt(tools: list[Tool], system_prompt: str | None = None) -> str:
     listed = TOOLS_PROMPT.format(tools="\n".join(json.dumps(t.schema()) for t in tools))
     return f"{system_prompt}\n\n{listed}" if system_prompt else listed
@@ -115,14 +134,14 @@ class ToolEnv:
 
     def __init__(self, tools: list[Tool], call: ToolCaller = call_in_process, max_tool_calls: int = 8,
                  on_parse_error: str = "continue", system_prompt: str | None = None,
-                 truncate: Callable[[str], str] = lambda text: text):
+                 truncate: Callable[[str], str] = lambda text: text, example: list[Message] = ()):
         if not tools:
             raise TaskError("a ToolEnv needs at least one tool")
         if on_parse_error not in ON_PARSE_ERROR:
             raise TaskError(f"env.on_parse_error={on_parse_error!r}: allowed: {', '.join(ON_PARSE_ERROR)}")
         self.tools = {tool.name: tool for tool in tools}
         self.call, self.max_tool_calls, self.on_parse_error = call, max_tool_calls, on_parse_error
-        self.system_prompt, self.truncate = system_prompt, truncate
+        self.system_prompt, self.truncate, self.example = system_prompt, truncate, list(example)
         self.calls_made = 0
 
     def reset(self, sample: Sample) -> list[Message]:
@@ -130,8 +149,8 @@ class ToolEnv:
         messages = prompt_messages(sample)
         prompt = tools_system_prompt(list(self.tools.values()), self.system_prompt)
         if messages and messages[0]["role"] == "system":  # the dataset's own system message comes first
-            return [{"role": "system", "content": f"{messages[0]['content']}\n\n{prompt}"}] + messages[1:]
-        return [{"role": "system", "content": prompt}] + messages
+            prompt, messages = f"{messages[0]['content']}\n\n{prompt}", messages[1:]
+        return [{"role": "system", "content": prompt}] + self.example + messages
 
     def step(self, assistant_text: str) -> StepResult:
         try:

@@ -145,6 +145,10 @@ class EnvConfig:
                                 "it the episode stops (max_tokens)", min=1)
     max_tool_output: int = opt(256, "tokens of one tool answer the model sees (longer ones are cut, and say so)",
                                min=1)
+    example: Optional[str] = opt(None, "a JSON file of chat messages each episode starts with after the system "
+                                 "message: a worked example of a tool call (a question, the assistant's call, the "
+                                 "tool's answer, the reply). RL cannot raise a behaviour the model never shows",
+                                 path=True)
     on_parse_error: str = opt("continue", "a malformed <tool_call>: continue (tell the model what was wrong), stop "
                               "(end the episode: parse_error), mask (go on; the malformed turn carries no loss)",
                               choices=("continue", "stop", "mask"))
@@ -508,9 +512,17 @@ class RunConfig:
         if env.name == "tools" and not env.tools:
             raise UserError("env.name=tools needs env.tools, e.g. env.tools=calculator (built in: calculator, python; "
                             "or module:function)")
+        from envs.errors import TaskError
+
+        if env.example is not None:
+            from envs.tool_env import read_example
+
+            try:
+                read_example(env.example)
+            except TaskError as error:
+                raise UserError(str(error)) from None
         if env.tools and env.name == "single":
             raise UserError(f"env.tools={env.tools} is set but env.name=single never calls tools: set env.name=tools")
-        from envs.errors import TaskError
 
         try:
             if env.name == "tools":

@@ -154,6 +154,7 @@ def test_a_multi_turn_run_trains_logs_its_episodes_and_resumes_exactly(chat_mode
     (["env.name=tests.env_fixtures:NotAnEnvironment"], "is not an environment (it has no step method)"),
     (["env.max_turns=0"], "env.max_turns: 0 is out of range"),
     (["env.tools=calculator"], "set env.name=tools"),
+    (["env.name=tools", "env.tools=calculator", "env.example=/nonexistent.json"], "env.example: cannot read"),
 ])
 def test_bad_environments_are_one_line_before_the_model_loads(tmp_path, capsys, settings, message):
     flags = [arg for s in settings for arg in ("--set", s)]
@@ -178,3 +179,16 @@ def test_the_rerender_check_finds_where_a_non_canonical_split_would_drift(chat_t
         ids[position + 1:]
     assert chat_tokenizer.decode(split) == chat_tokenizer.decode(ids)
     assert render_gap(chat_tokenizer, messages, split) == position
+
+
+def test_a_tool_run_plots_tool_use_per_step(tmp_path):
+    from rl_lora.run.plots import plot_run
+    from rl_lora.types import StepMetrics
+
+    fields = {f: 0.0 for f in ("reward_mean", "reward_std", "zero_variance_groups", "loss", "grad_norm", "sampler_kl",
+                               "base_kl", "clip_fraction", "entropy", "completion_tokens_mean", "truncated_fraction",
+                               "tokens_per_s", "time_generate", "time_score", "time_wait", "time_learn", "time_sync",
+                               "time_probe", "time_step", "learning_rate")}
+    metrics = [StepMetrics(step=s, reward_failures=0, lag=0, episode_turns=2.0, tool_call_fraction=0.1 * s,
+                           tool_ok_fraction=0.05 * s, **fields) for s in range(1, 6)]
+    assert plot_run(metrics, 0.2, tmp_path / "curve.png", "tools").stat().st_size > 20_000

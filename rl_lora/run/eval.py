@@ -16,9 +16,12 @@ from rl_lora.io import atomic_write_text
 from rl_lora.models import check_model, load_tokenizer
 from rl_lora.run.train import check_environment
 from rl_lora.sampling.build import build_backend, read_adapter
+from rl_lora.sampling.episodes import build_episodes
+from rl_lora.sampling.local import LocalSampler
 from rl_lora.sampling.shared_engine import engine_lora_rank
 from rl_lora.step.evaluate import EvalResult, evaluate
 from rl_lora.tasks import fit_to_context, load_task, reward_scorer
+from rl_lora.tokens import eos_token_ids
 
 
 def _check_output(path: Path) -> None:
@@ -42,6 +45,9 @@ def eval_main(config: RunConfig, adapter: str | None = None) -> EvalResult:
     renderer = PromptRenderer(tokenizer, config.task.render, config.task.system_prompt)
     task = fit_to_context(load_task(config.task), renderer, tokenizer, config, config.eval.max_new_tokens, ("test",))
     scorer = reward_scorer(config.reward, task.name, task.reward)
+    # env.name=tools (or a user environment): each problem is a whole episode, tool calls included.
+    episodes = build_episodes(config.env, tokenizer, eos_token_ids(tokenizer), config.reward.timeout_s,
+                              config.task.system_prompt)
     samples = list(task.test[: config.eval.limit] if config.eval.limit else task.test)
     prompts = [renderer(s) for s in samples]
 
@@ -62,15 +68,20 @@ def eval_main(config: RunConfig, adapter: str | None = None) -> EvalResult:
                TimeRemainingColumn())
     with Progress(*columns, console=console) as progress:
         bar = progress.add_task(task.name, total=len(samples))
-        result = evaluate(backend, prompts, samples, scorer, config.eval.max_new_tokens, config.eval.batch_size,
+        sampler = backend if config.env.name == "single" else LocalSampler(backend, scorer, None, episodes)
+        result = evaluate(sampler, prompts, samples, scorer, config.eval.max_new_tokens, config.eval.batch_size,
                           progress=lambda done: progress.advance(bar, done))
     scorer.close()
+    episodes.close()
     atomic_write_text(output, result.records_jsonl())
 
     label = config.model.name + (f" + {adapter}" if adapter else "")
     print(f"{task.name} accuracy {result.accuracy:.3f} ({round(result.accuracy * result.num_samples)}/"
           f"{result.num_samples}) for {label} on the {config.rollout.backend} backend in {result.seconds:.1f} s; "
           f"{result.truncated_fraction:.0%} hit the {config.eval.max_new_tokens}-token limit")
+    if result.tool_call_fraction:
+        print(f"tools: {result.tool_call_fraction:.0%} of the episodes called one, {result.tool_ok_fraction:.0%} "
+              f"with every call answered without an error; {result.mean_turns:.2f} turns per episode")
     if result.num_reward_failures:
         print(f"{result.num_reward_failures} completions could not be scored (policy {config.reward.on_error})")
     print(f"per-sample results: {output}")

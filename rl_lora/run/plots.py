@@ -13,7 +13,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 def plot_run(metrics: list[StepMetrics], base_accuracy: float | None, out_path: Path, title: str) -> Path:
     steps = [m.step for m in metrics]
-    figure, (rewards_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(11, 4))
+    episodes = any(m.episode_turns != 1 or m.tool_call_fraction for m in metrics)  # multi-turn, tools
+    figure, axes = plt.subplots(1, 3 if episodes else 2, figsize=(16 if episodes else 11, 4))
+    rewards_axis, accuracy_axis = axes[:2]
     rewards_axis.plot(steps, [m.reward_mean for m in metrics], marker=".", label="mean reward (sampled)")
     rewards_axis.plot(steps, [1 - m.truncated_fraction for m in metrics], alpha=0.5,
                       label="finished within the token limit")
@@ -25,7 +27,17 @@ def plot_run(metrics: list[StepMetrics], base_accuracy: float | None, out_path: 
     if evaluated:
         accuracy_axis.plot(*zip(*evaluated), marker="o")
     accuracy_axis.set(xlabel="RL step", ylabel="greedy test accuracy", title="test accuracy", ylim=(-0.02, 1.02))
-    for axis in (rewards_axis, accuracy_axis):
+    if episodes:
+        tools_axis = axes[2]
+        tools_axis.plot(steps, [m.tool_call_fraction for m in metrics], marker=".", label="call a tool")
+        tools_axis.plot(steps, [m.tool_ok_fraction for m in metrics], marker=".", label="...and every call works")
+        tools_axis.set(xlabel="RL step", ylabel="fraction of episodes", title="tool use", ylim=(-0.02, 1.02))
+        turns = tools_axis.twinx()
+        turns.plot(steps, [m.episode_turns for m in metrics], color="gray", alpha=0.5, label="turns (right axis)")
+        turns.set(ylabel="assistant turns per episode")
+        tools_axis.legend(loc="upper left")
+        turns.legend(loc="upper right")
+    for axis in axes:
         axis.grid(alpha=0.3)
     figure.suptitle(title)
     figure.tight_layout()

@@ -234,10 +234,13 @@ def build_episodes(env, tokenizer, eos_ids: Sequence[int], tool_timeout_s: float
         from envs.tool_env import SandboxedCalls, ToolEnv
         from envs.tools import resolve_tools
 
+        from envs.tool_env import read_example
+
         tools, calls = resolve_tools(env.tools), SandboxedCalls(tool_timeout_s)
+        example = read_example(env.example) if env.example else []
 
         def new_env() -> ToolEnv:
-            return ToolEnv(tools, calls, env.max_tool_calls, env.on_parse_error, system_prompt)
+            return ToolEnv(tools, calls, env.max_tool_calls, env.on_parse_error, system_prompt, example=example)
 
         return EpisodeRunner(new_env, deltas, limits, close=calls.close)
     from envs.environment import resolve_environment

@@ -20,6 +20,10 @@ class EvalRecord:
     finished: bool
     num_tokens: int
     reward_failed: bool = False  # the reward raised, hung or returned a non-number (scored by reward.on_error)
+    turns: int = 1  # assistant turns of the episode (env.name=tools: the completion is the last one)
+    tool_calls: int = 0
+    tool_errors: int = 0
+    stop_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,9 @@ class EvalResult:
     truncated_fraction: float  # hit the token limit before an end-of-sequence token
     seconds: float
     records: tuple[EvalRecord, ...]
+    tool_call_fraction: float = 0.0  # episodes that called a tool
+    tool_ok_fraction: float = 0.0  # ...every call answered without an error
+    mean_turns: float = 1.0
 
     def summary(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k != "records"}
@@ -57,7 +64,8 @@ def evaluate(backend: SamplingBackend | Sampler, prompts: Sequence[str], samples
     scored = scorer.score([c.text for c in completions], samples)
     failed = {f.sample_id for f in scored.failures}
     records = tuple(
-        EvalRecord(s.id, s.answer, c.text, r, c.finished, len(c.token_ids), s.id in failed)
+        EvalRecord(s.id, s.answer, c.text, r, c.finished, len(c.token_ids), s.id in failed, c.turns, c.tool_calls,
+                   c.tool_errors, c.stop_reason)
         for s, c, r in zip(samples, completions, scored.rewards)
     )
     graded = [r for r in scored.rewards if r is not None]
@@ -69,4 +77,7 @@ def evaluate(backend: SamplingBackend | Sampler, prompts: Sequence[str], samples
         truncated_fraction=sum(not r.finished for r in records) / max(len(records), 1),
         seconds=time.perf_counter() - start,
         records=records,
+        tool_call_fraction=sum(r.tool_calls > 0 for r in records) / max(len(records), 1),
+        tool_ok_fraction=sum(r.tool_calls > 0 and r.tool_errors == 0 for r in records) / max(len(records), 1),
+        mean_turns=sum(r.turns for r in records) / max(len(records), 1),
     )
