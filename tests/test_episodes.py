@@ -192,3 +192,23 @@ def test_a_tool_run_plots_tool_use_per_step(tmp_path):
     metrics = [StepMetrics(step=s, reward_failures=0, lag=0, episode_turns=2.0, tool_call_fraction=0.1 * s,
                            tool_ok_fraction=0.05 * s, **fields) for s in range(1, 6)]
     assert plot_run(metrics, 0.2, tmp_path / "curve.png", "tools").stat().st_size > 20_000
+
+
+def test_the_documented_user_environment_runs_as_written(tmp_path, monkeypatch):
+    """docs/environments.md's GuessTheNumber, taken from the page, through the protocol and env.name's check."""
+    from pathlib import Path
+
+    from envs.environment import resolve_environment
+
+    page = (Path(__file__).parents[1] / "docs" / "environments.md").read_text()
+    code = page.split("```python\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "my_envs.py").write_text(code)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    env = resolve_environment("my_envs:GuessTheNumber")()
+    assert env.reset(Sample("g", "Guess my number between 1 and 10.", "7")) == \
+        [{"role": "user", "content": "Guess my number between 1 and 10."}]
+    assert env.step("Maybe five?").messages == [{"role": "user", "content": "Answer with a number."}]
+    lower = env.step("9")
+    assert not lower.done and "go lower" in lower.messages[0]["content"]
+    found = env.step("It is 7.")
+    assert found.done and found.reward == 1.0
