@@ -72,20 +72,12 @@ class SingleTurn:
 def resolve_environment(spec: str) -> type:
     """`module:Class`, a user's environment: a class with reset(sample) and step(assistant_text), built once per
     episode with no arguments. A TaskError in one line otherwise."""
-    import importlib
     import inspect
-    import os
-    import sys
 
     from envs.errors import TaskError
+    from envs.imports import import_named
 
-    module_name, _, attribute = spec.partition(":")
-    if os.getcwd() not in sys.path:  # my_envs:Shop from the working directory, as for rewards and tasks
-        sys.path.append(os.getcwd())
-    try:
-        found = getattr(importlib.import_module(module_name), attribute)
-    except Exception as error:
-        raise TaskError(f"env.name={spec}: cannot import it ({type(error).__name__}: {error})") from None
+    found = import_named(spec, f"env.name={spec}")
     missing = [name for name in ("reset", "step") if not callable(getattr(found, name, None))]
     if not inspect.isclass(found) or missing:
         what = "not a class" if not inspect.isclass(found) else f"it has no {' or '.join(missing)} method"

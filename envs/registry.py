@@ -1,14 +1,12 @@
 """Task names to Tasks, from plain arguments (rl_lora.tasks maps its config onto them)."""
 from __future__ import annotations
 
-import importlib
-import os
-import sys
 
 from envs.arithmetic import ArithmeticSpec, arithmetic_task
 from envs.dataset import DatasetSpec, dataset_task
 from envs.errors import TaskError
 from envs.gsm8k import gsm8k_task
+from envs.imports import import_named
 from envs.math import math_task
 from envs.task import Task
 
@@ -35,13 +33,7 @@ def load_task(name: str, path: str | None = None, instruction: str | None = None
 
 
 def code_task(spec: str) -> Task:
-    module_name, _, attribute = spec.partition(":")
-    if os.getcwd() not in sys.path:  # `my_tasks:build` from the working directory, as for rewards
-        sys.path.append(os.getcwd())
-    try:
-        factory = getattr(importlib.import_module(module_name), attribute)
-    except Exception as e:
-        raise TaskError(f"task {spec}: cannot import it ({type(e).__name__}: {e})") from None
+    factory = import_named(spec, f"task {spec}")
     try:
         task = factory() if callable(factory) else factory
     except TypeError as e:  # it wants arguments: not a factory

@@ -8,17 +8,15 @@ limited interpreter: envs.python_tool).
 """
 from __future__ import annotations
 
-import importlib
 import inspect
-import os
 import re
-import sys
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from envs.calculator import CalculatorError, evaluate, format_number
 from envs.errors import TaskError
+from envs.imports import import_named
 from envs.python_tool import run_python
 
 _JSON_TYPES = {int: "integer", float: "number", str: "string", bool: "boolean"}
@@ -177,13 +175,7 @@ def resolve_tools(names: str | list[str]) -> list[Tool]:
         if not sep or not module_name or not attribute:
             raise TaskError(f"env.tools: unknown tool {item!r}; built in: {', '.join(BUILT_IN)}, or name your own "
                             "as module:function")
-        if os.getcwd() not in sys.path:  # my_tools:lookup from the working directory, as for rewards and tasks
-            sys.path.append(os.getcwd())
-        try:
-            function = getattr(importlib.import_module(module_name), attribute)
-        except Exception as error:
-            raise TaskError(f"env.tools: cannot import {item} ({type(error).__name__}: {error})") from None
-        tools.append(tool_from_function(function))
+        tools.append(tool_from_function(import_named(item, f"env.tools: {item}")))
     names_seen = [t.name for t in tools]
     if len(set(names_seen)) != len(names_seen):
         raise TaskError(f"env.tools: two tools share a name ({', '.join(names_seen)})")

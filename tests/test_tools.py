@@ -85,7 +85,7 @@ def test_a_typed_documented_function_becomes_a_tool_with_its_json_schema():
 @pytest.mark.parametrize("names, message", [
     ("calculater", "unknown tool 'calculater'; built in: calculator, python"),
     ("tests.tool_fixtures:untyped", "argument city has no type hint"),
-    ("tests.tool_fixtures:missing", "cannot import tests.tool_fixtures:missing"),
+    ("tests.tool_fixtures:missing", "env.tools: tests.tool_fixtures:missing: cannot import it"),
     ("calculator,calculator", "two tools share a name"),
     ("", "name at least one tool"),
 ])
