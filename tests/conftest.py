@@ -87,3 +87,18 @@ def smollm2_tokenizer():
     from rl_lora.models import load_tokenizer
 
     return load_tokenizer("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def chat_model_dir(tiny_model_dir, tmp_path_factory):
+    """The 260K model's folder with a chat template added (its own has none): multi-turn episodes need one."""
+    import json
+    import shutil
+
+    from tests.env_fixtures import TEMPLATE
+
+    folder = tmp_path_factory.mktemp("chat260K") / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "chat_template": TEMPLATE}))
+    return folder

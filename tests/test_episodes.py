@@ -1,7 +1,6 @@
 """Multi-turn episodes, token in and token out, on the real 260K Llama: the loss mask covers exactly the sampled
 tokens, the environment's tokens carry no gradient, and a trajectory's ids never change between turns."""
 import json
-import shutil
 
 import pytest
 import torch
@@ -111,16 +110,6 @@ def test_templates_that_cannot_serve_episodes_are_named_in_one_line(tiny_model):
                            "messages|length < 4 %}{{ m['content'] }}</s>{% endif %}{% endfor %}")
     with pytest.raises(TaskError, match="not prefix-preserving"):
         ChatDeltas(plain, [2])
-
-
-@pytest.fixture
-def chat_model_dir(tiny_model_dir, tmp_path):
-    """The 260K model's folder with a chat template added (its own has none)."""
-    folder = tmp_path / "chat260K"
-    shutil.copytree(tiny_model_dir, folder)
-    config = json.loads((folder / "tokenizer_config.json").read_text())
-    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "chat_template": TEMPLATE}))
-    return folder
 
 
 RUN = ["--reward", "tests.reward_fixtures:mentions_the", "--set", "algo.lr=0.005", "--set", "lora.rank=2",

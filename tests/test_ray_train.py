@@ -27,6 +27,19 @@ def test_two_workers_learn_sync_and_log_the_lag(ray_cluster, tiny_model_dir, tmp
     assert "placed on 1 node(s)" in out and (tmp_path / "ray" / "checkpoints" / "step_4" / "adapter").is_dir()
 
 
+def test_ray_workers_run_multi_turn_episodes_beside_their_sampler(ray_cluster, chat_model_dir, tmp_path, capsys):
+    """The environment runs in each rollout worker: three-turn episodes come back with their loss masks, and the
+    learner trains on them (the workers are on-policy: the probe and the sampler KL say so)."""
+    code, _, err = train(tmp_path, capsys, *RAY_RUN, "--set", f"model.name={chat_model_dir}",
+                         "--set", "env.name=tests.env_fixtures:ThreeTurns", "--set", "env.max_turns=5",
+                         "--set", "rollout.prompts_per_step=2", "--set", "rollout.group_size=2",
+                         "--set", "rollout.max_new_tokens=6", "--set", "train.steps=2", "--set", "train.name=turns")
+    assert code == 0, err
+    steps = metrics(tmp_path / "turns")
+    assert all(m["episode_turns"] == 3 and m["sampler_kl"] < 1e-4 for m in steps)
+    assert all(sum(v for k, v in m.items() if k.startswith("stop/")) == 4 for m in steps)
+
+
 def test_max_lag_samples_ahead_and_the_ratio_corrects(ray_cluster, tiny_model_dir, tmp_path, capsys):
     code, out, _ = train(tmp_path, capsys, *RAY_RUN, "--set", "rollout.max_lag=1", "--set", "train.steps=4",
                          "--set", "train.name=lag", "--set", "ray.placement=colocated")
