@@ -201,3 +201,11 @@ def test_the_documented_user_environment_runs_as_written(tmp_path, monkeypatch):
     assert not lower.done and "go lower" in lower.messages[0]["content"]
     found = env.step("It is 7.")
     assert found.done and found.reward == 1.0
+
+
+def test_a_model_without_a_chat_template_is_refused_for_tools_before_it_loads(tiny_model_dir, tmp_path, capsys):
+    code = main(["train", "--set", f"model.name={tiny_model_dir}", "--set", "env.name=tools",
+                 "--set", "env.tools=calculator", "--set", f"train.runs_dir={tmp_path}", "--set", "train.name=t"])
+    err = capsys.readouterr().err
+    assert code == 2 and "has none" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "t").exists()
