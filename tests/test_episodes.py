@@ -209,3 +209,30 @@ def test_a_model_without_a_chat_template_is_refused_for_tools_before_it_loads(ti
     err = capsys.readouterr().err
     assert code == 2 and "has none" in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "t").exists()
+
+
+def test_hung_tools_cost_one_time_limit_not_one_per_episode(chat_tokenizer):
+    """verl #2445: one tool that hangs must not stall the batch. Four episodes each call a tool that hangs; the
+    environments answer side by side, each call ending at its 1 s limit."""
+    import time
+
+    from envs.tool_env import SandboxedCalls, ToolEnv
+    from envs.tools import resolve_tools
+    from rl_lora.sampling.episodes import Trajectory
+
+    calls = SandboxedCalls(timeout_s=1.0, size=4)
+    try:
+        tools = resolve_tools("tests.tool_fixtures:hangs")
+        runner = EpisodeRunner(lambda: ToolEnv(tools, calls), ChatDeltas(chat_tokenizer, [2]), EpisodeLimits(3))
+        hang = '<tool_call>{"name": "hangs", "arguments": {"seconds": 30}}</tool_call>'
+        trajectories = [Trajectory(i, runner.new_env(), (1,), text=hang, turns=1, last_finished=True)
+                        for i in range(4)]
+        for t in trajectories:  # the children start (and import the tool) before the clock does
+            calls.pool.call("tests.tool_fixtures:hangs", (0,), 10.0)
+        started = time.perf_counter()
+        going = runner._answer(trajectories)
+        elapsed = time.perf_counter() - started
+    finally:
+        calls.close()
+    assert len(going) == 4 and all(t.tool_errors == 1 for t in trajectories)
+    assert elapsed < 3.5, elapsed  # serially: 4 s and more

@@ -10,14 +10,18 @@ conversation re-rendered (re-tokenization drift, templates that rewrite earlier 
 from __future__ import annotations
 
 import dataclasses
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from envs.environment import DONE, MAX_TOKENS, MAX_TURNS, Environment, SingleTurn, StepResult
+from envs.environment import DONE, MAX_TOKENS, MAX_TURNS, Environment, SingleTurn
 from envs.errors import TaskError
 from envs.sample import Sample
 from rl_lora.tokens import tokenize_prompts
 from rl_lora.types import Completion, SamplingBackend, SamplingParams
+
+# Environments answering at once (their tool calls run in sandbox children; this bounds the threads waiting on them).
+ENV_THREADS = 16
 
 # The conversation an environment's answer is rendered after, to find the ids the template gives that answer when
 # it follows an assistant turn (its own rendering minus this one's).
@@ -166,12 +170,12 @@ class EpisodeRunner:
         going = self._answer(flat)
         while going:
             contexts = [t.prompt_ids + tuple(t.ids) for t in going]
-            budget = min(sampling.max_new_tokens, min(self.limits.max_total_tokens - len(t.ids) for t in going))
+            room = [self.limits.max_total_tokens - len(t.ids) for t in going]
             turn_sampling = dataclasses.replace(
-                sampling, max_new_tokens=max(1, budget),
+                sampling, max_new_tokens=max(1, min(sampling.max_new_tokens, max(room))),
                 seed=None if sampling.seed is None else sampling.seed + 7_919 * going[0].turns)
-            for trajectory, sampled in zip(going, backend.generate(contexts, 1, turn_sampling)):
-                trajectory.take(sampled[0])
+            for trajectory, sampled, left in zip(going, backend.generate(contexts, 1, turn_sampling), room):
+                trajectory.take(self._cut_turn(sampled[0], left))
             going = self._answer(going)
         if self.deltas is not None and self.check_render:
             for trajectory in flat:
@@ -179,11 +183,25 @@ class EpisodeRunner:
                                                    trajectory.prompt_ids + tuple(trajectory.ids))
         return [[t.completion() for t in group] for group in trajectories]
 
+    def _cut_turn(self, turn: Completion, room: int) -> Completion:
+        """A turn that ran past the episode's token budget keeps its first `room` tokens (a prefix of a sample is
+        a sample of that prefix): it ends there as a turn cut at the length limit."""
+        if len(turn.token_ids) <= room:
+            return turn
+        ids = turn.token_ids[:room]
+        return dataclasses.replace(turn, token_ids=ids, logprobs=turn.logprobs[:room], finished=False,
+                                   text=self.deltas.tokenizer.decode(ids, skip_special_tokens=True))
+
     def _answer(self, trajectories: list[Trajectory]) -> list[Trajectory]:
-        """Each trajectory's environment answers its last turn; returns those that go on."""
+        """Each trajectory's environment answers its last turn (side by side: a tool that hangs costs its own
+        time limit, not the batch's sum of them); returns those that go on."""
+        if isinstance(trajectories[0].env, SingleTurn):
+            results = [t.env.step(t.text) for t in trajectories]
+        else:
+            with ThreadPoolExecutor(max_workers=min(len(trajectories), ENV_THREADS)) as pool:
+                results = list(pool.map(lambda t: t.env.step(t.text), trajectories))
         going = []
-        for trajectory in trajectories:
-            result: StepResult = trajectory.env.step(trajectory.text)
+        for trajectory, result in zip(trajectories, results):
             trajectory.tool_calls += result.tool_calls
             trajectory.tool_errors += result.tool_errors
             if result.reward is not None:
