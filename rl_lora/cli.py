@@ -70,8 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "apart, centred on each family's own LR: algo.full_lr for FullFT, algo.lora_lr_multiplier x it "
                     "for LoRA and DoRA, algo.tiny_lr_multiplier x it for tiny (default 1: the centre only)")
     cp.add_argument("--lr-step", type=float, default=0.5, metavar="DECADES", help="grid spacing in decades "
-                    "(default 0.5: 3.16x apart; 0.25 for a finer grid around a known best, e.g. with "
-                    "--set algo.lora_lr_multiplier=31.6 to centre LoRA on 3.16e-4)")
+                    "(default 0.5: 3.16x apart; 0.25 for a finer grid around a known best)")
     cp.add_argument("--seeds", type=int, default=1, metavar="N", help="seeds per arm and LR (default 1)")
     cp.add_argument("--seeds-at-best", type=int, default=0, metavar="N", help="after the sweep, more seeds at "
                     "each arm's best LR, up to N in all (e.g. --seeds 1 --seeds-at-best 3: sweep with one seed, "

@@ -16,6 +16,8 @@ from tests.test_train import TINY_RUN
 
 # compare sets each arm's LR from algo.full_lr, so the tiny run's fixed algo.lr is left out.
 TINY = [arg for pair in zip(TINY_RUN[::2], TINY_RUN[1::2]) if pair[1] != "algo.lr=0.005" for arg in pair]
+# The 260K model learns at LoRA 0.005: the grid's centre, 10 x full_lr (the multiplier is pinned, not the default).
+TINY += ["--set", "algo.lora_lr_multiplier=10"]
 COMPARE = ["compare", *TINY, "--set", "algo.full_lr=0.0005", "--set", "train.steps=2", "--arms", "lora:1,full"]
 # The learner-alone measurement (a fresh process per arm) is the winning-grid test's; the others skip it.
 NO_MEMORY = ["--no-learner-memory"]
