@@ -121,6 +121,35 @@ def test_each_update_is_served_and_a_second_one_changes_it_again(backend, llama,
     assert gap(before, served[0]) > 1e-2 and gap(served[0], served[1]) > 1e-2  # each version really moved
 
 
+def test_episodes_are_the_same_ids_and_masks_on_every_backend(backend, llama):
+    """Multi-turn episodes sample from token ids on every backend: greedy, the hf and vLLM trajectories are the
+    same ids with the same loss masks, and each backend's log-probs of its turns are the learner's. (Placed before
+    the FullFT push, which leaves the cached engines on base weights with free LoRA slots for the tests after it,
+    and before the tests that end engines of their own, which tears down vLLM state the cached engines use.)"""
+    from rl_lora.sampling.episodes import ChatDeltas, EpisodeLimits, EpisodeRunner
+    from rl_lora.sampling.hf import HFBackend
+    from tests.env_fixtures import TEMPLATE, ThreeTurns
+
+    model, tokenizer = llama
+    chat = copy.deepcopy(tokenizer)
+    chat.chat_template = TEMPLATE
+    samples = [Sample(str(i), prompt, "") for i, prompt in enumerate(PROMPTS)]
+    prompts = [chat.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+               for p in PROMPTS]
+    runner = EpisodeRunner(ThreeTurns, ChatDeltas(chat, backend.eos_ids), EpisodeLimits(5, 150, 32))
+    greedy = SamplingParams(temperature=0.0, max_new_tokens=6)
+    episodes = [g[0] for g in runner.run(backend, prompts, samples, 1, greedy)]
+    reference = [g[0] for g in runner.run(HFBackend(copy.deepcopy(model), tokenizer), prompts, samples, 1, greedy)]
+    assert all(e.turns == 3 for e in episodes)
+    assert [(e.prompt_ids, e.token_ids, e.loss_mask) for e in episodes] == \
+        [(r.prompt_ids, r.token_ids, r.loss_mask) for r in reference]
+    batch = collate(build_rollouts([s.id for s in samples], [[e] for e in episodes], [0.0] * 3, "none", False),
+                    tokenizer.pad_token_id or 0)
+    with torch.no_grad():
+        logprobs, _ = batch_logprobs(learner_for(model).model, batch)
+    assert (logprobs - batch.sampler_logprobs).abs().mul(batch.trained_mask).max() < 1e-3
+
+
 def test_fullft_weights_are_pushed(backend, llama):
     model, tokenizer = llama
     probe = Probe.for_tokenizer(tokenizer)
@@ -323,29 +352,3 @@ def test_an_engine_that_sleeps_between_steps_samples_what_one_that_never_slept_d
     assert tokens[True] == tokens[False]
     assert tokens[True][0] != tokens[True][2]  # the updates changed what is sampled
 
-
-def test_episodes_are_the_same_ids_and_masks_on_every_backend(backend, llama):
-    """Multi-turn episodes sample from token ids on every backend: greedy, the hf and vLLM trajectories are the
-    same ids with the same loss masks, and each backend's log-probs of its turns are the learner's."""
-    from rl_lora.sampling.episodes import ChatDeltas, EpisodeLimits, EpisodeRunner
-    from rl_lora.sampling.hf import HFBackend
-    from tests.env_fixtures import TEMPLATE, ThreeTurns
-
-    model, tokenizer = llama
-    chat = copy.deepcopy(tokenizer)
-    chat.chat_template = TEMPLATE
-    samples = [Sample(str(i), prompt, "") for i, prompt in enumerate(PROMPTS)]
-    prompts = [chat.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
-               for p in PROMPTS]
-    runner = EpisodeRunner(ThreeTurns, ChatDeltas(chat, backend.eos_ids), EpisodeLimits(5, 150, 32))
-    greedy = SamplingParams(temperature=0.0, max_new_tokens=6)
-    episodes = [g[0] for g in runner.run(backend, prompts, samples, 1, greedy)]
-    reference = [g[0] for g in runner.run(HFBackend(copy.deepcopy(model), tokenizer), prompts, samples, 1, greedy)]
-    assert all(e.turns == 3 for e in episodes)
-    assert [(e.prompt_ids, e.token_ids, e.loss_mask) for e in episodes] == \
-        [(r.prompt_ids, r.token_ids, r.loss_mask) for r in reference]
-    batch = collate(build_rollouts([s.id for s in samples], [[e] for e in episodes], [0.0] * 3, "none", False),
-                    tokenizer.pad_token_id or 0)
-    with torch.no_grad():
-        logprobs, _ = batch_logprobs(learner_for(model).model, batch)
-    assert (logprobs - batch.sampler_logprobs).abs().mul(batch.trained_mask).max() < 1e-3
