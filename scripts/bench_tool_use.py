@@ -47,19 +47,28 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--lr", default="3.16e-4")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "tool_use"))
+    parser.add_argument("--resume", action="store_true", help="go on with the run folder a stopped run left (its "
+                        "checkpoint), to --steps in all; the no-tools evaluation already written is reused")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     plain = ["eval", *TASK, "--limit", "100", "--set", "eval.max_new_tokens=48", "--out", str(out / "no_tools.jsonl")]
-    without = json.loads(run(plain, out).strip().splitlines()[-1])
     name = "calculator-lora-r1"
-    if (out / "runs" / name).exists():
-        shutil.rmtree(out / "runs" / name)
+    folder = out / "runs" / name
     train = ["train", *TASK, *TOOLS, "--set", f"algo.lr={args.lr}", "--set", f"train.steps={args.steps}",
              "--set", "train.eval_every=10", "--set", f"train.runs_dir={out / 'runs'}", "--set", f"train.name={name}"]
-    stdout = run(train, out)
-    folder = out / "runs" / name
+    commands = [plain, train]
+    if args.resume:
+        records = [json.loads(line) for line in (out / "no_tools.jsonl").read_text().splitlines()]
+        without = {"accuracy": sum(r["reward"] or 0 for r in records) / len(records)}
+        commands.append(["train", "--resume", str(folder), "--set", f"train.steps={args.steps}"])
+        stdout = run(commands[-1], out)
+    else:
+        without = json.loads(run(plain, out).strip().splitlines()[-1])
+        if folder.exists():
+            shutil.rmtree(folder)
+        stdout = run(train, out)
     summary = json.loads((folder / "summary.json").read_text())
     metrics = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     evals = {}
@@ -72,7 +81,7 @@ def main() -> None:
             "right_among_calls": (sum(bool(r["reward"]) for r in records if r["tool_calls"] > 0)
                                   / max(1, sum(r["tool_calls"] > 0 for r in records)))}
     report = {
-        "commands": ["rl-lora " + " ".join(plain), "rl-lora " + " ".join(train)],
+        "commands": ["rl-lora " + " ".join(command) for command in commands],
         "script": "python scripts/bench_tool_use.py " + " ".join(sys.argv[1:]),
         "accuracy_without_tools": without["accuracy"],
         "accuracy_with_tools_before_rl": summary["base_accuracy"],
