@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -100,7 +101,7 @@ def _json_schema(annotation: Any, where: str) -> dict:
         return {"type": "object"}
     if origin is typing.Literal:
         return {"type": _JSON_TYPES.get(type(args[0]), "string"), "enum": list(args)}
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         kept = [a for a in args if a is not type(None)]
         if len(kept) == 1:
             return _json_schema(kept[0], where)

@@ -509,32 +509,26 @@ class RunConfig:
 
     def _check_env(self) -> None:
         """env.*: tools that exist and can be described, a user environment that is one; before any model loads."""
+        from envs.environment import resolve_environment
+        from envs.errors import TaskError
+        from envs.registry import CODE_TASK
+        from envs.tool_env import read_example
+        from envs.tools import resolve_tools
+
         env = self.env
-        if env.name not in ("single", "tools") and not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", env.name):
+        if env.name not in ("single", "tools") and not re.fullmatch(CODE_TASK, env.name):
             raise UserError(f"env.name={env.name!r}: use single, tools, or module:Class (your environment)")
         if env.name == "tools" and not env.tools:
             raise UserError("env.name=tools needs env.tools, e.g. env.tools=calculator (built in: calculator, python; "
                             "or module:function)")
-        from envs.errors import TaskError
-
-        if env.example is not None:
-            from envs.tool_env import read_example
-
-            try:
-                read_example(env.example)
-            except TaskError as error:
-                raise UserError(str(error)) from None
         if env.tools and env.name == "single":
             raise UserError(f"env.tools={env.tools} is set but env.name=single never calls tools: set env.name=tools")
-
-        try:
+        try:  # envs raises TaskError; a config check says UserError (compare prefixes those with the variant)
+            if env.example is not None:
+                read_example(env.example)
             if env.name == "tools":
-                from envs.tools import resolve_tools
-
                 resolve_tools(env.tools)
             elif env.name != "single":
-                from envs.environment import resolve_environment
-
                 resolve_environment(env.name)
         except TaskError as error:
             raise UserError(str(error)) from None

@@ -239,13 +239,16 @@ class EpisodeRunner:
         return {**message, "content": f"{kept}\n... ({len(ids) - limit} more tokens cut)"}
 
 
+ONE_TURN = EpisodeRunner()  # env.name=single: one prompt, one completion (stateless, shared)
+
+
 def build_episodes(env, tokenizer, eos_ids: Sequence[int], tool_timeout_s: float,
                    system_prompt: str | None = None) -> EpisodeRunner:
     """The EpisodeRunner the env config names (rl_lora.config.EnvConfig): single (the default: today's one-turn
     episodes), tools (a ToolEnv per episode, its calls in sandbox children with `tool_timeout_s`), or a user's
     module:Class. Template problems are named here, before a model loads."""
     if env.name == "single":
-        return EpisodeRunner()
+        return ONE_TURN
     deltas = ChatDeltas(tokenizer, eos_ids)
     limits = EpisodeLimits(env.max_turns, env.max_total_tokens, env.max_tool_output)
     if env.name == "tools":

@@ -7,12 +7,9 @@ import time
 from envs.sample import Sample
 from rewards.protocol import Scorer
 from rewards.protocol import ScoredBatch
-from rl_lora.sampling.episodes import EpisodeRunner
+from rl_lora.sampling.episodes import ONE_TURN, EpisodeRunner
 from rl_lora.sampling.probe import check_probe
 from rl_lora.types import Completion, Learner, Probe, SampledStep, SamplingBackend, SamplingParams, SyncResult
-
-
-ONE_TURN = EpisodeRunner()  # env.name=single: one prompt, one completion
 
 
 def sample_and_score(backend: SamplingBackend, scorer: Scorer, prompts: list[str], samples: list[Sample],
