@@ -8,8 +8,9 @@ messages, until the model answers without a call.
 (the format most open models are trained on: Qwen2.5/3, Hermes, Llama-3-Groq). The tools are described in the
 system message, in the same format, so a model whose chat template knows nothing of tools can use them too.
 
-Tools run in sandbox children (rewards.sandbox) with a time limit: a hang, a crash or an exception becomes an
-`error: ...` answer to the model, and the episode goes on.
+Tools run in worker children (envs.workers) with a time limit, and model-written code in the sandbox (envs.sandbox):
+a hang, a crash, an exception or an attack stopped by the sandbox becomes an `error: ...` answer to the model, and
+the episode goes on.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from typing import Any, Callable
 from envs.environment import DONE, MAX_TOOL_CALLS, PARSE_ERROR, Message, StepResult, prompt_messages
 from envs.errors import TaskError
 from envs.sample import Sample
+from envs.sandbox import Sandbox
 from envs.tools import Tool
 
 ON_PARSE_ERROR = ("continue", "stop", "mask")
@@ -99,29 +101,38 @@ def tools_system_prompt(tools: list[Tool], system_prompt: str | None = None) -> 
 
 
 # What runs a tool: (tool, arguments) -> its answer as text. The default calls the function in this process;
-# rl_lora passes a sandboxed caller (rewards.sandbox) with reward.timeout_s.
+# rl_lora passes ToolCalls: the worker pool for trusted tools, the run's sandbox for model-written code.
 ToolCaller = Callable[[Tool, dict], str]
 
 
 def call_in_process(tool: Tool, arguments: dict) -> str:
+    if tool.runs_model_code:  # fail closed: model-written code never runs without the sandbox it asks for
+        return f"error: {tool.name} runs model-written code and no sandbox was given (envs.tool_env.ToolCalls)"
     return str(tool.function(**arguments))
 
 
-class SandboxedCalls:
-    """The ToolCaller that runs each call in a sandbox child (rewards.sandbox.SandboxPool), `timeout_s` each: a
-    hung tool's child is killed and replaced, a dead one reported, and the calls of many episodes run side by
-    side. close() ends the children."""
+class ToolCalls:
+    """The ToolCaller of a run. A trusted tool (a user's function, the calculator) runs in a worker child
+    (envs.workers.WorkerPool), `timeout_s` each: a hung tool's child is killed and replaced, a dead one reported, and
+    the calls of many episodes run side by side. A tool that runs model-written code (python) is called here with
+    `sandbox`, where its program runs under the sandbox's own limits. close() ends the children."""
 
-    def __init__(self, timeout_s: float = 10.0, size: int | None = None):
-        from rewards.sandbox import SandboxPool
+    def __init__(self, timeout_s: float = 10.0, size: int | None = None, sandbox: Sandbox | None = None):
+        from envs.workers import WorkerPool
 
-        self.pool, self.timeout_s = SandboxPool(size), timeout_s
+        self.pool, self.timeout_s, self.sandbox = WorkerPool(size), timeout_s, sandbox
 
     def __call__(self, tool: Tool, arguments: dict) -> str:
+        if tool.runs_model_code:
+            if self.sandbox is None:
+                return call_in_process(tool, arguments)
+            return str(tool.function(sandbox=self.sandbox, **arguments))
         return str(self.pool.call(tool.spec, (), self.timeout_s, kwargs=arguments))
 
     def close(self) -> None:
         self.pool.close()
+        if self.sandbox is not None:
+            self.sandbox.close()
 
 
 class ToolEnv:
@@ -181,5 +192,5 @@ class ToolEnv:
             return f"error: {call.name}: {problem}"
         try:
             return str(self.call(tool, call.arguments))
-        except Exception as error:  # a sandboxed call's timeout, crash or exception: the model is told
+        except Exception as error:  # a worker call's timeout, crash or exception: the model is told
             return f"error: {call.name} failed: {error}"

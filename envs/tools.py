@@ -1,10 +1,13 @@
 """Tools from plain Python functions: a typed, docstring'd function becomes a name, a description and the JSON
 schema of its arguments (the shape chat templates and Hermes-style tool prompts take), and is called by its
-`module:function` spec in a sandbox child (rewards.sandbox), so a hang, a crash or a huge allocation ends as the
+`module:function` spec in a worker child (envs.workers), so a hang, a crash or a huge allocation ends as the
 tool's error text, never as a dead run.
 
-Built in: `calculator` (arithmetic, evaluated without `eval`: envs.calculator) and `python` (code in a fresh,
-limited interpreter: envs.python_tool).
+A tool that runs code the model wrote takes a `sandbox: Sandbox` argument (not shown to the model): it is called in the
+caller's process with the run's sandbox (envs.sandbox), and runs the model's program there, never as the user.
+
+Built in: `calculator` (arithmetic, evaluated without `eval`: envs.calculator) and `python` (the model's code as a
+program in the sandbox: envs.python_tool).
 """
 from __future__ import annotations
 
@@ -19,7 +22,9 @@ from envs.calculator import CalculatorError, evaluate, format_number
 from envs.errors import TaskError
 from envs.imports import import_named
 from envs.python_tool import run_python
+from envs.sandbox import Sandbox
 
+SANDBOX_ARGUMENT = "sandbox"
 _JSON_TYPES = {int: "integer", float: "number", str: "string", bool: "boolean"}
 
 
@@ -35,13 +40,13 @@ def calculator(expression: str) -> str:
         return f"error: {error}"
 
 
-def python(code: str) -> str:
+def python(code: str, sandbox: Sandbox) -> str:
     """Run Python code in a fresh interpreter and return what it prints (use print to see a value).
 
     Args:
         code: the program, e.g. "print(sum(range(10)))"
     """
-    return run_python(code)
+    return run_python(code, sandbox)
 
 
 BUILT_IN = {"calculator": calculator, "python": python}
@@ -52,8 +57,9 @@ class Tool:
     name: str
     description: str
     parameters: dict  # JSON schema: {"type": "object", "properties": {...}, "required": [...]}
-    spec: str  # module:function, what the sandbox child imports and calls
+    spec: str  # module:function, what the worker child imports and calls
     function: Callable[..., Any] = field(repr=False, compare=False)
+    runs_model_code: bool = False  # it takes the sandbox: called with it, in the caller's process
 
     def schema(self) -> dict:
         """The OpenAI / Hermes function shape chat templates render: {"type": "function", "function": {...}}."""
@@ -132,7 +138,7 @@ def tool_from_function(function: Callable[..., Any], name: str | None = None) ->
     if not inspect.isfunction(function):
         raise TaskError(f"{where}: not a function")
     if "<locals>" in function.__qualname__ or function.__module__ == "__main__":
-        raise TaskError(f"{where}: a tool runs in a sandbox process, which imports it by name: define it at the top "
+        raise TaskError(f"{where}: a tool runs in a worker process, which imports it by name: define it at the top "
                         "of an importable module (not in __main__ or inside another function)")
     try:
         hints = typing.get_type_hints(function)
@@ -142,8 +148,11 @@ def tool_from_function(function: Callable[..., Any], name: str | None = None) ->
     if not doc.strip():
         raise TaskError(f"{where}: has no docstring; the model reads the tool's description from it")
     argument_docs = _argument_docs(doc)
-    properties, required = {}, []
+    properties, required, runs_model_code = {}, [], False
     for parameter in inspect.signature(function).parameters.values():
+        if parameter.name == SANDBOX_ARGUMENT and hints.get(parameter.name) is Sandbox:
+            runs_model_code = True  # given by the caller, not the model
+            continue
         if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
             raise TaskError(f"{where}: *args and **kwargs cannot be described to the model; name each argument")
         if parameter.name not in hints:
@@ -158,7 +167,7 @@ def tool_from_function(function: Callable[..., Any], name: str | None = None) ->
     description = doc.split("\n\n")[0].strip()
     return Tool(name or function.__name__, description, {"type": "object", "properties": properties,
                                                         "required": required},
-                f"{function.__module__}:{function.__qualname__}", function)
+                f"{function.__module__}:{function.__qualname__}", function, runs_model_code)
 
 
 def resolve_tools(names: str | list[str]) -> list[Tool]:

@@ -1,7 +1,7 @@
 """MATH grader: the model's final answer is symbolically equivalent to the reference (math-verify).
 
 math-verify's own timeout uses SIGALRM, which raises outside a main thread (inside Ray actors and thread pools
-it would fail on every answer). Here its timeout is off, and the comparison runs in a sandbox child process
+it would fail on every answer). Here its timeout is off, and the comparison runs in a worker child process
 that is killed when it overruns: a pathological answer scores 0 after at most `MATH_TIMEOUT_S`, from any thread.
 
 Around math-verify, and only where it goes wrong:
@@ -26,7 +26,7 @@ import threading
 from functools import lru_cache
 
 from envs.sample import Sample
-from rewards.sandbox import SandboxDied, SandboxPool, SandboxTimeout
+from envs.workers import WorkerDied, WorkerPool, WorkerTimeout
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ _DIGIT_GROUP_SEPARATOR = re.compile(r"(?<=\d)(?:\\[,;: ]|\{,\}|,\\!|[\u00a0\u200
 
 # As many children as threads grade at once (RewardScorer runs reward.workers of them): a MATH batch is graded
 # that many comparisons side by side, each under its own time limit.
-_pool = SandboxPool(size=1 << 16)
+_pool = WorkerPool(size=1 << 16)
 _reported_lock = threading.Lock()
 _reported_references: set[str] = set()
 
@@ -152,11 +152,11 @@ def _parse_reference(reference: str) -> tuple[tuple, bool]:
 
 
 def grade(reference: str, completion: str) -> tuple[bool, str | None]:
-    """Runs in the sandbox child: (the completion's final answer equals the reference, a note when the reference
+    """Runs in the worker child: (the completion's final answer equals the reference, a note when the reference
     itself does not parse)."""
     from math_verify import verify
 
-    # It warns that its timeout is off: that is deliberate, the sandbox owns the timeout.
+    # It warns that its timeout is off: that is deliberate, the worker owns the timeout.
     logging.getLogger("math_verify").setLevel(logging.ERROR)
 
     gold, units = _parse_reference(reference)
@@ -218,7 +218,7 @@ def _within_precision(reference: str, gold, predicted) -> bool:
 
 
 def answers_equivalent(reference: str, completion: str) -> bool:
-    """Runs in the sandbox child. True when the completion's final answer equals the reference."""
+    """Runs in the worker child. True when the completion's final answer equals the reference."""
     return grade(reference, completion)[0]
 
 
@@ -281,7 +281,7 @@ def _report_reference(sample: Sample, note: str) -> None:
 def math_reward(completion: str, sample: Sample, timeout: float = MATH_TIMEOUT_S) -> float:
     try:
         equal, note = _pool.call("rewards.math:grade", (sample.answer, completion), timeout)
-    except (SandboxTimeout, SandboxDied):
+    except (WorkerTimeout, WorkerDied):
         # A comparison that does not finish (or whose child was killed, say for memory) is not a proof of
         # equality: 0, by the grader's own rule. The pool replaces the child.
         return 0.0

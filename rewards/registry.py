@@ -50,7 +50,7 @@ def reward_spec(name: str) -> str:
         raise RewardSpecError(f"reward {name!r}: use a built-in ({', '.join(BUILTIN_REWARDS)}) or "
                               "package.module:function")
     # A console script does not put the working directory on sys.path; users expect `my_rewards:fn` to work.
-    # (A sandbox child inherits this sys.path.)
+    # (A worker child inherits this sys.path.)
     if os.getcwd() not in sys.path:
         sys.path.append(os.getcwd())
     return spec
@@ -58,7 +58,7 @@ def reward_spec(name: str) -> str:
 
 def inspect_reward(spec: str) -> RewardStyle:
     """Import the function and tell its style. Runs where the reward will run: in process for the built-ins, in
-    the sandbox child for user rewards (so a slow user module is imported once, in the child)."""
+    the worker child for user rewards (so a slow user module is imported once, in the child)."""
     module_name, _, attribute = spec.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -71,7 +71,7 @@ def inspect_reward(spec: str) -> RewardStyle:
 
 
 def inspect_reward_outcome(spec: str) -> tuple[str, str]:
-    """inspect_reward for a sandbox call: ("ok", style) or ("error", the one-line message)."""
+    """inspect_reward for a worker call: ("ok", style) or ("error", the one-line message)."""
     try:
         return "ok", inspect_reward(spec)
     except RewardSpecError as error:

@@ -1,6 +1,6 @@
 """Score completions with a reward, so that no failure passes as a silent 0.
 
-User rewards run in sandbox child processes (a pool: one call per core side by side) with a per-completion time
+User rewards run in worker child processes (a pool: one call per core side by side) with a per-completion time
 limit (a hang is cut off and reported); built-in graders run in-process (MATH's comparisons in a pool of their
 own). Every failure (exception, timeout, non-number, NaN) is reported with the sample id and text, then handled by
 the policy: `stop` raises, `skip` leaves the reward out (None), `zero` scores 0.
@@ -17,7 +17,7 @@ from typing import Any, Iterator, Sequence
 from envs.sample import Sample
 from rewards.protocol import OnRewardError, RewardError, RewardFailure, RewardSpecError, ScoredBatch
 from rewards.registry import BUILTIN_REWARDS, RewardRef, resolve_reward, reward_spec
-from rewards.sandbox import IMPORT_TIMEOUT_S, SandboxError, SandboxPool, SandboxTimeout, default_pool_size
+from envs.workers import IMPORT_TIMEOUT_S, WorkerError, WorkerPool, WorkerTimeout, default_pool_size
 
 log = logging.getLogger(__name__)
 
@@ -44,29 +44,29 @@ class RewardScorer:
     on_error: OnRewardError = "stop"
     task_name: str = ""
     workers: int | None = None  # reward calls side by side (unset: the cores this process may use)
-    sandbox: SandboxPool | None = field(default=None, repr=False)  # a user reward's children, if started already
+    pool: WorkerPool | None = field(default=None, repr=False)  # a user reward's children, if started already
 
     @classmethod
     def from_name(cls, name: str, **kwargs) -> "RewardScorer":
-        """A built-in is imported here; a user reward only in its sandbox children, where it runs (a slow import
+        """A built-in is imported here; a user reward only in its worker children, where it runs (a slow import
         is paid once, there, before the first step)."""
         spec = reward_spec(name)
         if spec in BUILTIN_REWARDS.values():
             return cls(resolve_reward(name), **kwargs)
-        pool = SandboxPool(kwargs.get("workers"))
+        pool = WorkerPool(kwargs.get("workers"))
         try:
             status, outcome = pool.call("rewards.registry:inspect_reward_outcome", (spec,), IMPORT_TIMEOUT_S)
-        except SandboxError as error:
+        except WorkerError as error:
             pool.close()
-            raise RewardSpecError(f"reward {spec}: its sandbox could not import it ({error})") from None
+            raise RewardSpecError(f"reward {spec}: its worker could not import it ({error})") from None
         if status == "error":
             pool.close()
             raise RewardSpecError(outcome)
-        return cls(RewardRef(spec, outcome, builtin=False), sandbox=pool, **kwargs)  # children holding the module
+        return cls(RewardRef(spec, outcome, builtin=False), pool=pool, **kwargs)  # children holding the module
 
     def __post_init__(self) -> None:
         self.workers = self.workers or default_pool_size()
-        self._sandbox = None if self.reward.builtin else (self.sandbox or SandboxPool(self.workers))
+        self._pool = None if self.reward.builtin else (self.pool or WorkerPool(self.workers))
         self._function = None
         # User rewards and the MATH grader wait on child processes: worth a thread each. The other built-ins are
         # fast pure-Python regexes, for which threads would only add overhead.
@@ -107,8 +107,8 @@ class RewardScorer:
             pool.shutdown(wait=False, cancel_futures=True)
 
     def _call(self, args: tuple, kwargs: dict, timeout: float) -> Any:
-        if self._sandbox is not None:
-            return self._sandbox.call(self.reward.spec, args, timeout, kwargs)
+        if self._pool is not None:
+            return self._pool.call(self.reward.spec, args, timeout, kwargs)
         if self._function is None:
             module_name, _, attribute = self.reward.spec.partition(":")
             self._function = getattr(__import__(module_name, fromlist=[attribute]), attribute)
@@ -126,11 +126,11 @@ class RewardScorer:
             args = (completion, sample)
         try:
             return _as_reward(self._call(args, {}, self.timeout_s))
-        except SandboxTimeout:
+        except WorkerTimeout:
             return f"timed out after {self.timeout_s:g} s"
         except _Failed as e:
             return str(e)
-        except SandboxError as e:
+        except WorkerError as e:
             return f"raised {e}"
         except Exception as e:  # a built-in grader's bug is reported like a user's
             return f"raised {type(e).__name__}: {e}"
@@ -149,9 +149,9 @@ class RewardScorer:
         kwargs.setdefault("sample_id", [s.id for s in samples])
         try:
             values = self._call((), kwargs, self.timeout_s * len(samples))
-        except SandboxTimeout:
+        except WorkerTimeout:
             return [f"timed out after {self.timeout_s * len(samples):g} s (batch of {len(samples)})"] * len(samples)
-        except SandboxError as e:
+        except WorkerError as e:
             return [f"raised {e}"] * len(samples)
         if not isinstance(values, (list, tuple)) or len(values) != len(samples):
             shape = f"{len(values)} values" if isinstance(values, (list, tuple)) else repr(values)
@@ -165,8 +165,8 @@ class RewardScorer:
         return outcomes
 
     def close(self) -> None:
-        if self._sandbox is not None:
-            self._sandbox.close()
+        if self._pool is not None:
+            self._pool.close()
 
 
 class WeightedRewards:

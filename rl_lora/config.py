@@ -136,8 +136,19 @@ class EnvConfig:
                     "</tool_call> blocks; each call is answered with a tool message), or module:Class, your own "
                     "environment (envs.environment.Environment: reset(sample) -> messages, step(text) -> StepResult)")
     tools: Optional[str] = opt(None, "env.name=tools: comma-separated tools, built in (calculator: arithmetic "
-                               "without eval; python: code in a fresh interpreter with time and memory limits) or "
-                               "module:function (a typed, docstring'd function)", list_ok=True)
+                               "without eval; python: the model's code run in env.sandbox) or module:function (a "
+                               "typed, docstring'd function; one that takes `sandbox: envs.sandbox.Sandbox` runs "
+                               "model-written code there)", list_ok=True)
+    sandbox: str = opt("bwrap", "where code the model writes runs (the python tool, reward code_tests): bwrap (Linux "
+                       "user, PID, network and mount namespaces, no root: only the Python runtime read-only, a private "
+                       "/tmp, no home, no network, no other process, an empty environment, limits on time, memory, "
+                       "processes and output; the run refuses to start if it cannot be made), none (no isolation: the "
+                       "code runs as you, with your files and network; only when named), or module:factory (your "
+                       "backend: factory(python_packages=...) -> envs.sandbox.Sandbox)",
+                       or_pattern=(CODE_TASK, "module:factory"), choices=("bwrap", "none"))
+    python_packages: Optional[str] = opt(None, "packages the sandbox's Python may import besides the standard library, "
+                                         "comma-separated import names (e.g. sympy,mpmath,numpy), mounted read-only "
+                                         "from this Python's installation", list_ok=True)
     max_turns: int = opt(4, "assistant turns per episode (env.name=single: 1)", min=1)
     max_tool_calls: int = opt(8, "tool calls per episode; past it the episode stops (stop reason max_tool_calls)",
                               min=1)
@@ -152,6 +163,10 @@ class EnvConfig:
     on_parse_error: str = opt("continue", "a malformed <tool_call>: continue (tell the model what was wrong), stop "
                               "(end the episode: parse_error), mask (go on; the malformed turn carries no loss)",
                               choices=("continue", "stop", "mask"))
+
+    def packages(self) -> tuple[str, ...]:
+        """env.python_packages as import names."""
+        return tuple(name.strip() for name in (self.python_packages or "").split(",") if name.strip())
 
 
 @dataclass
@@ -507,11 +522,23 @@ class RunConfig:
                             "second full copy, which rl-lora does not keep: use lora.mode=lora or algo.kl_coef=0")
 
 
+    def _check_sandbox(self, tools: list) -> None:
+        """Fail closed: a run whose tools run model-written code starts only where its sandbox can isolate (or with
+        env.sandbox=none, named), before any model loads."""
+        from envs.sandbox import SandboxUnavailable, open_sandbox
+
+        if any(tool.runs_model_code for tool in tools):
+            try:
+                open_sandbox(self.env.sandbox, self.env.packages()).close()
+            except SandboxUnavailable as error:
+                raise UserError(str(error)) from None
+
     def _check_env(self) -> None:
         """env.*: tools that exist and can be described, a user environment that is one; before any model loads."""
         from envs.environment import resolve_environment
         from envs.errors import TaskError
         from envs.registry import CODE_TASK
+        from envs.sandbox import check_sandbox_name
         from envs.tool_env import read_example
         from envs.tools import resolve_tools
 
@@ -526,8 +553,9 @@ class RunConfig:
         try:  # envs raises TaskError; a config check says UserError (compare prefixes those with the variant)
             if env.example is not None:
                 read_example(env.example)
+            check_sandbox_name(env.sandbox)
             if env.name == "tools":
-                resolve_tools(env.tools)
+                self._check_sandbox(resolve_tools(env.tools))
             elif env.name != "single":
                 resolve_environment(env.name)
         except TaskError as error:

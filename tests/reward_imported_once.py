@@ -1,4 +1,4 @@
-"""A user reward module that only test_rewards imports by name: it must be imported in the sandbox child alone."""
+"""A user reward module that only test_rewards imports by name: it must be imported in the worker child alone."""
 import time
 
 time.sleep(0.5)  # a slow import (sympy, a model, ...)

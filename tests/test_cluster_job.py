@@ -125,7 +125,7 @@ def test_ray_job_submit_of_a_tiny_run_on_a_loopback_head(tmp_path):
     assert "my_reward:score" in (run / "config.yaml").read_text()
     assert head.process.returncode is not None
 
-    # `ray job stop`: SIGTERM to the driver and every child of it (the reward sandboxes too); the run finishes its
+    # `ray job stop`: SIGTERM to the driver and every child of it (the reward workers too); the run finishes its
     # step, checkpoints and stops, before the head's RAY_JOB_STOP_WAIT_TIME_S runs out.
     assert "SIGTERM: stopping after this step" in stopped_logs and "stopped after step" in stopped_logs, stopped_logs
     long_run = tmp_path / "runs" / "long"

@@ -216,11 +216,11 @@ def test_hung_tools_cost_one_time_limit_not_one_per_episode(chat_tokenizer):
     environments answer side by side, each call ending at its 1 s limit."""
     import time
 
-    from envs.tool_env import SandboxedCalls, ToolEnv
+    from envs.tool_env import ToolCalls, ToolEnv
     from envs.tools import resolve_tools
     from rl_lora.sampling.episodes import Trajectory
 
-    calls = SandboxedCalls(timeout_s=1.0, size=4)
+    calls = ToolCalls(timeout_s=1.0, size=4)
     try:
         tools = resolve_tools("tests.tool_fixtures:hangs")
         runner = EpisodeRunner(lambda: ToolEnv(tools, calls), ChatDeltas(chat_tokenizer, [2]), EpisodeLimits(3))

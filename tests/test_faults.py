@@ -274,28 +274,28 @@ def test_a_sigterm_to_every_process_of_the_job_does_not_fail_the_reward_call_in_
     too). The driver finishes its step before it stops, so a reward child in the middle of a call finishes it."""
     import threading
 
-    from rewards.sandbox import Sandbox
+    from envs.workers import Worker
 
-    sandbox = Sandbox()
+    worker = Worker()
     outcome: dict = {}
 
     def call() -> None:
         try:
-            outcome["value"] = sandbox.call("time:sleep", (1.5,), timeout=30)
+            outcome["value"] = worker.call("time:sleep", (1.5,), timeout=30)
         except Exception as error:  # noqa: BLE001 - the test reports whatever the call raised
             outcome["error"] = error
 
     thread = threading.Thread(target=call)
     thread.start()
     deadline = time.time() + 30
-    while sandbox._process is None or "time:sleep" not in sandbox._imported:
+    while worker._process is None or "time:sleep" not in worker._imported:
         assert time.time() < deadline
         time.sleep(0.05)
     time.sleep(0.3)  # inside the call
-    sandbox._process.send_signal(signal.SIGTERM)
+    worker._process.send_signal(signal.SIGTERM)
     thread.join(timeout=30)
-    assert outcome == {"value": None} and sandbox._process.poll() is None
-    sandbox.close()
+    assert outcome == {"value": None} and worker._process.poll() is None
+    worker.close()
 
 
 def test_bf16_on_a_cpu_without_native_bf16_kernels_is_one_line_before_the_model_loads(tmp_path, capsys,

@@ -37,7 +37,7 @@ def test_a_file_is_graded_line_by_line_with_a_summary(tmp_path, capsys):
     assert "hedge" in out and out.strip().endswith("3 completions: mean score 0.6667, 0 failed")
 
 
-def test_a_user_reward_is_scored_in_its_sandbox(capsys):
+def test_a_user_reward_is_scored_in_its_worker(capsys):
     code, out, _ = grade(capsys, "--reward", "tests.reward_fixtures:mentions_the", "--answer", "x", "the cat")
     assert code == 0 and out.startswith("score 1 (tests.reward_fixtures:mentions_the")
 

@@ -164,7 +164,7 @@ thread = threading.Thread(target=lambda: result.update(first=math_reward("\\\\bo
 thread.start()
 deadline = time.time() + 30
 while time.time() < deadline:
-    found = subprocess.run(["pgrep", "-P", str(os.getpid()), "-f", "_sandbox_worker"], capture_output=True,
+    found = subprocess.run(["pgrep", "-P", str(os.getpid()), "-f", "_worker_main"], capture_output=True,
                            text=True).stdout.split()
     if found:
         os.kill(int(found[0]), signal.SIGKILL)  # while it imports math-verify or compares

@@ -87,22 +87,22 @@ def test_bad_reward_names_are_user_errors(name, message):
 
 
 def test_a_hanging_reward_dies_with_a_killed_trainer():
-    """kill -9 of the process that owns the sandbox (no pipe is closed in an orderly way, the reward hangs): the
-    sandbox child must not outlive it."""
+    """kill -9 of the process that owns the worker (no pipe is closed in an orderly way, the reward hangs): the
+    worker child must not outlive it."""
     import os
     import signal
     import subprocess
     import sys
 
-    owner = subprocess.Popen([sys.executable, "-c", "from rewards.sandbox import Sandbox; "
-                              f"Sandbox().call('{FIX}:hangs', ('x', None), 600, {{}})"])
+    owner = subprocess.Popen([sys.executable, "-c", "from envs.workers import Worker; "
+                              f"Worker().call('{FIX}:hangs', ('x', None), 600, {{}})"])
     deadline, child = time.time() + 60, None
     while time.time() < deadline and child is None:
-        found = subprocess.run(["pgrep", "-P", str(owner.pid), "-f", "rewards._sandbox_worker"],
+        found = subprocess.run(["pgrep", "-P", str(owner.pid), "-f", "envs._worker_main"],
                                capture_output=True, text=True).stdout.split()
         child = int(found[0]) if found else None
         time.sleep(0.2)
-    assert child is not None, "the sandbox child never started"
+    assert child is not None, "the worker child never started"
     time.sleep(1.5)  # the reward is now hanging inside the child
     os.kill(owner.pid, signal.SIGKILL)
     owner.wait()
@@ -114,7 +114,7 @@ def test_a_hanging_reward_dies_with_a_killed_trainer():
             pass
         time.sleep(0.1)
     alive = os.path.exists(f"/proc/{child}") and "Z" not in open(f"/proc/{child}/stat").read().split()[2]
-    assert not alive, f"sandbox child {child} outlived its killed owner"
+    assert not alive, f"worker child {child} outlived its killed owner"
 
 
 def test_a_pool_of_children_scores_a_batch_side_by_side_with_the_same_results():
@@ -146,12 +146,12 @@ def test_a_killed_child_is_reported_and_replaced():
     result = pooled.score(["yes", "die", "yes", "no"], [SAMPLES[0]] * 4)
     assert result.rewards == [1.0, None, 1.0, 0.0]
     reason = result.failures[0].reason
-    assert "the sandbox process died" in reason and "killed by SIGKILL" in reason and "out-of-memory" in reason
+    assert "the worker process died" in reason and "killed by SIGKILL" in reason and "out-of-memory" in reason
     assert pooled.score(["yes"] * 3, [SAMPLES[0]] * 3).rewards == [1.0] * 3
     pooled.close()
 
 
-def test_a_user_reward_is_imported_once_in_its_sandbox_not_in_the_trainer():
+def test_a_user_reward_is_imported_once_in_its_worker_not_in_the_trainer():
     import sys
 
     user = RewardScorer.from_name("tests.reward_imported_once:reward", workers=1)

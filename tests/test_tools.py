@@ -1,5 +1,5 @@
 """Tools from plain functions, the calculator and python tools on hostile input, and ToolEnv's Hermes-style turns;
-the real sandbox (child processes, time limits), no mocks."""
+the real worker pool (child processes, time limits), no mocks."""
 import json
 import time
 
@@ -10,7 +10,8 @@ from envs.environment import DONE, MAX_TOOL_CALLS, PARSE_ERROR, SingleTurn
 from envs.errors import TaskError
 from envs.python_tool import run_python
 from envs.sample import Sample
-from envs.tool_env import SandboxedCalls, ToolEnv, parse_tool_calls
+from envs.sandbox import Limits, open_sandbox
+from envs.tool_env import ToolCalls, ToolEnv, call_in_process, parse_tool_calls
 from envs.tools import calculator, resolve_tools, tool_from_function
 from tests import tool_fixtures
 
@@ -54,17 +55,37 @@ def test_the_calculator_refuses_hostile_input_in_bounded_time(expression, messag
     assert calculator(expression).startswith("error: ")  # the tool answers with the error, it does not raise
 
 
-def test_the_python_tool_returns_output_and_ends_loops_and_huge_allocations_as_errors():
-    assert run_python("print(sum(range(10)))") == "45\n"
-    assert run_python("x = 1") == "(no output)"
-    assert run_python("print('a'); 1 / 0").endswith("error: ZeroDivisionError: division by zero")
-    assert run_python("print('x' * 10000)", max_output_chars=100).endswith("(9901 more characters cut)")
+@pytest.fixture(scope="module")
+def sandbox():
+    box = open_sandbox("bwrap")
+    yield box
+    box.close()
+
+
+def test_the_python_tool_returns_output_and_ends_loops_and_huge_allocations_as_errors(sandbox):
+    assert run_python("print(sum(range(10)))", sandbox) == "45\n"
+    assert run_python("x = 1", sandbox) == "(no output)"
+    assert run_python("print('a'); 1 / 0", sandbox).endswith("error: ZeroDivisionError: division by zero")
+    assert run_python("print('x' * 10000)", sandbox, max_output_chars=100).endswith("(9901 more characters cut)")
     started = time.perf_counter()
-    assert "longer than 1 s" in run_python("while True: pass", time_limit_s=1)
+    assert "longer than 1 s" in run_python("while True: pass", sandbox, Limits(wall_s=1))
     assert time.perf_counter() - started < 5
-    huge = run_python("b = bytearray(10 * 1024 ** 3); print(len(b))", memory_mb=256)
+    assert "CPU time limit" in run_python("while True: pass", sandbox, Limits(wall_s=10, cpu_s=1))
+    huge = run_python("b = bytearray(10 * 1024 ** 3); print(len(b))", sandbox, Limits(memory_mb=256))
     assert "MemoryError" in huge and "256 MB" in huge
-    assert "No module named" in run_python("import tests")  # -I: the caller's path is not the tool's
+    assert "No module named" in run_python("import tests", sandbox)  # the caller's path is not the tool's
+    assert "No module named" in run_python("import torch", sandbox)  # nor its packages, unless listed
+
+
+def test_a_tool_that_takes_the_sandbox_runs_model_code_and_never_without_one(sandbox):
+    python = resolve_tools("python")[0]
+    assert python.runs_model_code and list(python.parameters["properties"]) == ["code"]  # the model sees no sandbox
+    assert "no sandbox was given" in call_in_process(python, {"code": "print(1)"})
+    calls = ToolCalls(timeout_s=5.0, size=1, sandbox=sandbox)
+    try:
+        assert calls(python, {"code": "print(6 * 7)"}) == "42\n"
+    finally:
+        calls.pool.close()
 
 
 def test_a_typed_documented_function_becomes_a_tool_with_its_json_schema():
@@ -95,7 +116,7 @@ def test_bad_tools_are_one_line(names, message):
     assert message in str(caught.value) and "\n" not in str(caught.value)
 
 
-def test_a_local_function_cannot_be_a_sandboxed_tool():
+def test_a_local_function_cannot_be_a_worker_tool():
     def local(x: int) -> int:
         """Local."""
         return x
@@ -150,8 +171,8 @@ def test_parse_errors_follow_on_parse_error_and_tool_calls_are_capped():
     assert last.done and last.stop_reason == MAX_TOOL_CALLS
 
 
-def test_sandboxed_tools_that_hang_or_crash_become_errors_and_the_episode_goes_on():
-    calls = SandboxedCalls(timeout_s=1.0, size=1)
+def test_worker_tools_that_hang_or_crash_become_errors_and_the_episode_goes_on(sandbox):
+    calls = ToolCalls(timeout_s=1.0, size=1, sandbox=sandbox)
     try:
         env = ToolEnv(resolve_tools("calculator,python,tests.tool_fixtures:hangs,tests.tool_fixtures:crashes"),
                       call=calls)
@@ -163,7 +184,7 @@ def test_sandboxed_tools_that_hang_or_crash_become_errors_and_the_episode_goes_o
         crashed = env.step(call("crashes", code=3))
         assert "died during the call" in crashed.messages[0]["content"]
         loop = env.step(call("python", code="while True: pass"))
-        assert loop.messages[0]["content"].startswith("error:")  # the sandbox's 1 s or the tool's own limit
+        assert loop.messages[0]["content"].startswith("error:")  # the sandbox's time limit
         assert env.step(call("calculator", expression="6 * 7")).messages[0]["content"] == "42"  # still serving
     finally:
         calls.close()

@@ -3,7 +3,7 @@
     rl-lora grade --reward gsm8k --answer 42 "The answer is 42 pens, one for each of the 6 tables."
     rl-lora grade --reward gsm8k --file completions.jsonl --explain     # columns: completion, answer (question)
 
-The score comes from the reward as a run computes it (a user reward in its sandbox child, under reward.timeout_s).
+The score comes from the reward as a run computes it (a user reward in its worker child, under reward.timeout_s).
 For the GSM8K grader (`gsm8k`, the arithmetic task's too) it also prints the cue, the statement, what was read and
 the rule that decided; `--explain` adds every candidate it considered and the asides it set apart. For `math`, what
 math-verify read of the answer.

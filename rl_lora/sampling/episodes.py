@@ -20,7 +20,7 @@ from envs.sample import Sample
 from rl_lora.tokens import tokenize_prompts
 from rl_lora.types import Completion, SamplingBackend, SamplingParams
 
-# Environments answering at once (their tool calls run in sandbox children; this bounds the threads waiting on them).
+# Environments answering at once (their tool calls run in worker children; this bounds the threads waiting on them).
 ENV_THREADS = 16
 
 # The conversation an environment's answer is rendered after, to find the ids the template gives that answer when
@@ -245,19 +245,21 @@ ONE_TURN = EpisodeRunner()  # env.name=single: one prompt, one completion (state
 def build_episodes(env, tokenizer, eos_ids: Sequence[int], tool_timeout_s: float,
                    system_prompt: str | None = None) -> EpisodeRunner:
     """The EpisodeRunner the env config names (rl_lora.config.EnvConfig): single (the default: today's one-turn
-    episodes), tools (a ToolEnv per episode, its calls in sandbox children with `tool_timeout_s`), or a user's
-    module:Class. Template problems are named here, before a model loads."""
+    episodes), tools (a ToolEnv per episode, its calls in worker children with `tool_timeout_s`, model-written code
+    in env.sandbox), or a user's module:Class. Template problems are named here, before a model loads."""
     if env.name == "single":
         return ONE_TURN
     deltas = ChatDeltas(tokenizer, eos_ids)
     limits = EpisodeLimits(env.max_turns, env.max_total_tokens, env.max_tool_output)
     if env.name == "tools":
-        from envs.tool_env import SandboxedCalls, ToolEnv
+        from envs.sandbox import open_sandbox
+        from envs.tool_env import ToolCalls, ToolEnv, read_example
         from envs.tools import resolve_tools
 
-        from envs.tool_env import read_example
-
-        tools, calls = resolve_tools(env.tools), SandboxedCalls(tool_timeout_s)
+        tools = resolve_tools(env.tools)
+        # Model-written code runs in the sandbox, which refuses to open where it cannot isolate (fail closed).
+        sandbox = open_sandbox(env.sandbox, env.packages()) if any(t.runs_model_code for t in tools) else None
+        calls = ToolCalls(tool_timeout_s, sandbox=sandbox)
         example = read_example(env.example) if env.example else []
 
         def new_env() -> ToolEnv:

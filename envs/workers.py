@@ -1,7 +1,11 @@
-"""Call a function in a child process with a hard time limit, from any thread or Ray actor.
+"""The worker pool: call a trusted function (a user's reward or tool, math-verify) in a child process with a hard time
+limit, from any thread or Ray actor.
+
+This isolates faults, not attacks: a worker runs as the user, with the trainer's environment and files. Code the model
+wrote never runs here; it runs in the sandbox (envs.sandbox).
 
 Signal-based timeouts (math-verify's SIGALRM) only work in a process's main thread; a child process can always
-be killed. The child is a plain `python -m rewards._sandbox_worker` (not multiprocessing), so it never
+be killed. The child is a plain `python -m envs._worker_main` (not multiprocessing), so it never
 re-imports the caller's `__main__`, and it is reused across calls: one spawn per hang, not per call.
 """
 from __future__ import annotations
@@ -21,15 +25,15 @@ _HEADER = struct.Struct("!Q")
 IMPORT_TIMEOUT_S = 120.0
 
 
-class SandboxTimeout(Exception):
+class WorkerTimeout(Exception):
     pass
 
 
-class SandboxError(Exception):
+class WorkerError(Exception):
     """The function raised in the child; the message carries its type and text."""
 
 
-class SandboxDied(SandboxError):
+class WorkerDied(WorkerError):
     """The child died during the call (killed for memory, say): like a timeout, the call gave no answer."""
 
 
@@ -45,10 +49,10 @@ def _read_exact(fd: int, size: int, deadline: float | None) -> bytes:
         wait = None if deadline is None else max(0.0, deadline - time.monotonic())
         ready, _, _ = select.select([fd], [], [], wait)
         if not ready:
-            raise SandboxTimeout()
+            raise WorkerTimeout()
         chunk = os.read(fd, remaining)
         if not chunk:
-            raise EOFError("sandbox process exited")
+            raise EOFError("worker process exited")
         chunks.append(chunk)
         remaining -= len(chunk)
     return b"".join(chunks)
@@ -59,7 +63,7 @@ def read_message(fd: int, deadline: float | None = None) -> Any:
     return pickle.loads(_read_exact(fd, size, deadline))
 
 
-class Sandbox:
+class Worker:
     """Runs `module:function` specs in one reusable child process. Thread-safe (calls are serialised)."""
 
     def __init__(self) -> None:
@@ -72,7 +76,7 @@ class Sandbox:
         # The child imports what the parent can: its sys.path, with "" (the working directory) made explicit.
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(os.path.abspath(p) if p else os.getcwd() for p in sys.path))
         return subprocess.Popen(
-            [sys.executable, "-m", "rewards._sandbox_worker"],
+            [sys.executable, "-m", "envs._worker_main"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, start_new_session=True,
         )
 
@@ -96,16 +100,16 @@ class Sandbox:
             try:
                 self._ensure_imported(spec)
                 status, value = self._exchange((spec, args, kwargs or {}), timeout)
-            except SandboxTimeout:
+            except WorkerTimeout:
                 self._kill()
                 self.restarts += 1
-                raise SandboxTimeout(f"{spec} did not return within {timeout:g} s") from None
+                raise WorkerTimeout(f"{spec} did not return within {timeout:g} s") from None
             except (EOFError, BrokenPipeError):
                 how = self._how_it_ended()
                 self._kill()
-                raise SandboxDied(f"{spec}: the sandbox process died during the call ({how})") from None
+                raise WorkerDied(f"{spec}: the worker process died during the call ({how})") from None
         if status == "error":
-            raise SandboxError(value)
+            raise WorkerError(value)
         return value
 
     def _how_it_ended(self) -> str:
@@ -127,7 +131,7 @@ class Sandbox:
         write_message(self._process.stdin, message)
         reply = read_message(self._process.stdout.fileno(), time.monotonic() + timeout)
         if message[1] is None and reply[0] == "error":
-            raise SandboxError(reply[1])
+            raise WorkerError(reply[1])
         return reply
 
     def close(self) -> None:
@@ -149,39 +153,39 @@ def default_pool_size() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-class SandboxPool:
-    """Sandboxes shared by threads: a call takes a free child, or starts one while fewer than `size` exist, so
+class WorkerPool:
+    """Workers shared by threads: a call takes a free child, or starts one while fewer than `size` exist, so
     `size` calls run side by side (one scoring thread per core grades a batch that much faster). Each call keeps
     its own time limit; a hung or dead child is replaced without stalling the others."""
 
     def __init__(self, size: int | None = None) -> None:
         self.size = size or default_pool_size()
-        self._free: list[Sandbox] = []
+        self._free: list[Worker] = []
         self._started = 0
         self._available = threading.Condition()
 
-    def _take(self) -> Sandbox:
+    def _take(self) -> Worker:
         with self._available:
             while not self._free and self._started >= self.size:
                 self._available.wait()
             if self._free:
                 return self._free.pop()
             self._started += 1
-            return Sandbox()
+            return Worker()
 
-    def _give_back(self, sandbox: Sandbox) -> None:
+    def _give_back(self, worker: Worker) -> None:
         with self._available:
-            self._free.append(sandbox)
+            self._free.append(worker)
             self._available.notify()
 
     def call(self, spec: str, args: tuple, timeout: float, kwargs: dict | None = None) -> Any:
-        sandbox = self._take()
+        worker = self._take()
         try:
-            return sandbox.call(spec, args, timeout, kwargs)
+            return worker.call(spec, args, timeout, kwargs)
         finally:
-            self._give_back(sandbox)  # a timed-out child was killed; the sandbox starts a new one on next use
+            self._give_back(worker)  # a timed-out child was killed; the worker starts a new one on next use
 
     def close(self) -> None:
         with self._available:
-            for sandbox in self._free:
-                sandbox.close()
+            for worker in self._free:
+                worker.close()

@@ -1,4 +1,4 @@
-"""The child side of rewards.sandbox: read (spec, args, kwargs), call, write (status, value), until EOF.
+"""The child side of envs.workers: read (spec, args, kwargs), call, write (status, value), until EOF.
 
 args=None only imports the function, so its import time is not charged to the first call."""
 from __future__ import annotations
@@ -11,7 +11,7 @@ import threading
 import time
 import traceback
 
-from rewards.sandbox import read_message, write_message
+from envs.workers import read_message, write_message
 
 
 def resolve(spec: str, cache: dict):
