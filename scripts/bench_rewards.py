@@ -1,5 +1,5 @@
 """MATH scoring throughput: real MATH solutions graded against their own answers by the built-in MATH reward, with
-1 vs N sandbox children side by side (reward.workers). Each setting scores the same completions, after a warm-up
+1 vs N worker children side by side (reward.workers). Each setting scores the same completions, after a warm-up
 batch that starts the children and imports math-verify in them.
 
     .venv/bin/python scripts/bench_rewards.py [--data ../shared/data/math/test.jsonl] [--count 200]

@@ -11,7 +11,7 @@
                    score 1, the ones that do not, and what the grader reported (references it cannot parse).
 (c) degenerate_1mb the seconds each built-in reward (gsm8k, math, format) takes on 1 MB degenerate completions. Each
                    measurement runs in its own process, cut off after --cap seconds (reported as {"cut_off": cap}),
-                   so a quadratic grader cannot stall the check; math is timed after a warm-up call (its sandbox).
+                   so a quadratic grader cannot stall the check; math is timed after a warm-up call (its worker).
 """
 from __future__ import annotations
 
@@ -142,7 +142,7 @@ def _repeat(unit):
 module, _, name = {spec!r}.partition(":")
 reward = getattr(__import__(module, fromlist=[name]), name)
 sample = Sample("degenerate", "q", "42")
-reward("The answer is 42", sample)  # warm-up: imports, the math sandbox
+reward("The answer is 42", sample)  # warm-up: imports, the math worker
 completion = {expr}
 start = time.perf_counter()
 value = reward(completion, sample)
