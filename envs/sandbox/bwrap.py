@@ -14,9 +14,7 @@ user, PID, IPC, UTS, cgroup and network namespaces, as an unprivileged user with
 from __future__ import annotations
 
 import os
-import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -26,7 +24,7 @@ from importlib import util as import_util
 from pathlib import Path
 from typing import Optional, Sequence
 
-from envs.sandbox.process import run_bounded, signal_name
+from envs.sandbox.process import run_bounded, set_rlimits, signal_name
 from envs.sandbox.protocol import Limits, Outcome, Program, SandboxUnavailable
 
 PACKAGES = "/opt/python-packages"
@@ -135,7 +133,10 @@ class BwrapSandbox:
             if self.cgroup.parent is None:
                 raise SandboxUnavailable("env.sandbox=bwrap: running as root, the kernel does not apply the process "
                                          "limit (RLIMIT_NPROC) and no pids cgroup is writable: run as a normal user")
-        probe = self.run(Program(code="print('ok')"), Limits(wall_s=30))
+        try:
+            probe = self.run(Program(code="print('ok')"), Limits(wall_s=30))
+        except OSError as error:
+            raise SandboxUnavailable(f"env.sandbox=bwrap: {self.bwrap} cannot start ({error.strerror})") from None
         if probe.stdout.strip() != "ok":
             why = (probe.stderr.strip().splitlines() or [f"exit {probe.exit_code}, {probe.limit or probe.signal}"])[-1]
             raise SandboxUnavailable(f"env.sandbox=bwrap cannot make its namespaces here ({why}); user namespaces "
@@ -205,19 +206,12 @@ class BwrapSandbox:
 
 
 def _limits_outside(limits: Limits, group: Optional[Path]):
-    """rlimits set on bwrap before it starts, inherited by everything inside (it cannot raise them: no
-    CAP_SYS_RESOURCE in the initial namespace); the pids cgroup joined before exec, so nothing escapes it."""
+    """rlimits set on bwrap before it starts, inherited by everything inside; the pids cgroup joined before exec, so
+    nothing escapes it."""
     def apply() -> None:
         if group is not None:
             (group / "cgroup.procs").write_text(str(os.getpid()))
-        memory = limits.memory_mb << 20
-        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-        cpu = max(1, int(limits.cpu_s + 0.999))
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))  # SIGXCPU first: the Outcome can say cpu_time
-        resource.setrlimit(resource.RLIMIT_NOFILE, (limits.open_files, limits.open_files))
-        size = limits.file_mb << 20
-        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        set_rlimits(limits)
     return apply
 
 

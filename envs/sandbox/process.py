@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import selectors
 import signal
 import subprocess
@@ -10,9 +11,6 @@ import time
 from typing import Callable, Optional, Sequence
 
 from envs.sandbox.protocol import Limits, Outcome
-
-KILLED_FOR_MEMORY_HINT = "memory"
-
 
 def signal_name(number: int) -> str:
     try:
@@ -71,6 +69,18 @@ def run_bounded(argv: Sequence[str], limits: Limits, *, env: dict, cwd: Optional
         exit_code = None
     return Outcome(kept["stdout"].decode("utf-8", "replace"), kept["stderr"].decode("utf-8", "replace"),
                    exit_code, limit, signal_, cut)
+
+
+def set_rlimits(limits: Limits) -> None:
+    """In the child before exec: CPU (SIGXCPU first, so the Outcome can say cpu_time), address space, open files,
+    file size, no core dumps. Inherited by everything it starts, and it cannot raise them (no CAP_SYS_RESOURCE)."""
+    cpu = max(1, int(limits.cpu_s + 0.999))
+    for kind, soft, hard in ((resource.RLIMIT_CPU, cpu, cpu + 1),
+                             (resource.RLIMIT_AS, limits.memory_mb << 20, limits.memory_mb << 20),
+                             (resource.RLIMIT_NOFILE, limits.open_files, limits.open_files),
+                             (resource.RLIMIT_FSIZE, limits.file_mb << 20, limits.file_mb << 20),
+                             (resource.RLIMIT_CORE, 0, 0)):
+        resource.setrlimit(kind, (soft, hard))
 
 
 def _plain_status(code: int) -> tuple[Optional[int], Optional[str]]:

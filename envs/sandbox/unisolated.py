@@ -5,12 +5,11 @@ Only when named; the run says so in its first line and config.yaml."""
 from __future__ import annotations
 
 import os
-import resource
 import sys
 import tempfile
 from pathlib import Path
 
-from envs.sandbox.process import run_bounded
+from envs.sandbox.process import run_bounded, set_rlimits
 from envs.sandbox.protocol import Limits, Outcome, Program
 
 
@@ -32,17 +31,7 @@ class UnisolatedSandbox:
                 argv = list(program.argv)
             env = {"PYTHONIOENCODING": "utf-8", "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": folder}
             return run_bounded(argv, limits, env=env, cwd=folder, stdin=program.stdin,
-                               preexec_fn=_limits(limits))
+                               preexec_fn=lambda: set_rlimits(limits))
 
     def close(self) -> None:
         pass
-
-
-def _limits(limits: Limits):
-    def apply() -> None:
-        memory = limits.memory_mb << 20
-        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-        cpu = max(1, int(limits.cpu_s + 0.999))
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_mb << 20, limits.file_mb << 20))
-    return apply

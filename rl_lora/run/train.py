@@ -40,6 +40,9 @@ def check_environment(config: RunConfig, tag: str = "", in_process: bool | None 
     and dtype, checked and printed as the run's first line (`tag` before it), before any model loads. `in_process`:
     the model loads in this process (None: when rollout.num_workers=0; eval always loads it here)."""
     in_process = config.rollout.num_workers == 0 if in_process is None else in_process
+    if config.env.runs_model_code() and config.env.sandbox == "none":
+        print(f"{tag}WARNING: env.sandbox=none: code the model writes runs unisolated, as you (your files, your "
+              "environment's secrets, the network, your processes)", flush=True)
     if in_process:  # the model loads in this process: its hardware decides
         compute = resolve(config.model)
     else:  # Ray actors compute on their own nodes, which may have GPUs where the driver has none
