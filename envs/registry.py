@@ -6,11 +6,12 @@ from envs.arithmetic import ArithmeticSpec, arithmetic_task
 from envs.dataset import DatasetSpec, dataset_task
 from envs.errors import TaskError
 from envs.gsm8k import gsm8k_task
+from envs.humaneval import humaneval_task
 from envs.imports import import_named
 from envs.math import math_task
 from envs.task import Task
 
-TASK_NAMES = ("arithmetic", "gsm8k", "math", "math500", "dataset")
+TASK_NAMES = ("arithmetic", "gsm8k", "math", "math500", "dataset", "humaneval")
 CODE_TASK = r"[A-Za-z_][\w.]*:[A-Za-z_]\w*"  # package.module:function, a Task factory
 
 
@@ -29,6 +30,8 @@ def load_task(name: str, path: str | None = None, instruction: str | None = None
         return gsm8k_task(path, instruction)
     if name == "dataset":
         return dataset_task(path, dataset)
+    if name == "humaneval":
+        return humaneval_task(instruction)
     return math_task(name, path, instruction)
 
 

@@ -13,6 +13,8 @@ BUILTIN_REWARDS = {
     "gsm8k": "rewards.gsm8k:gsm8k_reward",
     "math": "rewards.math:math_reward",
     "format": "rewards.format:format_reward",
+    "code_tests": "rewards.code_tests:code_tests_reward",
+    "code_tests_all": "rewards.code_tests:code_tests_all_reward",
 }
 
 
