@@ -300,10 +300,12 @@ class AlgoConfig:
                               "1991; verl's entropy_coeff); 0: off, the entropy is only logged", min=0.0)
     mask_truncated: bool = opt(False, "DAPO's overlong filtering: completions cut at rollout.max_new_tokens carry no "
                                "loss (their group's baseline still counts them)")
-    is_correction: str = opt("none", "sampler-learner mismatch correction, rho = learner / sampler probability: "
-                             "token_truncate / sequence_truncate weigh min(rho, is_cap) (TIS, Yao 2025); token_mask / "
-                             "sequence_mask drop tokens or sequences whose rho leaves [is_mask_low, is_mask_high] "
-                             "(MIS / IcePop); the share changed is logged as is_corrected_fraction",
+    is_correction: str = opt("none", "sampler-learner mismatch correction, rho = learner / sampler probability of "
+                             "a token, or for sequence_* of the whole completion (the product over its tokens), the "
+                             "same for each of its tokens: token_truncate / sequence_truncate weigh each token "
+                             "min(rho, is_cap) in place of its own ratio (TIS, Yao 2025); token_mask / sequence_mask "
+                             "weigh it rho inside [is_mask_low, is_mask_high], 0 outside (MIS / IcePop); the share "
+                             "truncated or masked is logged as is_corrected_fraction",
                              choices=("none", "token_truncate", "token_mask", "sequence_truncate", "sequence_mask"))
     is_cap: float = opt(2.0, "the truncation cap C of algo.is_correction=*_truncate; must be > 0")
     is_mask_low: float = opt(0.5, "the lower bound of algo.is_correction=*_mask", min=0.0)

@@ -177,8 +177,11 @@ def test_sampler_mismatch_correction_by_hand():
     assert mismatch_weight("token_mask", log_ratio, mask, 2.0, (0.5, 2.0)).flatten().tolist() == [0, 1, 0, 1]
     # Per sequence: ρ_0 = 3 (dropped / truncated to 2), ρ_1 = 0.375 (dropped / kept whole).
     assert mismatch_weight("sequence_mask", log_ratio, mask, 2.0, (0.5, 2.0)).flatten().tolist() == [0, 0, 0, 0]
-    assert mismatch_weight("sequence_truncate", log_ratio, mask, 2.0, (0.5, 2.0)).flatten().tolist() == \
-        pytest.approx([2 / 3, 2 / 3, 1, 1])
+    # TIS per sequence: the factor replaces each token's r_t by min(ρ_seq, 2), so both tokens of a row weigh the same:
+    # 2 (row 0) and 0.375 (row 1). (Before issue 38 this asserted min(ρ_seq, C) / ρ_seq = [2/3, 2/3, 1, 1], which
+    # left r_t in the weight: not the published form.)
+    factor = mismatch_weight("sequence_truncate", log_ratio, mask, 2.0, (0.5, 2.0))
+    assert (factor * log_ratio.exp()).flatten().tolist() == pytest.approx([2, 2, 0.375, 0.375])
     # In the loss: is_pg weighs min(ρ, C) A, and the gradient follows (the factor carries none).
     logprobs = torch.tensor([[math.log(3.0)]], requires_grad=True)
     terms = policy_loss("is_pg", logprobs, torch.zeros(1, 1), torch.tensor([1.0]), torch.ones(1, 1),
@@ -230,3 +233,49 @@ def test_entropy_bonus_adds_minus_c_h_and_its_gradient():
         head.weight += step
     _, after = _chunk(head, hidden, targets, 1.0)
     assert after.mean().item() > entropy.mean().item()
+
+
+# -- issue 38: the published formulas, computed by hand on a batch of unequal lengths with padding ------------------
+# Row 0 (A = 1): log ρ = 0.5, -0.2, then a pad token whose log-ratio 3 must count nowhere; ρ_seq = e^0.3 = 1.35.
+# Row 1 (A = -0.5): log ρ = 0.4, 0.3, 0.2; ρ_seq = e^0.9 = 2.46. Token normalisation: 1/5 per completion token.
+_LOGP = [[-1.0, -2.0, -0.3], [-0.5, -1.5, -0.7]]
+_LOG_RHO = [[0.5, -0.2, 3.0], [0.4, 0.3, 0.2]]
+_MASK = [[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]]
+_ADV = [1.0, -0.5]
+
+
+def _sequence_corrected(kind: str, correction: str):
+    logprobs = torch.tensor(_LOGP, dtype=torch.float64, requires_grad=True)
+    sampler = logprobs.detach() - torch.tensor(_LOG_RHO, dtype=torch.float64)
+    mask = torch.tensor(_MASK, dtype=torch.float64)
+    # clip_eps = 0.9: every ratio here lies inside [0.1, 1.9], so ppo's clip leaves them alone.
+    terms = policy_loss(kind, logprobs, sampler, torch.tensor(_ADV, dtype=torch.float64), mask, mask / 5,
+                        clip_eps=0.9, is_correction=correction, is_cap=2.0, is_bounds=(0.5, 2.0))
+    terms.loss.backward()
+    return terms, logprobs.grad.flatten().tolist()
+
+
+@pytest.mark.parametrize("kind", ["is_pg", "ppo", "reinforce"])
+def test_sequence_truncate_weighs_every_token_min_rho_seq_c_by_hand(kind):
+    """TIS per sequence (TRL's vllm_importance_sampling_mode=sequence_truncate, verl's rollout_is=sequence): every
+    token of a row weighs w = min(ρ_seq, C), in the value and in the gradient -w A ∇log π / 5."""
+    weight = [min(math.exp(0.5 - 0.2), 2.0), min(math.exp(0.4 + 0.3 + 0.2), 2.0)]  # 1.35, 2 (truncated)
+    terms, grad = _sequence_corrected(kind, "sequence_truncate")
+    tokens = [(i, t) for i in range(2) for t in range(3) if _MASK[i][t]]
+    # is_pg and ppo (unclipped) carry w in place of r_t: -w A per token; reinforce: -w A log π.
+    value = [-weight[i] * _ADV[i] * (_LOGP[i][t] if kind == "reinforce" else 1.0) / 5 for i, t in tokens]
+    assert terms.loss.item() == pytest.approx(sum(value), rel=1e-12)
+    assert grad == pytest.approx([-weight[0] * _ADV[0] / 5] * 2 + [0.0] + [-weight[1] * _ADV[1] / 5] * 3, rel=1e-12)
+    assert terms.corrected_tokens.item() == 3  # row 1's tokens: ρ_seq = 2.46 was truncated to 2
+
+
+@pytest.mark.parametrize("kind", ["is_pg", "reinforce"])
+def test_sequence_mask_keeps_rho_seq_or_drops_the_row_by_hand(kind):
+    """MIS per sequence (TRL's sequence_mask): a row whose ρ_seq lies in [0.5, 2] weighs ρ_seq at every token;
+    a row outside weighs 0 (row 1: ρ_seq = 2.46)."""
+    rho0 = math.exp(0.3)
+    terms, grad = _sequence_corrected(kind, "sequence_mask")
+    logs = _LOGP[0][:2] if kind == "reinforce" else [1.0, 1.0]
+    assert terms.loss.item() == pytest.approx(sum(-rho0 * _ADV[0] * x / 5 for x in logs), rel=1e-12)
+    assert grad == pytest.approx([-rho0 / 5, -rho0 / 5, 0.0, 0.0, 0.0, 0.0], rel=1e-12)
+    assert terms.corrected_tokens.item() == 3
