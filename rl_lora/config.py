@@ -257,8 +257,9 @@ class AlgoConfig:
                     "reinforce: -A log p, no ratio. r = learner / sampler probability of each token",
                     choices=("is_pg", "ppo", "gspo", "cispo", "reinforce"))
     baseline: str = opt("group_mean", "advantage: group_mean: r - group mean (GRPO); rloo: r - mean of the "
-                        "group's others (RLOO, Ahmadian 2024); reinforce_pp: r - group mean, whitened over the batch "
-                        "(REINFORCE++, Hu 2025); none: the raw reward",
+                        "group's others (RLOO, Ahmadian 2024); reinforce_pp: r - group mean, whitened over the batch's "
+                        "trained tokens, each completion counted once per token, (A - mean) / sqrt(var + 1e-8) with "
+                        "the unbiased variance (REINFORCE++, Hu 2025; verl's masked_whiten); none: the raw reward",
                         choices=("group_mean", "rloo", "reinforce_pp", "none"))
     normalize_std: bool = opt(False, "divide group advantages by the group's reward std (GRPO's; off: Dr. GRPO)")
     normalization: str = opt("token", "loss aggregation: token: over all completion tokens of the batch (DAPO); "
@@ -431,6 +432,9 @@ class RunConfig:
         if self.algo.baseline in ("group_mean", "rloo", "reinforce_pp") and self.rollout.group_size < 2:
             raise UserError(f"rollout.group_size=1 with algo.baseline={self.algo.baseline} gives every completion "
                             "advantage 0: use group_size >= 2 or algo.baseline=none")
+        if self.algo.baseline == "reinforce_pp" and self.algo.normalize_std:
+            raise UserError("algo.normalize_std=true divides by each group's std, which algo.baseline=reinforce_pp "
+                            "replaces by its whitening over the batch's tokens: set normalize_std=false")
         groups_per_update = self.rollout.prompts_per_step // self.algo.updates_per_step
         if self.algo.updates_per_step > 1 and groups_per_update < max(1, self.ray.num_learners):
             raise UserError(f"algo.updates_per_step={self.algo.updates_per_step} splits rollout.prompts_per_step="

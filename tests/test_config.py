@@ -115,6 +115,7 @@ def test_on_ray_each_actor_resolves_its_device_and_auto_dtype_is_one_for_all():
     (["algo.is_mask_low=2", "algo.is_mask_high=2"], "algo.is_mask_low=2 is not below algo.is_mask_high=2"),
     (["algo.clip_ratio_c=1"], "algo.clip_ratio_c=1: dual-clip"),
     (["algo.baseline=rloo", "rollout.group_size=1"], "rollout.group_size=1 with algo.baseline=rloo"),
+    (["algo.baseline=reinforce_pp", "algo.normalize_std=true"], "set normalize_std=false"),
     (["algo.kl_in=reward"], "algo.kl_in=reward puts the KL to the base model in the reward"),
     (["rollout.dynamic_sampling=true", "rollout.group_size=1", "algo.baseline=none"],
      "a group of rollout.group_size=1 always is"),

@@ -80,10 +80,13 @@ def test_rloo_and_reinforce_pp_advantages_by_hand():
     # RLOO: r_i - mean of the others. Group [1, 0, 0, 1]: 1 - 1/3 = 2/3, 0 - 2/3 = -2/3.
     assert group_advantages([[1, 0, 0, 1]], "rloo", False)[0] == pytest.approx([2 / 3, -2 / 3, -2 / 3, 2 / 3])
     assert group_advantages([[1, 1]], "rloo", False) == [[0.0, 0.0]]
-    # REINFORCE++: group mean off, then whitened over the batch: [0.5, -0.5] and [0, 0] -> std of all four.
+    # REINFORCE++: group mean off, then whitened over the batch: [0.5, -0.5] and [0, 0] -> over all four (one token
+    # each). Before issue 38 this divided by the std over completions + 1e-6; now verl's masked_whiten over tokens,
+    # (A - mean) / sqrt(var + 1e-8) (test_reinforce_pp_whitens_over_tokens_by_hand covers unequal lengths).
     centred = torch.tensor([0.5, -0.5, 0.0, 0.0], dtype=torch.float64)
-    expected = ((centred - centred.mean()) / (centred.std() + 1e-6)).tolist()
-    flat = [a for group in group_advantages([[1, 0], [2, 2]], "reinforce_pp", False) for a in group]
+    expected = ((centred - centred.mean()) / (centred.var() + 1e-8).sqrt()).tolist()
+    flat = [a for group in group_advantages([[1, 0], [2, 2]], "reinforce_pp", False, token_counts=[[1, 1], [1, 1]])
+            for a in group]
     assert flat == pytest.approx(expected)
 
 
@@ -279,3 +282,39 @@ def test_sequence_mask_keeps_rho_seq_or_drops_the_row_by_hand(kind):
     assert terms.loss.item() == pytest.approx(sum(-rho0 * _ADV[0] * x / 5 for x in logs), rel=1e-12)
     assert grad == pytest.approx([-rho0 / 5, -rho0 / 5, 0.0, 0.0, 0.0, 0.0], rel=1e-12)
     assert terms.corrected_tokens.item() == 3
+
+
+def _whitened_by_hand(centred: list[list[float]], counts: list[list[int]]) -> list[list[float]]:
+    """verl's masked_whiten written out: one value per trained token, unbiased variance, rsqrt(var + 1e-8)."""
+    tokens = [a for group, ns in zip(centred, counts) for a, n in zip(group, ns) for _ in range(n)]
+    mean = sum(tokens) / len(tokens)
+    var = sum((x - mean) ** 2 for x in tokens) / (len(tokens) - 1)
+    return [[(a - mean) / math.sqrt(var + 1e-8) for a in group] for group in centred]
+
+
+def test_reinforce_pp_whitens_over_tokens_by_hand():
+    """REINFORCE++ (and verl's reinforce_plus_plus_baseline): r - group mean, then (A - mean) / std over the batch's
+    trained tokens, each completion counted once per token."""
+    counts = [[2, 6, 1], [3, 3, 9]]
+    centred = [[2 / 3, -1 / 3, -1 / 3], [1 / 3, 1 / 3, -2 / 3]]
+    got = group_advantages([[1, 0, 0], [1, 1, 0]], "reinforce_pp", False, token_counts=counts)
+    for row, expected in zip(got, _whitened_by_hand(centred, counts)):
+        assert row == pytest.approx(expected, rel=1e-12)
+
+
+def test_reinforce_pp_counts_the_policys_tokens_of_the_kept_completions():
+    from rl_lora.step.advantages import build_rollouts
+    from rl_lora.types import Completion
+
+    def completion(length: int, loss_mask: tuple[int, ...] | None = None, finished: bool = True) -> Completion:
+        return Completion(0, (1,), tuple(range(length)), (-0.1,) * length, "", finished, 0, loss_mask=loss_mask)
+
+    # A two-turn episode of 6 tokens, 3 of them a tool's answer (trained: 3); a cut completion masked_truncated
+    # drops (trained: 0, its group's mean still counts it).
+    groups = [[completion(6, (1, 0, 0, 0, 1, 1)), completion(2)], [completion(4), completion(8, finished=False),
+                                                                   completion(1)]]
+    rollouts = build_rollouts(["a", "b"], groups, [1.0, 0.0, 1.0, 1.0, 0.0], "reinforce_pp", False,
+                              mask_truncated=True)
+    expected = _whitened_by_hand([[0.5, -0.5], [1 / 3, 1 / 3, -2 / 3]], [[3, 2], [4, 0, 1]])
+    assert [r.advantage for r in rollouts] == pytest.approx(expected[0] + [expected[1][0], expected[1][2]],
+                                                            rel=1e-12)
