@@ -253,8 +253,10 @@ class AlgoConfig:
     loss: str = opt("is_pg", "is_pg: -r A, the importance-sampled policy gradient (LoRA Without Regret); ppo: "
                     "-min(r A, clip(r) A) (PPO-clip, Schulman 2017; clip_eps_high > clip_eps is DAPO's clip-higher); "
                     "gspo: the same clip on the sequence ratio exp(mean log r) (GSPO, Zheng 2025); cispo: "
-                    "-sg(clip(r)) A log p, the clipped IS weight without gradient (CISPO, MiniMax-M1 2025); "
-                    "reinforce: -A log p, no ratio. r = learner / sampler probability of each token",
+                    "-sg(min(r, 1 + clip_eps_high)) A log p, the IS weight clipped from above, without gradient "
+                    "(CISPO, MiniMax-M1 2025); reinforce: -A log p, no ratio. r = learner / sampler probability of "
+                    "each token: every clip is a trust region around the sampler (verl's bypass mode), not around "
+                    "an old policy the learner recomputes (no second forward pass)",
                     choices=("is_pg", "ppo", "gspo", "cispo", "reinforce"))
     baseline: str = opt("group_mean", "advantage: group_mean: r - group mean (GRPO); rloo: r - mean of the "
                         "group's others (RLOO, Ahmadian 2024); reinforce_pp: r - group mean, whitened over the batch's "
@@ -286,9 +288,12 @@ class AlgoConfig:
     weight_decay: float = opt(0.0, "AdamW weight decay", min=0.0)
     max_grad_norm: float = opt(1.0, "gradient clipping norm (0: off)", min=0.0)
     clip_eps: float = opt(0.2, "ppo, gspo, cispo: the ratio clip range, [1 - clip_eps, 1 + clip_eps] (clip_eps_low "
-                          "/ clip_eps_high set either end)", min=0.0)
-    clip_eps_low: Optional[float] = opt(None, "ppo, gspo, cispo: the lower clip, r >= 1 - clip_eps_low (unset: "
-                                        "clip_eps); must be < 1", min=0.0)
+                          "/ clip_eps_high set either end; cispo's lower end is off unless clip_eps_low is set). r "
+                          "is learner / sampler probability: the clip bounds how far the learner moves from the "
+                          "policy that sampled, not from a recomputed old policy", min=0.0)
+    clip_eps_low: Optional[float] = opt(None, "ppo, gspo, cispo: the lower clip, r >= 1 - clip_eps_low, at most 1 "
+                                        "(1: no lower bound, the ratio being positive); unset: clip_eps, and 1 for "
+                                        "cispo (MiniMax-M1 clips its IS weight from above only)", min=0.0)
     clip_eps_high: Optional[float] = opt(None, "ppo, gspo, cispo: the upper clip, r <= 1 + clip_eps_high (DAPO's "
                                          "clip-higher, e.g. 0.28; unset: clip_eps)", min=0.0)
     clip_ratio_c: Optional[float] = opt(None, "ppo, gspo: dual-clip for negative advantages, loss <= -c A (Ye et al. "
@@ -335,8 +340,11 @@ class AlgoConfig:
 
     @property
     def clip_low(self) -> float:
-        """The lower clip ε_low: clip_eps_low when set, else clip_eps."""
-        return self.clip_eps if self.clip_eps_low is None else self.clip_eps_low
+        """The lower clip ε_low: clip_eps_low when set; else 1 (no lower bound) for cispo, as its paper sets it;
+        else clip_eps."""
+        if self.clip_eps_low is not None:
+            return self.clip_eps_low
+        return 1.0 if self.loss == "cispo" else self.clip_eps
 
 
 @dataclass
@@ -453,10 +461,10 @@ class RunConfig:
                             f"{self.rollout.max_new_tokens}: every completion would be punished; use a buffer of a "
                             "fraction of the limit (DAPO: 4096 of 20480)")
         low = self.algo.clip_low
-        if low >= 1:
+        if low > 1:
             key = "clip_eps" if self.algo.clip_eps_low is None else "clip_eps_low"
-            raise UserError(f"algo.{key}={low:g}: the lower clip 1 - {key} must stay above 0; use a value below 1 "
-                            "(0.2 is usual)")
+            raise UserError(f"algo.{key}={low:g}: the lower clip 1 - {key} must not go below 0; use a value in "
+                            "[0, 1] (0.2 is usual; 1: no lower bound)")
         if self.algo.is_cap <= 0:
             raise UserError(f"algo.is_cap={self.algo.is_cap:g}: the truncation cap must be > 0 (2 is usual)")
         if self.algo.is_mask_low >= self.algo.is_mask_high:

@@ -108,7 +108,8 @@ def test_on_ray_each_actor_resolves_its_device_and_auto_dtype_is_one_for_all():
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["algo.clip_eps_low=1"], "algo.clip_eps_low=1: the lower clip 1 - clip_eps_low must stay above 0"),
+    (["algo.clip_eps_low=1.5"], "algo.clip_eps_low=1.5: the lower clip 1 - clip_eps_low must not go below 0"),
+    (["algo.clip_eps_low=-0.1"], "algo.clip_eps_low: -0.1 is out of range"),
     (["algo.clip_eps=1.5"], "algo.clip_eps=1.5: the lower clip"),
     (["algo.clip_eps_high=-0.1"], "algo.clip_eps_high: -0.1 is out of range"),
     (["algo.is_cap=0"], "algo.is_cap=0: the truncation cap must be > 0"),
@@ -127,3 +128,10 @@ def test_algorithm_keys_that_cannot_work_are_refused_in_one_line(overrides, mess
     with pytest.raises(UserError) as caught:
         load_config(None, overrides).check()
     assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_clip_eps_low_1_means_no_lower_bound_and_is_cispos_default():
+    load_config(None, ["algo.loss=ppo", "algo.clip_eps_low=1"]).check()  # 1 - 1 = 0: the ratio is positive
+    assert load_config(None, ["algo.loss=cispo"]).algo.clip_low == 1.0  # MiniMax-M1 clips from above only
+    assert load_config(None, ["algo.loss=cispo", "algo.clip_eps_low=0.2"]).algo.clip_low == 0.2
+    assert load_config(None, ["algo.loss=ppo"]).algo.clip_low == 0.2

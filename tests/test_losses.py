@@ -318,3 +318,37 @@ def test_reinforce_pp_counts_the_policys_tokens_of_the_kept_completions():
     expected = _whitened_by_hand([[0.5, -0.5], [1 / 3, 1 / 3, -2 / 3]], [[3, 2], [4, 0, 1]])
     assert [r.advantage for r in rollouts] == pytest.approx(expected[0] + [expected[1][0], expected[1][2]],
                                                             rel=1e-12)
+
+
+def test_cispo_by_default_clips_its_is_weight_from_above_only_by_hand():
+    """MiniMax-M1's CISPO: -sg(min(r, 1 + ε_high)) A log π, no lower bound; algo.loss=cispo's default lower clip is
+    the paper's. Row 0 (A = 1): r = e^-3 (far below 1), e^0.5 (clipped to 1.28), pad; row 1 (A = -2): r = e^-2."""
+    from rl_lora.config import AlgoConfig
+
+    logp = [[-1.0, -2.0, -0.3], [-0.5, 0.0, 0.0]]
+    log_r = [[-3.0, 0.5, 2.0], [-2.0, 0.0, 0.0]]
+    mask, adv = [[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]], [1.0, -2.0]
+    logprobs = torch.tensor(logp, dtype=torch.float64, requires_grad=True)
+    sampler = logprobs.detach() - torch.tensor(log_r, dtype=torch.float64)
+    m = torch.tensor(mask, dtype=torch.float64)
+    terms = policy_loss("cispo", logprobs, sampler, torch.tensor(adv, dtype=torch.float64), m, m / 3,
+                        clip_eps=AlgoConfig(loss="cispo").clip_low, clip_eps_high=0.28)
+    terms.loss.backward()
+    tokens = [(i, t) for i in range(2) for t in range(3) if mask[i][t]]
+    weight = {(i, t): min(math.exp(log_r[i][t]), 1.28) for i, t in tokens}  # e^-3 = 0.0498 stays, not 0.8
+    assert terms.loss.item() == pytest.approx(sum(-weight[k] * adv[k[0]] * logp[k[0]][k[1]] / 3 for k in tokens),
+                                              rel=1e-12)
+    grad = [-weight[(i, t)] * adv[i] / 3 if mask[i][t] else 0.0 for i in range(2) for t in range(3)]
+    assert logprobs.grad.flatten().tolist() == pytest.approx(grad, rel=1e-12)
+    assert terms.clipped_tokens.item() == 1  # only e^0.5, from above
+
+
+def test_ppo_with_clip_eps_low_1_has_no_lower_bound_by_hand():
+    # A = -1, r = e^-3: ε_low = 0.2 takes min(r A, 0.8 A) = -0.8 (clipped, no gradient); ε_low = 1 keeps -r A.
+    r = math.exp(-3.0)
+    for low, value, grad in ((0.2, 0.8, 0.0), (1.0, r, r)):
+        logprobs = torch.tensor([[-3.0]], dtype=torch.float64, requires_grad=True)
+        terms = policy_loss("ppo", logprobs, torch.zeros(1, 1, dtype=torch.float64), torch.tensor([-1.0]),
+                            torch.ones(1, 1), torch.ones(1, 1), clip_eps=low, clip_eps_high=0.2)
+        terms.loss.backward()
+        assert (terms.loss.item(), logprobs.grad.item()) == pytest.approx((value, grad), rel=1e-12)
