@@ -352,3 +352,13 @@ def test_ppo_with_clip_eps_low_1_has_no_lower_bound_by_hand():
                             torch.ones(1, 1), torch.ones(1, 1), clip_eps=low, clip_eps_high=0.2)
         terms.loss.backward()
         assert (terms.loss.item(), logprobs.grad.item()) == pytest.approx((value, grad), rel=1e-12)
+
+
+def test_sequence_correction_leaves_padding_and_tool_tokens_finite():
+    # Padding and an environment's tokens carry the learner's log-prob against a sampler's 0: log r = -100 there
+    # (r = 0 in float32). The row's weight must not reach them as e^100 = inf: 0 x inf would make the loss NaN.
+    logprobs = torch.tensor([[-0.1, -100.0]], requires_grad=True)
+    for correction in ("sequence_truncate", "sequence_mask"):
+        terms = policy_loss("is_pg", logprobs, torch.zeros(1, 2), torch.tensor([1.0]), torch.tensor([[1.0, 0.0]]),
+                            torch.tensor([[1.0, 0.0]]), is_correction=correction, is_cap=2.0)
+        assert terms.loss.item() == pytest.approx(-math.exp(-0.1), rel=1e-6)

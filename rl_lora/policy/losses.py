@@ -75,13 +75,15 @@ def mismatch_weight(kind: str, log_ratio: torch.Tensor, mask: torch.Tensor, cap:
     - token_mask / sequence_mask: ρ if low <= ρ <= high else 0 (masked IS, MIS / IcePop: tokens or sequences the
       sampler saw too differently carry no loss, the others their IS weight; TRL's *_mask).
 
-    Taken in log space: ρ_seq of a long completion overflows float32 (exp(89) = inf)."""
+    Taken in log space, as ρ_seq of a long completion overflows float32 (exp(89) = inf), and 1 off the mask: a pad
+    or tool token's r_t can be e^-100, and a row's w over it would reach the masked loss as 0 x inf = NaN."""
     level = _sampler_log_ratio(kind, log_ratio, mask)
     carried = log_ratio if carried_log_ratio is None else carried_log_ratio
-    acts = _bound_acts(kind, torch.exp(level), cap, bounds)
+    bounded = torch.clamp(level, max=math.log(cap)) if kind.endswith("truncate") else level
+    factor = torch.exp((bounded - carried).masked_fill(mask == 0, 0.0))
     if kind.endswith("truncate"):
-        return torch.exp(torch.clamp(level, max=math.log(cap)) - carried)
-    return torch.exp(level - carried).masked_fill(acts, 0.0)
+        return factor
+    return factor.masked_fill(_bound_acts(kind, torch.exp(level), cap, bounds), 0.0)
 
 
 def policy_loss(kind: str, logprobs: torch.Tensor, sampler_logprobs: torch.Tensor, advantages: torch.Tensor,
