@@ -258,14 +258,14 @@ def _sequence_corrected(kind: str, correction: str):
     return terms, logprobs.grad.flatten().tolist()
 
 
-@pytest.mark.parametrize("kind", ["is_pg", "ppo", "reinforce"])
+@pytest.mark.parametrize("kind", ["is_pg", "ppo", "gspo", "reinforce"])
 def test_sequence_truncate_weighs_every_token_min_rho_seq_c_by_hand(kind):
     """TIS per sequence (TRL's vllm_importance_sampling_mode=sequence_truncate, verl's rollout_is=sequence): every
     token of a row weighs w = min(ρ_seq, C), in the value and in the gradient -w A ∇log π / 5."""
     weight = [min(math.exp(0.5 - 0.2), 2.0), min(math.exp(0.4 + 0.3 + 0.2), 2.0)]  # 1.35, 2 (truncated)
     terms, grad = _sequence_corrected(kind, "sequence_truncate")
     tokens = [(i, t) for i in range(2) for t in range(3) if _MASK[i][t]]
-    # is_pg and ppo (unclipped) carry w in place of r_t: -w A per token; reinforce: -w A log π.
+    # is_pg, ppo and gspo (unclipped) carry w in place of r_t (gspo: of s): -w A per token; reinforce: -w A log π.
     value = [-weight[i] * _ADV[i] * (_LOGP[i][t] if kind == "reinforce" else 1.0) / 5 for i, t in tokens]
     assert terms.loss.item() == pytest.approx(sum(value), rel=1e-12)
     assert grad == pytest.approx([-weight[0] * _ADV[0] / 5] * 2 + [0.0] + [-weight[1] * _ADV[1] / 5] * 3, rel=1e-12)
