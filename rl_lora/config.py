@@ -274,12 +274,15 @@ class AlgoConfig:
     loss: str = opt("is_pg", "is_pg: -r A, the importance-sampled policy gradient (LoRA Without Regret); ppo: "
                     "-min(r A, clip(r) A) (PPO-clip, Schulman 2017; clip_eps_high > clip_eps is DAPO's clip-higher); "
                     "gspo: the same clip on the sequence ratio exp(mean log r) (GSPO, Zheng 2025); cispo: "
-                    "-sg(clip(r)) A log p, the clipped IS weight without gradient (CISPO, MiniMax-M1 2025); "
-                    "reinforce: -A log p, no ratio. r = learner / sampler probability of each token",
+                    "-sg(min(r, 1 + clip_eps_high)) A log p, the IS weight clipped from above, without gradient "
+                    "(CISPO, MiniMax-M1 2025); reinforce: -A log p, no ratio. r = learner / sampler probability of "
+                    "each token: every clip is a trust region around the sampler (verl's bypass mode), not around "
+                    "an old policy the learner recomputes (no second forward pass)",
                     choices=("is_pg", "ppo", "gspo", "cispo", "reinforce"))
     baseline: str = opt("group_mean", "advantage: group_mean: r - group mean (GRPO); rloo: r - mean of the "
-                        "group's others (RLOO, Ahmadian 2024); reinforce_pp: r - group mean, whitened over the batch "
-                        "(REINFORCE++, Hu 2025); none: the raw reward",
+                        "group's others (RLOO, Ahmadian 2024); reinforce_pp: r - group mean, whitened over the batch's "
+                        "trained tokens, each completion counted once per token, (A - mean) / sqrt(var + 1e-8) with "
+                        "the unbiased variance (REINFORCE++, Hu 2025; verl's masked_whiten); none: the raw reward",
                         choices=("group_mean", "rloo", "reinforce_pp", "none"))
     normalize_std: bool = opt(False, "divide group advantages by the group's reward std (GRPO's; off: Dr. GRPO)")
     normalization: str = opt("token", "loss aggregation: token: over all completion tokens of the batch (DAPO); "
@@ -306,9 +309,12 @@ class AlgoConfig:
     weight_decay: float = opt(0.0, "AdamW weight decay", min=0.0)
     max_grad_norm: float = opt(1.0, "gradient clipping norm (0: off)", min=0.0)
     clip_eps: float = opt(0.2, "ppo, gspo, cispo: the ratio clip range, [1 - clip_eps, 1 + clip_eps] (clip_eps_low "
-                          "/ clip_eps_high set either end)", min=0.0)
-    clip_eps_low: Optional[float] = opt(None, "ppo, gspo, cispo: the lower clip, r >= 1 - clip_eps_low (unset: "
-                                        "clip_eps); must be < 1", min=0.0)
+                          "/ clip_eps_high set either end; cispo's lower end is off unless clip_eps_low is set). r "
+                          "is learner / sampler probability: the clip bounds how far the learner moves from the "
+                          "policy that sampled, not from a recomputed old policy", min=0.0)
+    clip_eps_low: Optional[float] = opt(None, "ppo, gspo, cispo: the lower clip, r >= 1 - clip_eps_low, at most 1 "
+                                        "(1: no lower bound, the ratio being positive); unset: clip_eps, and 1 for "
+                                        "cispo (MiniMax-M1 clips its IS weight from above only)", min=0.0)
     clip_eps_high: Optional[float] = opt(None, "ppo, gspo, cispo: the upper clip, r <= 1 + clip_eps_high (DAPO's "
                                          "clip-higher, e.g. 0.28; unset: clip_eps)", min=0.0)
     clip_ratio_c: Optional[float] = opt(None, "ppo, gspo: dual-clip for negative advantages, loss <= -c A (Ye et al. "
@@ -321,10 +327,12 @@ class AlgoConfig:
                               "1991; verl's entropy_coeff); 0: off, the entropy is only logged", min=0.0)
     mask_truncated: bool = opt(False, "DAPO's overlong filtering: completions cut at rollout.max_new_tokens carry no "
                                "loss (their group's baseline still counts them)")
-    is_correction: str = opt("none", "sampler-learner mismatch correction, rho = learner / sampler probability: "
-                             "token_truncate / sequence_truncate weigh min(rho, is_cap) (TIS, Yao 2025); token_mask / "
-                             "sequence_mask drop tokens or sequences whose rho leaves [is_mask_low, is_mask_high] "
-                             "(MIS / IcePop); the share changed is logged as is_corrected_fraction",
+    is_correction: str = opt("none", "sampler-learner mismatch correction, rho = learner / sampler probability of "
+                             "a token, or for sequence_* of the whole completion (the product over its tokens), the "
+                             "same for each of its tokens: token_truncate / sequence_truncate weigh each token "
+                             "min(rho, is_cap) in place of its own ratio (TIS, Yao 2025); token_mask / sequence_mask "
+                             "weigh it rho inside [is_mask_low, is_mask_high], 0 outside (MIS / IcePop); the share "
+                             "truncated or masked is logged as is_corrected_fraction",
                              choices=("none", "token_truncate", "token_mask", "sequence_truncate", "sequence_mask"))
     is_cap: float = opt(2.0, "the truncation cap C of algo.is_correction=*_truncate; must be > 0")
     is_mask_low: float = opt(0.5, "the lower bound of algo.is_correction=*_mask", min=0.0)
@@ -353,8 +361,11 @@ class AlgoConfig:
 
     @property
     def clip_low(self) -> float:
-        """The lower clip ε_low: clip_eps_low when set, else clip_eps."""
-        return self.clip_eps if self.clip_eps_low is None else self.clip_eps_low
+        """The lower clip ε_low: clip_eps_low when set; else 1 (no lower bound) for cispo, as its paper sets it;
+        else clip_eps."""
+        if self.clip_eps_low is not None:
+            return self.clip_eps_low
+        return 1.0 if self.loss == "cispo" else self.clip_eps
 
 
 @dataclass
@@ -450,6 +461,9 @@ class RunConfig:
         if self.algo.baseline in ("group_mean", "rloo", "reinforce_pp") and self.rollout.group_size < 2:
             raise UserError(f"rollout.group_size=1 with algo.baseline={self.algo.baseline} gives every completion "
                             "advantage 0: use group_size >= 2 or algo.baseline=none")
+        if self.algo.baseline == "reinforce_pp" and self.algo.normalize_std:
+            raise UserError("algo.normalize_std=true divides by each group's std, which algo.baseline=reinforce_pp "
+                            "replaces by its whitening over the batch's tokens: set normalize_std=false")
         groups_per_update = self.rollout.prompts_per_step // self.algo.updates_per_step
         if self.algo.updates_per_step > 1 and groups_per_update < max(1, self.ray.num_learners):
             raise UserError(f"algo.updates_per_step={self.algo.updates_per_step} splits rollout.prompts_per_step="
@@ -468,10 +482,10 @@ class RunConfig:
                             f"{self.rollout.max_new_tokens}: every completion would be punished; use a buffer of a "
                             "fraction of the limit (DAPO: 4096 of 20480)")
         low = self.algo.clip_low
-        if low >= 1:
+        if low > 1:
             key = "clip_eps" if self.algo.clip_eps_low is None else "clip_eps_low"
-            raise UserError(f"algo.{key}={low:g}: the lower clip 1 - {key} must stay above 0; use a value below 1 "
-                            "(0.2 is usual)")
+            raise UserError(f"algo.{key}={low:g}: the lower clip 1 - {key} must not go below 0; use a value in "
+                            "[0, 1] (0.2 is usual; 1: no lower bound)")
         if self.algo.is_cap <= 0:
             raise UserError(f"algo.is_cap={self.algo.is_cap:g}: the truncation cap must be > 0 (2 is usual)")
         if self.algo.is_mask_low >= self.algo.is_mask_high:

@@ -239,7 +239,7 @@ def test_vary_grids_and_riders_parse_into_each_points_settings():
     (["lora.rank=1,8"], "use --arms"),
     (["algo.loss=is_pg,ppo", "algo.loss=gspo,cispo"], "is given twice"),
     (["algo.baseline=group_mean,rloo", "rollout.group_size=1,2"], "rollout.group_size=1 with algo.baseline="),
-    (["algo.clip_eps_low=0.2,1.0"], "must stay above 0"),
+    (["algo.clip_eps_low=0.2,1.5"], "must not go below 0"),
     (["algo.loss"], "expected KEY=VALUE1,VALUE2"),
 ])
 def test_bad_vary_is_refused_in_one_line_before_anything_runs(tmp_path, capsys, vary, message):

@@ -108,13 +108,15 @@ def test_on_ray_each_actor_resolves_its_device_and_auto_dtype_is_one_for_all():
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["algo.clip_eps_low=1"], "algo.clip_eps_low=1: the lower clip 1 - clip_eps_low must stay above 0"),
+    (["algo.clip_eps_low=1.5"], "algo.clip_eps_low=1.5: the lower clip 1 - clip_eps_low must not go below 0"),
+    (["algo.clip_eps_low=-0.1"], "algo.clip_eps_low: -0.1 is out of range"),
     (["algo.clip_eps=1.5"], "algo.clip_eps=1.5: the lower clip"),
     (["algo.clip_eps_high=-0.1"], "algo.clip_eps_high: -0.1 is out of range"),
     (["algo.is_cap=0"], "algo.is_cap=0: the truncation cap must be > 0"),
     (["algo.is_mask_low=2", "algo.is_mask_high=2"], "algo.is_mask_low=2 is not below algo.is_mask_high=2"),
     (["algo.clip_ratio_c=1"], "algo.clip_ratio_c=1: dual-clip"),
     (["algo.baseline=rloo", "rollout.group_size=1"], "rollout.group_size=1 with algo.baseline=rloo"),
+    (["algo.baseline=reinforce_pp", "algo.normalize_std=true"], "set normalize_std=false"),
     (["algo.kl_in=reward"], "algo.kl_in=reward puts the KL to the base model in the reward"),
     (["rollout.dynamic_sampling=true", "rollout.group_size=1", "algo.baseline=none"],
      "a group of rollout.group_size=1 always is"),
@@ -126,3 +128,10 @@ def test_algorithm_keys_that_cannot_work_are_refused_in_one_line(overrides, mess
     with pytest.raises(UserError) as caught:
         load_config(None, overrides).check()
     assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_clip_eps_low_1_means_no_lower_bound_and_is_cispos_default():
+    load_config(None, ["algo.loss=ppo", "algo.clip_eps_low=1"]).check()  # 1 - 1 = 0: the ratio is positive
+    assert load_config(None, ["algo.loss=cispo"]).algo.clip_low == 1.0  # MiniMax-M1 clips from above only
+    assert load_config(None, ["algo.loss=cispo", "algo.clip_eps_low=0.2"]).algo.clip_low == 0.2
+    assert load_config(None, ["algo.loss=ppo"]).algo.clip_low == 0.2

@@ -80,10 +80,13 @@ def test_rloo_and_reinforce_pp_advantages_by_hand():
     # RLOO: r_i - mean of the others. Group [1, 0, 0, 1]: 1 - 1/3 = 2/3, 0 - 2/3 = -2/3.
     assert group_advantages([[1, 0, 0, 1]], "rloo", False)[0] == pytest.approx([2 / 3, -2 / 3, -2 / 3, 2 / 3])
     assert group_advantages([[1, 1]], "rloo", False) == [[0.0, 0.0]]
-    # REINFORCE++: group mean off, then whitened over the batch: [0.5, -0.5] and [0, 0] -> std of all four.
+    # REINFORCE++: group mean off, then whitened over the batch: [0.5, -0.5] and [0, 0] -> over all four (one token
+    # each). Before issue 38 this divided by the std over completions + 1e-6; now verl's masked_whiten over tokens,
+    # (A - mean) / sqrt(var + 1e-8) (test_reinforce_pp_whitens_over_tokens_by_hand covers unequal lengths).
     centred = torch.tensor([0.5, -0.5, 0.0, 0.0], dtype=torch.float64)
-    expected = ((centred - centred.mean()) / (centred.std() + 1e-6)).tolist()
-    flat = [a for group in group_advantages([[1, 0], [2, 2]], "reinforce_pp", False) for a in group]
+    expected = ((centred - centred.mean()) / (centred.var() + 1e-8).sqrt()).tolist()
+    flat = [a for group in group_advantages([[1, 0], [2, 2]], "reinforce_pp", False, token_counts=[[1, 1], [1, 1]])
+            for a in group]
     assert flat == pytest.approx(expected)
 
 
@@ -177,8 +180,11 @@ def test_sampler_mismatch_correction_by_hand():
     assert mismatch_weight("token_mask", log_ratio, mask, 2.0, (0.5, 2.0)).flatten().tolist() == [0, 1, 0, 1]
     # Per sequence: ρ_0 = 3 (dropped / truncated to 2), ρ_1 = 0.375 (dropped / kept whole).
     assert mismatch_weight("sequence_mask", log_ratio, mask, 2.0, (0.5, 2.0)).flatten().tolist() == [0, 0, 0, 0]
-    assert mismatch_weight("sequence_truncate", log_ratio, mask, 2.0, (0.5, 2.0)).flatten().tolist() == \
-        pytest.approx([2 / 3, 2 / 3, 1, 1])
+    # TIS per sequence: the factor replaces each token's r_t by min(ρ_seq, 2), so both tokens of a row weigh the same:
+    # 2 (row 0) and 0.375 (row 1). (Before issue 38 this asserted min(ρ_seq, C) / ρ_seq = [2/3, 2/3, 1, 1], which
+    # left r_t in the weight: not the published form.)
+    factor = mismatch_weight("sequence_truncate", log_ratio, mask, 2.0, (0.5, 2.0))
+    assert (factor * log_ratio.exp()).flatten().tolist() == pytest.approx([2, 2, 0.375, 0.375])
     # In the loss: is_pg weighs min(ρ, C) A, and the gradient follows (the factor carries none).
     logprobs = torch.tensor([[math.log(3.0)]], requires_grad=True)
     terms = policy_loss("is_pg", logprobs, torch.zeros(1, 1), torch.tensor([1.0]), torch.ones(1, 1),
@@ -230,3 +236,129 @@ def test_entropy_bonus_adds_minus_c_h_and_its_gradient():
         head.weight += step
     _, after = _chunk(head, hidden, targets, 1.0)
     assert after.mean().item() > entropy.mean().item()
+
+
+# -- issue 38: the published formulas, computed by hand on a batch of unequal lengths with padding ------------------
+# Row 0 (A = 1): log ρ = 0.5, -0.2, then a pad token whose log-ratio 3 must count nowhere; ρ_seq = e^0.3 = 1.35.
+# Row 1 (A = -0.5): log ρ = 0.4, 0.3, 0.2; ρ_seq = e^0.9 = 2.46. Token normalisation: 1/5 per completion token.
+_LOGP = [[-1.0, -2.0, -0.3], [-0.5, -1.5, -0.7]]
+_LOG_RHO = [[0.5, -0.2, 3.0], [0.4, 0.3, 0.2]]
+_MASK = [[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]]
+_ADV = [1.0, -0.5]
+
+
+def _sequence_corrected(kind: str, correction: str):
+    logprobs = torch.tensor(_LOGP, dtype=torch.float64, requires_grad=True)
+    sampler = logprobs.detach() - torch.tensor(_LOG_RHO, dtype=torch.float64)
+    mask = torch.tensor(_MASK, dtype=torch.float64)
+    # clip_eps = 0.9: every ratio here lies inside [0.1, 1.9], so ppo's clip leaves them alone.
+    terms = policy_loss(kind, logprobs, sampler, torch.tensor(_ADV, dtype=torch.float64), mask, mask / 5,
+                        clip_eps=0.9, is_correction=correction, is_cap=2.0, is_bounds=(0.5, 2.0))
+    terms.loss.backward()
+    return terms, logprobs.grad.flatten().tolist()
+
+
+@pytest.mark.parametrize("kind", ["is_pg", "ppo", "gspo", "reinforce"])
+def test_sequence_truncate_weighs_every_token_min_rho_seq_c_by_hand(kind):
+    """TIS per sequence (TRL's vllm_importance_sampling_mode=sequence_truncate, verl's rollout_is=sequence): every
+    token of a row weighs w = min(ρ_seq, C), in the value and in the gradient -w A ∇log π / 5."""
+    weight = [min(math.exp(0.5 - 0.2), 2.0), min(math.exp(0.4 + 0.3 + 0.2), 2.0)]  # 1.35, 2 (truncated)
+    terms, grad = _sequence_corrected(kind, "sequence_truncate")
+    tokens = [(i, t) for i in range(2) for t in range(3) if _MASK[i][t]]
+    # is_pg, ppo and gspo (unclipped) carry w in place of r_t (gspo: of s): -w A per token; reinforce: -w A log π.
+    value = [-weight[i] * _ADV[i] * (_LOGP[i][t] if kind == "reinforce" else 1.0) / 5 for i, t in tokens]
+    assert terms.loss.item() == pytest.approx(sum(value), rel=1e-12)
+    assert grad == pytest.approx([-weight[0] * _ADV[0] / 5] * 2 + [0.0] + [-weight[1] * _ADV[1] / 5] * 3, rel=1e-12)
+    assert terms.corrected_tokens.item() == 3  # row 1's tokens: ρ_seq = 2.46 was truncated to 2
+
+
+@pytest.mark.parametrize("kind", ["is_pg", "reinforce"])
+def test_sequence_mask_keeps_rho_seq_or_drops_the_row_by_hand(kind):
+    """MIS per sequence (TRL's sequence_mask): a row whose ρ_seq lies in [0.5, 2] weighs ρ_seq at every token;
+    a row outside weighs 0 (row 1: ρ_seq = 2.46)."""
+    rho0 = math.exp(0.3)
+    terms, grad = _sequence_corrected(kind, "sequence_mask")
+    logs = _LOGP[0][:2] if kind == "reinforce" else [1.0, 1.0]
+    assert terms.loss.item() == pytest.approx(sum(-rho0 * _ADV[0] * x / 5 for x in logs), rel=1e-12)
+    assert grad == pytest.approx([-rho0 / 5, -rho0 / 5, 0.0, 0.0, 0.0, 0.0], rel=1e-12)
+    assert terms.corrected_tokens.item() == 3
+
+
+def _whitened_by_hand(centred: list[list[float]], counts: list[list[int]]) -> list[list[float]]:
+    """verl's masked_whiten written out: one value per trained token, unbiased variance, rsqrt(var + 1e-8)."""
+    tokens = [a for group, ns in zip(centred, counts) for a, n in zip(group, ns) for _ in range(n)]
+    mean = sum(tokens) / len(tokens)
+    var = sum((x - mean) ** 2 for x in tokens) / (len(tokens) - 1)
+    return [[(a - mean) / math.sqrt(var + 1e-8) for a in group] for group in centred]
+
+
+def test_reinforce_pp_whitens_over_tokens_by_hand():
+    """REINFORCE++ (and verl's reinforce_plus_plus_baseline): r - group mean, then (A - mean) / std over the batch's
+    trained tokens, each completion counted once per token."""
+    counts = [[2, 6, 1], [3, 3, 9]]
+    centred = [[2 / 3, -1 / 3, -1 / 3], [1 / 3, 1 / 3, -2 / 3]]
+    got = group_advantages([[1, 0, 0], [1, 1, 0]], "reinforce_pp", False, token_counts=counts)
+    for row, expected in zip(got, _whitened_by_hand(centred, counts)):
+        assert row == pytest.approx(expected, rel=1e-12)
+
+
+def test_reinforce_pp_counts_the_policys_tokens_of_the_kept_completions():
+    from rl_lora.step.advantages import build_rollouts
+    from rl_lora.types import Completion
+
+    def completion(length: int, loss_mask: tuple[int, ...] | None = None, finished: bool = True) -> Completion:
+        return Completion(0, (1,), tuple(range(length)), (-0.1,) * length, "", finished, 0, loss_mask=loss_mask)
+
+    # A two-turn episode of 6 tokens, 3 of them a tool's answer (trained: 3); a cut completion masked_truncated
+    # drops (trained: 0, its group's mean still counts it).
+    groups = [[completion(6, (1, 0, 0, 0, 1, 1)), completion(2)], [completion(4), completion(8, finished=False),
+                                                                   completion(1)]]
+    rollouts = build_rollouts(["a", "b"], groups, [1.0, 0.0, 1.0, 1.0, 0.0], "reinforce_pp", False,
+                              mask_truncated=True)
+    expected = _whitened_by_hand([[0.5, -0.5], [1 / 3, 1 / 3, -2 / 3]], [[3, 2], [4, 0, 1]])
+    assert [r.advantage for r in rollouts] == pytest.approx(expected[0] + [expected[1][0], expected[1][2]],
+                                                            rel=1e-12)
+
+
+def test_cispo_by_default_clips_its_is_weight_from_above_only_by_hand():
+    """MiniMax-M1's CISPO: -sg(min(r, 1 + ε_high)) A log π, no lower bound; algo.loss=cispo's default lower clip is
+    the paper's. Row 0 (A = 1): r = e^-3 (far below 1), e^0.5 (clipped to 1.28), pad; row 1 (A = -2): r = e^-2."""
+    from rl_lora.config import AlgoConfig
+
+    logp = [[-1.0, -2.0, -0.3], [-0.5, 0.0, 0.0]]
+    log_r = [[-3.0, 0.5, 2.0], [-2.0, 0.0, 0.0]]
+    mask, adv = [[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]], [1.0, -2.0]
+    logprobs = torch.tensor(logp, dtype=torch.float64, requires_grad=True)
+    sampler = logprobs.detach() - torch.tensor(log_r, dtype=torch.float64)
+    m = torch.tensor(mask, dtype=torch.float64)
+    terms = policy_loss("cispo", logprobs, sampler, torch.tensor(adv, dtype=torch.float64), m, m / 3,
+                        clip_eps=AlgoConfig(loss="cispo").clip_low, clip_eps_high=0.28)
+    terms.loss.backward()
+    tokens = [(i, t) for i in range(2) for t in range(3) if mask[i][t]]
+    weight = {(i, t): min(math.exp(log_r[i][t]), 1.28) for i, t in tokens}  # e^-3 = 0.0498 stays, not 0.8
+    assert terms.loss.item() == pytest.approx(sum(-weight[k] * adv[k[0]] * logp[k[0]][k[1]] / 3 for k in tokens),
+                                              rel=1e-12)
+    grad = [-weight[(i, t)] * adv[i] / 3 if mask[i][t] else 0.0 for i in range(2) for t in range(3)]
+    assert logprobs.grad.flatten().tolist() == pytest.approx(grad, rel=1e-12)
+    assert terms.clipped_tokens.item() == 1  # only e^0.5, from above
+
+
+def test_ppo_with_clip_eps_low_1_has_no_lower_bound_by_hand():
+    # A = -1, r = e^-3: ε_low = 0.2 takes min(r A, 0.8 A) = -0.8 (clipped, no gradient); ε_low = 1 keeps -r A.
+    r = math.exp(-3.0)
+    for low, value, grad in ((0.2, 0.8, 0.0), (1.0, r, r)):
+        logprobs = torch.tensor([[-3.0]], dtype=torch.float64, requires_grad=True)
+        terms = policy_loss("ppo", logprobs, torch.zeros(1, 1, dtype=torch.float64), torch.tensor([-1.0]),
+                            torch.ones(1, 1), torch.ones(1, 1), clip_eps=low, clip_eps_high=0.2)
+        terms.loss.backward()
+        assert (terms.loss.item(), logprobs.grad.item()) == pytest.approx((value, grad), rel=1e-12)
+
+
+def test_sequence_correction_leaves_padding_and_tool_tokens_finite():
+    # Padding and an environment's tokens carry the learner's log-prob against a sampler's 0: log r = -100 there
+    # (r = 0 in float32). The row's weight must not reach them as e^100 = inf: 0 x inf would make the loss NaN.
+    logprobs = torch.tensor([[-0.1, -100.0]], requires_grad=True)
+    for correction in ("sequence_truncate", "sequence_mask"):
+        terms = policy_loss("is_pg", logprobs, torch.zeros(1, 2), torch.tensor([1.0]), torch.tensor([[1.0, 0.0]]),
+                            torch.tensor([[1.0, 0.0]]), is_correction=correction, is_cap=2.0)
+        assert terms.loss.item() == pytest.approx(-math.exp(-0.1), rel=1e-6)

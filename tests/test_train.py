@@ -134,8 +134,9 @@ def test_in_process_the_hf_sampler_serves_the_learners_own_weights(tiny_model_di
     ["--set", "reward.overlong_buffer=4", "--set", "rollout.max_new_tokens=12"],
     ["--set", "algo.is_correction=token_mask", "--set", "algo.is_mask_low=0.99", "--set", "algo.is_mask_high=1.01"],
     ["--set", "algo.kl_coef=0.05", "--set", "algo.kl_in=reward", "--set", "algo.entropy_coef=0.01"],
+    ["--set", "algo.loss=reinforce", "--set", "algo.is_correction=sequence_truncate", "--set", "algo.is_cap=1.01"],
 ], ids=["gspo", "cispo", "ppo-clip-higher-dual", "rloo-constant", "reinforce_pp-k2", "dapo-overlong", "mis",
-        "kl-in-reward-entropy"])
+        "kl-in-reward-entropy", "reinforce-sequence-tis"])
 def test_each_algorithm_variant_trains_through_the_real_step(tiny_model_dir, tmp_path, capsys, variant):
     code, _, err = train(tmp_path, capsys, "--set", "train.steps=2", "--set", "train.name=v", *variant)
     assert code == 0, err

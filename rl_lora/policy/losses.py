@@ -1,6 +1,7 @@
 """Policy losses. Pure tensor functions: easy to check by hand."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -44,24 +45,45 @@ def kl_penalised_advantages(advantages: torch.Tensor, kl: torch.Tensor, mask: to
     return advantages[:, None] - kl_coef * penalty
 
 
-def mismatch_weight(kind: str, log_ratio: torch.Tensor, mask: torch.Tensor, cap: float,
-                    bounds: tuple[float, float]) -> torch.Tensor:
-    """The factor (no gradient) that bounds what the sampler-learner mismatch ρ = π_θ / μ may weigh, per token or
-    per sequence (ρ_seq = exp(Σ_t log ρ_t)):
-
-    - token_truncate / sequence_truncate: min(ρ, C) / ρ, so the loss weighs min(ρ, C) (truncated IS, TIS: Yao et
-      al. 2025, "Your efficient RL framework secretly brings you off-policy RL training");
-    - token_mask / sequence_mask: 1 if low <= ρ <= high else 0 (masked IS, MIS / IcePop: tokens or sequences the
-      sampler saw too differently carry no loss)."""
+def _sampler_log_ratio(kind: str, log_ratio: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """log ρ at the correction's level: each token's own log ρ_t, or (sequence_*) log ρ_seq = Σ_t log ρ_t over the
+    row's completion tokens, broadcast to every token of the row."""
     if kind.startswith("sequence"):
-        log_ratio = (log_ratio * mask).sum(dim=1, keepdim=True).expand_as(log_ratio)
-    rho = torch.exp(log_ratio)
+        return (log_ratio * mask).sum(dim=1, keepdim=True).expand_as(log_ratio)
+    return log_ratio
+
+
+def _bound_acts(kind: str, rho: torch.Tensor, cap: float, bounds: tuple[float, float]) -> torch.Tensor:
+    """Where the correction's bound changes the weight: ρ above the cap (truncate) or outside [low, high] (mask)."""
     if kind.endswith("truncate"):
-        return torch.clamp(rho, max=cap) / rho
+        return rho > cap
     if kind.endswith("mask"):
         low, high = bounds
-        return ((rho >= low) & (rho <= high)).to(rho.dtype)
+        return (rho < low) | (rho > high)
     raise ValueError(f"unknown is_correction {kind!r}")
+
+
+def mismatch_weight(kind: str, log_ratio: torch.Tensor, mask: torch.Tensor, cap: float,
+                    bounds: tuple[float, float], carried_log_ratio: torch.Tensor | None = None) -> torch.Tensor:
+    """The factor (no gradient) w / r that gives each token the bounded weight w of the sampler-learner mismatch
+    ρ = π_θ / μ in place of the ratio r the loss already carries (unset: the token's own r_t = ρ_t; GSPO passes its
+    sequence ratio, REINFORCE a log-ratio of 0). w, per token or per sequence (ρ_seq = exp(Σ_t log ρ_t)):
+
+    - token_truncate / sequence_truncate: min(ρ, C) (truncated IS, TIS: Yao et al. 2025, "Your efficient RL
+      framework secretly brings you off-policy RL training"): per sequence, every token of the row weighs
+      min(ρ_seq, C), as in TRL and verl;
+    - token_mask / sequence_mask: ρ if low <= ρ <= high else 0 (masked IS, MIS / IcePop: tokens or sequences the
+      sampler saw too differently carry no loss, the others their IS weight; TRL's *_mask).
+
+    Taken in log space, as ρ_seq of a long completion overflows float32 (exp(89) = inf), and 1 off the mask: a pad
+    or tool token's r_t can be e^-100, and a row's w over it would reach the masked loss as 0 x inf = NaN."""
+    level = _sampler_log_ratio(kind, log_ratio, mask)
+    carried = log_ratio if carried_log_ratio is None else carried_log_ratio
+    bounded = torch.clamp(level, max=math.log(cap)) if kind.endswith("truncate") else level
+    factor = torch.exp((bounded - carried).masked_fill(mask == 0, 0.0))
+    if kind.endswith("truncate"):
+        return factor
+    return factor.masked_fill(_bound_acts(kind, torch.exp(level), cap, bounds), 0.0)
 
 
 def policy_loss(kind: str, logprobs: torch.Tensor, sampler_logprobs: torch.Tensor, advantages: torch.Tensor,
@@ -72,7 +94,10 @@ def policy_loss(kind: str, logprobs: torch.Tensor, sampler_logprobs: torch.Tenso
                 is_bounds: tuple[float, float] = (0.5, 2.0), entropy: torch.Tensor | None = None,
                 entropy_coef: float = 0.0) -> LossTerms:
     """The batch-normalised loss of one micro-batch. r_t = π_θ(y_t) / μ(y_t), μ the sampler; A the advantage;
-    ε_low = clip_eps, ε_high = clip_eps_high (unset: clip_eps).
+    ε_low = clip_eps, ε_high = clip_eps_high (unset: clip_eps). Every clip acts on π_θ / μ, a trust region around
+    the sampler (verl's "bypass mode"), not on π_θ / π_old recomputed by the learner: no second forward pass, and
+    the sampler-learner mismatch is clipped with the policy's own change. ε_low = 1 puts the lower clip at 0: no
+    lower bound (the ratio is positive), as CISPO's paper sets it.
 
     - is_pg: -r_t A (importance-sampled policy gradient; on-policy its gradient is -A ∇log π_θ).
     - ppo: -min(r_t A, clip(r_t, 1-ε_low, 1+ε_high) A) (PPO-clip, Schulman et al. 2017; ε_high > ε_low is DAPO's
@@ -120,10 +145,8 @@ def policy_loss(kind: str, logprobs: torch.Tensor, sampler_logprobs: torch.Tenso
         raise ValueError(f"unknown loss {kind!r}")
     corrected = torch.zeros((), device=logprobs.device)
     if is_correction != "none":
-        factor = mismatch_weight(is_correction, log_ratio.detach(), mask, is_cap, is_bounds)
-        corrected = ((factor != 1).float() * mask).sum()
-        # reinforce is the one loss without the ratio in it: it takes the bounded weight itself.
-        per_token = per_token * (factor * torch.exp(log_ratio.detach()) if kind == "reinforce" else factor)
+        factor, corrected = _mismatch_correction(kind, is_correction, log_ratio.detach(), mask, is_cap, is_bounds)
+        per_token = per_token * factor
     if base_logprobs is not None and kl_in == "loss":
         per_token = per_token + kl_coef * base_kl
     if entropy_coef > 0:
@@ -137,6 +160,25 @@ def policy_loss(kind: str, logprobs: torch.Tensor, sampler_logprobs: torch.Tenso
         base_kl_sum=(base_kl.detach() * mask).sum(),
         corrected_tokens=corrected,
     )
+
+
+def _carried_log_ratio(kind: str, log_ratio: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
+    """The log of the importance ratio a loss's value carries before any clip, which the mismatch correction
+    replaces: GSPO's sequence ratio; none for REINFORCE (its value is -A log π); the token's r_t otherwise."""
+    if kind == "gspo":
+        return _sequence_log_ratio(log_ratio, mask)
+    if kind == "reinforce":
+        return torch.zeros_like(log_ratio)
+    return None
+
+
+def _mismatch_correction(kind: str, is_correction: str, log_ratio: torch.Tensor, mask: torch.Tensor, cap: float,
+                         bounds: tuple[float, float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The factor mismatch_weight gives loss `kind`, and the count of completion tokens whose weight the bound
+    changed (truncated or masked: the is_corrected_fraction metric)."""
+    factor = mismatch_weight(is_correction, log_ratio, mask, cap, bounds, _carried_log_ratio(kind, log_ratio, mask))
+    rho = torch.exp(_sampler_log_ratio(is_correction, log_ratio, mask))
+    return factor, (_bound_acts(is_correction, rho, cap, bounds).float() * mask).sum()
 
 
 def token_weights(completion_mask: torch.Tensor, normalization: str, max_new_tokens: int | None = None) -> torch.Tensor:
