@@ -20,26 +20,27 @@ from envs.sample import Sample
 from envs.sandbox import Limits, Program
 from envs.sandbox.shared import shared_sandbox
 
-LIMITS = Limits(wall_s=10.0, cpu_s=10.0, output_bytes=16 * 1024)
+LIMITS = Limits(wall_s=5.0, cpu_s=5.0, output_bytes=16 * 1024)
 MAX_COMPLETION_CHARS = 100_000
 FENCE = "```"
 HARNESS = """import ast, os, sys
 token = open("token").read(); os.remove("token")
-check = next(n for n in ast.parse(open("tests.py").read()).body if isinstance(n, ast.FunctionDef) and n.name == "check")
+module = ast.parse(open("tests.py").read())
+check = next(n for n in module.body if isinstance(n, ast.FunctionDef) and n.name == "check")
 tests = [n for n in check.body if any(isinstance(x, ast.Assert) for x in ast.walk(n))]
-namespace = {"__name__": "tests"}
-exec(compile(ast.Module([n for n in ast.parse(open("tests.py").read()).body if not (isinstance(n, ast.FunctionDef)
-     and n.name == "check")], []), "tests.py", "exec"), namespace)
-solution = {"__name__": "solution"}
-exec(compile(open("solution.py").read(), "solution.py", "exec"), solution)
-namespace["candidate"] = solution[ENTRY]
-write = sys.__stdout__.write
+# As HumanEval runs it: the solution, then the tests' module, in one namespace (tests may call the prompt's helpers).
+namespace = {"__name__": "__main__"}
+exec(compile(open("solution.py").read(), "solution.py", "exec"), namespace)
+exec(compile(ast.Module([n for n in module.body if n is not check], []), "tests.py", "exec"), namespace)
+namespace["candidate"] = namespace[ENTRY]
+write, flush = sys.__stdout__.write, sys.__stdout__.flush
 for statement in check.body:
     try:
         exec(compile(ast.Module([statement], []), "tests.py", "exec"), namespace)
-        if statement in tests: write(f"PASS {token} {tests.index(statement)}\\n"); sys.__stdout__.flush()
-    except BaseException as error:
+    except BaseException:
         if statement not in tests: raise
+    else:
+        if statement in tests: write(f"PASS {token} {tests.index(statement)}\\n"); flush()
 """
 
 

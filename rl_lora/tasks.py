@@ -13,7 +13,7 @@ from envs.render import PromptRenderer
 from envs.task import Task
 from rewards.protocol import Scorer
 from rewards.scoring import make_scorer
-from rl_lora.config import RewardConfig, RunConfig, TaskConfig
+from rl_lora.config import EnvConfig, RewardConfig, RunConfig, TaskConfig
 from rl_lora.errors import UserError
 from rl_lora.models import model_context
 from rl_lora.tokens import tokenize_prompts
@@ -33,9 +33,21 @@ def reward_names(config: RewardConfig, default: str) -> tuple[list[str], list[fl
     return names, config.weight_values()
 
 
-def reward_scorer(config: RewardConfig, task_name: str, default: str) -> Scorer:
-    """The configured reward(s), or the task's own grader (`default`) when none is named."""
+def reward_scorer(config: RewardConfig, task_name: str, default: str, env: EnvConfig | None = None) -> Scorer:
+    """The configured reward(s), or the task's own grader (`default`) when none is named. A reward that runs
+    model-written code (code_tests) gets env.sandbox, opened here: where it cannot isolate, the run stops now, in one
+    line, not at its first score."""
     names, weights = reward_names(config, default)
+    if any(name.startswith("code_tests") for name in names):
+        from envs.sandbox import SandboxUnavailable
+        from envs.sandbox.shared import configure, shared_sandbox
+
+        env = env or EnvConfig()
+        configure(env.sandbox, env.packages())
+        try:
+            shared_sandbox()
+        except SandboxUnavailable as error:
+            raise UserError(str(error)) from None
     return make_scorer(names, weights, timeout_s=config.timeout_s, on_error=config.on_error, task_name=task_name,
                        workers=config.workers)
 

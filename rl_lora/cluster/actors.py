@@ -51,7 +51,7 @@ class RolloutWorker:
         self.episodes = build_episodes(env or EnvConfig(), tokenizer, self.backend.eos_ids, reward.timeout_s,
                                        system_prompt)
         # reward.name's rewards (weighted), or the task's own grader, scored where the completions are sampled.
-        self.scorer = reward_scorer(reward, task_name, default_reward)
+        self.scorer = reward_scorer(reward, task_name, default_reward, env)
 
     def sample_step(self, prompts: list[str], samples: list[Sample], n: int, sampling: SamplingParams,
                     expected_version: int | None = None) -> SampledStep | None:

@@ -44,7 +44,7 @@ def eval_main(config: RunConfig, adapter: str | None = None) -> EvalResult:
     tokenizer = load_tokenizer(config.model.name)
     renderer = PromptRenderer(tokenizer, config.task.render, config.task.system_prompt)
     task = fit_to_context(load_task(config.task), renderer, tokenizer, config, config.eval.max_new_tokens, ("test",))
-    scorer = reward_scorer(config.reward, task.name, task.reward)
+    scorer = reward_scorer(config.reward, task.name, task.reward, config.env)
     # env.name=tools (or a user environment): each problem is a whole episode, tool calls included.
     episodes = build_episodes(config.env, tokenizer, eos_token_ids(tokenizer), config.reward.timeout_s,
                               config.task.system_prompt)

@@ -40,7 +40,7 @@ def check_environment(config: RunConfig, tag: str = "", in_process: bool | None 
     and dtype, checked and printed as the run's first line (`tag` before it), before any model loads. `in_process`:
     the model loads in this process (None: when rollout.num_workers=0; eval always loads it here)."""
     in_process = config.rollout.num_workers == 0 if in_process is None else in_process
-    if config.env.runs_model_code() and config.env.sandbox == "none":
+    if config.runs_model_code() and config.env.sandbox == "none":
         print(f"{tag}WARNING: env.sandbox=none: code the model writes runs unisolated, as you (your files, your "
               "environment's secrets, the network, your processes)", flush=True)
     if in_process:  # the model loads in this process: its hardware decides
@@ -158,7 +158,7 @@ def build_parts(config: RunConfig, console: Console, run_name: str,
     task = fit_to_context(load_task(config.task), renderer, tokenizer, config,
                           max(config.rollout.max_new_tokens, config.eval.max_new_tokens))
     with console.status(f"importing the reward {config.reward.name or task.reward}"):
-        scorer = reward_scorer(config.reward, task.name, task.reward)
+        scorer = reward_scorer(config.reward, task.name, task.reward, config.env)
     probe = Probe.for_tokenizer(tokenizer) if config.rollout.probe else None
     if config.rollout.num_workers == 0:
         config = dataclasses.replace(config, model=resolve(config.model).apply(config.model))
