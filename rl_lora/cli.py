@@ -8,7 +8,9 @@ import logging
 import os
 import sys
 
+from envs.registry import TASK_NAMES
 from rewards.protocol import RewardError
+from rewards.registry import BUILTIN_REWARDS
 from rl_lora.config import RunConfig, describe, load_config
 from rl_lora.errors import USER_ERRORS, RunStopped, UserError
 
@@ -21,7 +23,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", nargs="?", help="YAML config file (sections as listed below); optional")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config key, e.g. --set task.digits=3 (repeatable)")
-    parser.add_argument("--reward", help="same as --set reward.name=... (gsm8k, math, format, package.module:function)")
+    parser.add_argument("--reward", help="same as --set reward.name=... "
+                        f"({', '.join(BUILTIN_REWARDS)}, package.module:function)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_config_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(ev)
     ev.add_argument("--model", help="same as --set model.name=...")
-    ev.add_argument("--task", help="same as --set task.name=... (arithmetic, gsm8k, math, math500)")
+    ev.add_argument("--task", help=f"same as --set task.name=... ({', '.join(TASK_NAMES)}, package.module:function)")
     ev.add_argument("--data", help="same as --set task.path=... (a local jsonl/parquet file or folder)")
     ev.add_argument("--adapter", help="a PEFT adapter folder (a run's checkpoints/step_N/adapter)")
     ev.add_argument("--limit", type=int, help="same as --set eval.limit=N")
