@@ -109,7 +109,7 @@ def test_no_network_not_even_the_hosts_loopback(boxes, backend):
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(1)
-    listener.settimeout(15)
+    listener.settimeout(5)
     received = []
 
     def accept():
@@ -125,8 +125,8 @@ def test_no_network_not_even_the_hosts_loopback(boxes, backend):
     port = listener.getsockname()[1]
     out = attack(boxes, backend, f"import socket; s = socket.create_connection(('127.0.0.1', {port}), timeout=3); "
                                  "s.sendall(b'SECRET'); print('sent')")
+    thread.join()  # accept() waits up to 5 s: the connection, if one came, is taken before the listener closes
     listener.close()
-    thread.join()
     assert (received == [b"SECRET"]) is not ISOLATED[backend], out
 
 
@@ -233,3 +233,24 @@ def test_endless_output_is_cut_and_memory_stays_flat(boxes):
 def test_a_huge_allocation_is_a_memory_error(boxes):
     out = attack(boxes, "bwrap", "b = bytearray(10 * 1024 ** 3); print(len(b))")
     assert "MemoryError" in out and "512 MB" in out
+
+
+def test_every_writable_place_is_a_bounded_tmpfs(boxes):
+    """Memory-backed folders fill the host's RAM as surely as a disk: only /tmp and /dev/shm take writes, each
+    bounded; the runtime (its hidden site-packages included), /dev and / are read-only."""
+    out = attack(boxes, "bwrap", """
+import os, sys
+for folder in ["/", "/dev", "/usr", sys.prefix, f"{sys.prefix}/lib/python3.{sys.version_info[1]}/site-packages"]:
+    try:
+        open(os.path.join(folder, "w"), "w").write("x"); print("WRITABLE", folder)
+    except OSError as error:
+        print("refused", folder, error.errno)
+for folder in ["/tmp", "/dev/shm"]:
+    try:
+        for i in range(80):
+            open(os.path.join(folder, f"fill{i}"), "wb").write(b"x" * (1 << 20))
+    except OSError as error:
+        print("bounded", folder, error.errno)
+""", Limits(wall_s=20, tmp_mb=32))
+    assert "WRITABLE" not in out and out.count("refused") == 5, out
+    assert "bounded /tmp 28" in out and "bounded /dev/shm 28" in out, out

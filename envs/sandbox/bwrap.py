@@ -177,13 +177,16 @@ class BwrapSandbox:
                 "--setenv", "PYTHONPATH", PACKAGES, "--setenv", "PYTHONIOENCODING", "utf-8",
                 "--setenv", "PYTHONDONTWRITEBYTECODE", "1", "--setenv", "LANG", "C.UTF-8"]
         argv += self._system_mounts()
-        argv += ["--ro-bind", self.prefix, self.prefix,
-                 # the runtime's own site-packages hold whatever was installed into it: hidden, only the named come
-                 "--tmpfs", str(Path(self.prefix) / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}"
-                                / "site-packages")]
+        # The runtime's own site-packages hold whatever was installed into it: hidden under an empty read-only
+        # tmpfs; only the named packages come in.
+        site = str(Path(self.prefix) / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages")
+        argv += ["--ro-bind", self.prefix, self.prefix, "--size", "4096", "--tmpfs", site, "--remount-ro", site]
         for path in self.packages:
             argv += ["--ro-bind", str(path), f"{PACKAGES}/{path.name}"]
-        argv += ["--proc", "/proc", "--dev", "/dev", "--size", str(limits.tmp_mb << 20), "--tmpfs", WORK]
+        # Every writable place is a bounded tmpfs: /tmp (the working folder) and /dev/shm; /dev itself is read-only.
+        argv += ["--proc", "/proc", "--dev", "/dev", "--remount-ro", "/dev",
+                 "--size", str(max(1, limits.tmp_mb // 4) << 20), "--tmpfs", "/dev/shm",
+                 "--size", str(limits.tmp_mb << 20), "--tmpfs", WORK]
         for fd, destination in fds:
             argv += ["--file", str(fd), destination]
         argv += ["--remount-ro", "/", "--chdir", WORK, "--", self.python, "-S", "-B", "-c", BOOT,
