@@ -74,7 +74,9 @@ def test_the_documented_user_factory_runs_programs_and_audits_them(tmp_path, mon
     assert [entry["limit"] for entry in logged] == [None, None, "wall_time"]
 
 
-def test_a_run_with_sandbox_none_says_so_first(capsys):
+def test_a_run_with_sandbox_none_says_so_first_and_in_its_config(capsys, tmp_path):
+    from rl_lora.config import load_config
+    from rl_lora.run.folder import RunFolder
     from rl_lora.run.train import check_environment
 
     config = RunConfig()
@@ -82,6 +84,10 @@ def test_a_run_with_sandbox_none_says_so_first(capsys):
     check_environment(config)
     first = capsys.readouterr().out.splitlines()[0]
     assert first.startswith("WARNING: env.sandbox=none: code the model writes runs unisolated")
+    folder = RunFolder(tmp_path)
+    folder.write_config(config)
+    assert folder.config_path.read_text().startswith("# WARNING: env.sandbox=none: code the model wrote ran unisolated")
+    assert load_config(folder.config_path).env.sandbox == "none"  # still a config a resume reads
 
 
 def test_a_training_run_whose_tool_calls_are_hostile_finishes_untouched(chat_model_dir, tmp_path, monkeypatch,

@@ -167,7 +167,10 @@ class RunFolder:
         return load_config(self.config_path, list(overrides))
 
     def write_config(self, config: RunConfig) -> None:
-        atomic_write_text(self.config_path, to_yaml(config))
+        warning = ""
+        if config.env.sandbox == "none" and config.runs_model_code():
+            warning = "# WARNING: env.sandbox=none: code the model wrote ran unisolated, as the user who started the run\n"
+        atomic_write_text(self.config_path, warning + to_yaml(config))
 
     # -- summary -------------------------------------------------------------------------------------------
     def read_summary(self) -> RunSummary | None:
