@@ -236,3 +236,31 @@ def test_hung_tools_cost_one_time_limit_not_one_per_episode(chat_tokenizer):
         calls.close()
     assert len(going) == 4 and all(t.tool_errors == 1 for t in trajectories)
     assert elapsed < 3.5, elapsed  # serially: 4 s and more
+
+
+def test_a_hostile_call_and_a_10_mb_answer_cost_an_error_line_and_milliseconds(chat_tokenizer):
+    """Through the runner as a run calls it, on the 260K chat fixture: 1,000 nested `[` are the tool's `error:`
+    answer (it raised RecursionError out of step), and a 10 MB answer is cut by characters before it is tokenized
+    (tokenized whole it cost 219 s a step), to env.max_tool_output tokens."""
+    import time
+
+    from envs.tool_env import ToolEnv
+    from envs.tools import resolve_tools
+    from rl_lora.sampling.episodes import Trajectory
+
+    tools = resolve_tools("calculator,tests.tool_fixtures:huge")
+    runner = EpisodeRunner(lambda: ToolEnv(tools), ChatDeltas(chat_tokenizer, [2]), EpisodeLimits(3, 4096, 64))
+    texts = ["<tool_call>" + "[" * 1_000 + "]" * 1_000 + "</tool_call>",
+             '<tool_call>{"name": "huge", "arguments": {"megabytes": 10}}</tool_call>']
+    trajectories = [Trajectory(i, runner.new_env(), (1,), text=text, turns=1, last_finished=True)
+                    for i, text in enumerate(texts)]
+    started = time.perf_counter()
+    going = runner._answer(trajectories)
+    elapsed = time.perf_counter() - started
+    assert len(going) == 2 and elapsed < 1.0, elapsed
+    deep, huge = (t.messages[-1]["content"] for t in trajectories)
+    assert deep == "error: the tool call nests objects and arrays more than 32 levels deep"
+    kept, note = huge.rsplit("\n", 1)
+    assert len(chat_tokenizer(kept, add_special_tokens=False)["input_ids"]) == 64
+    assert note.startswith("... (") and note.endswith("more characters cut)")
+    assert 9_990_000 < int(note[5:].split()[0].replace(",", "")) < 10_000_000
