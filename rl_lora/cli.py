@@ -10,7 +10,7 @@ import sys
 
 from rewards.protocol import RewardError
 from rl_lora.config import RunConfig, describe, load_config
-from rl_lora.errors import USER_ERRORS, RunStopped, UserError
+from rl_lora.errors import USER_ERRORS, RunStopped, StoppedAfterStep, UserError
 
 
 def _config_epilog() -> str:
@@ -20,7 +20,8 @@ def _config_epilog() -> str:
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", nargs="?", help="YAML config file (sections as listed below); optional")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one config key, e.g. --set task.digits=3 (repeatable)")
+                        help="override one config key, e.g. --set task.digits=3 (repeatable); a text key takes VALUE "
+                        "as written (task.operators=-), null unsets a key that may be unset")
     parser.add_argument("--reward", help="same as --set reward.name=... (gsm8k, math, format, package.module:function)")
 
 
@@ -210,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     except RunStopped as e:
         print(f"rl-lora: error: {e}", file=sys.stderr)
         return 1
+    except StoppedAfterStep as e:  # after a checkpoint: resumable, so not 0, which says "finished"
+        print(e, flush=True)
+        return 128 + e.signum
     except KeyboardInterrupt as e:
         print(f"rl-lora: interrupted ({e})" if str(e) else "rl-lora: interrupted", file=sys.stderr)
         return 128 + getattr(e, "signum", 2)

@@ -658,15 +658,45 @@ def build(cls: type, data: Any, prefix: str = "") -> Any:
     return cls(**values)
 
 
-def _apply_override(data: dict, assignment: str) -> None:
+def _key_field(cls: type, path: list[str]) -> tuple[Any, dict] | None:
+    """The declared type and metadata of a dotted key (None: no such key, which build() then names)."""
+    tp, meta = cls, {}
+    for part in path:
+        fields = {f.name: f for f in dataclasses.fields(tp)} if dataclasses.is_dataclass(tp) else {}
+        if part not in fields:
+            return None
+        tp, meta = typing.get_type_hints(tp)[part], fields[part].metadata
+    return tp, meta
+
+
+def _is_text(tp: Any) -> bool:
+    """A free-text key: str, or str that may be unset (not an enum, whose values YAML cannot mistake)."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    return tp is str or (typing.get_origin(tp) in (typing.Union, types.UnionType) and args == [str])
+
+
+def _override_value(raw: str, field: tuple[Any, dict] | None) -> Any:
+    """--set's VALUE. A text key keeps it as written: YAML would read `-` as a list, `yes` as true, `null` as nothing
+    and `*` as an alias. Two exceptions: `null` unsets a key that may be unset (the only way to, from a command
+    line), and a `[a, b]` list for a key that takes one. Other keys read VALUE as YAML (numbers, booleans)."""
+    if field is not None and _is_text(field[0]):
+        tp, meta = field
+        if raw in ("null", "~") and tp is not str:
+            return None
+        if not (meta.get("list_ok") and raw.lstrip().startswith("[")):
+            return raw
+    try:
+        return yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError:
+        return raw
+
+
+def _apply_override(data: dict, assignment: str, cls: type) -> None:
     key, sep, raw = assignment.partition("=")
     if not sep or not key:
         raise UserError(f"--set {assignment!r}: expected section.key=value")
-    try:
-        value = yaml.safe_load(raw) if raw else ""
-    except yaml.YAMLError:
-        value = raw
     *path, last = key.strip().split(".")
+    value = _override_value(raw, _key_field(cls, [*path, last]))
     node = data
     for part in path:
         node = node.setdefault(part, {})
@@ -723,7 +753,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), cls: 
         if not isinstance(data, dict):
             raise UserError(f"{path}: expected a mapping of sections at the top level")
     for assignment in overrides:
-        _apply_override(data, assignment)
+        _apply_override(data, assignment, cls)
     return build(cls, data)
 
 
@@ -731,7 +761,7 @@ def with_overrides(config: Any, overrides: list[str]) -> Any:
     """A copy of `config` with --set style assignments applied, checked as load_config checks them."""
     data = to_dict(config)
     for assignment in overrides:
-        _apply_override(data, assignment)
+        _apply_override(data, assignment, type(config))
     return build(type(config), data)
 
 
