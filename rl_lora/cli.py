@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 
+from envs.environment import EnvironmentFault
 from rewards.protocol import RewardError
 from rl_lora.config import RunConfig, describe, load_config
 from rl_lora.errors import USER_ERRORS, RunStopped, StoppedAfterStep, UserError
@@ -210,6 +211,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except RunStopped as e:
         print(f"rl-lora: error: {e}", file=sys.stderr)
+        return 1
+    except EnvironmentFault as e:  # on a Ray worker too: one line, the worker's traceback left out
+        from rl_lora.cluster.remote_errors import describe
+
+        print(f"rl-lora: error: {describe(e)}", file=sys.stderr)
         return 1
     except StoppedAfterStep as e:  # after a checkpoint: resumable, so not 0, which says "finished"
         print(e, flush=True)

@@ -152,6 +152,11 @@ class EnvConfig:
     on_parse_error: str = opt("continue", "a malformed <tool_call>: continue (tell the model what was wrong), stop "
                               "(end the episode: parse_error), mask (go on; the malformed turn carries no loss)",
                               choices=("continue", "stop", "mask"))
+    on_error: str = opt("stop", "env.name=module:Class, when your environment raises or returns what the protocol "
+                        "does not allow (a wrong type, content that is not text, a NaN reward): stop the run in "
+                        "one line naming it and the sample, or skip (that episode ends, scored 0, counted once per "
+                        "step)",
+                        choices=("stop", "skip"))
 
 
 @dataclass
@@ -523,6 +528,9 @@ class RunConfig:
                             "or module:function)")
         if env.tools and env.name == "single":
             raise UserError(f"env.tools={env.tools} is set but env.name=single never calls tools: set env.name=tools")
+        if env.on_error != "stop" and env.name in ("single", "tools"):
+            raise UserError(f"env.on_error={env.on_error} applies to your own environment (env.name=module:Class); "
+                            f"env.name={env.name} has none to fail")
         try:  # envs raises TaskError; a config check says UserError (compare prefixes those with the variant)
             if env.example is not None:
                 read_example(env.example)
