@@ -108,3 +108,32 @@ def test_a_bad_dataset_row_is_named_by_its_line_in_the_file_and_its_split(tmp_pa
     # A blank line after line 3 moves the bad row to line 7 of the file.
     err = _one_line(capsys, code, f"{data} (", "split), line 7: no 'answer'")
     assert "(train split)" in err or "(test split)" in err
+
+
+MEASURED_CLI = """
+import sys, time
+from rl_lora.cli import main
+started = time.perf_counter()
+code = main(sys.argv[1:])
+# VmHWM, this process's own peak (ru_maxrss would also count what the parent held at fork).
+peak_mb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:")) // 1024
+print(code, round(time.perf_counter() - started, 2), peak_mb)
+"""
+
+
+@pytest.mark.parametrize("characters", [10_000, 60_000])
+def test_an_instruction_no_prompt_can_carry_is_refused_before_any_prompt_is_built(tmp_path, tiny_model_dir,
+                                                                                    characters):
+    """Every prompt carries the instruction: measured alone, it is refused in one line before 10,000 prompts are
+    built (10,000 characters were OOM-killed at 3 GB, printing nothing; the refusal itself peaked at 4.6 GB)."""
+    instruction = ("Think step by step, then answer. " * characters)[:characters]
+    done = subprocess.run([sys.executable, "-c", MEASURED_CLI, "train", "--set", f"model.name={tiny_model_dir}",
+                           "--set", f"task.instruction={instruction}", "--set", "task.train_size=10000",
+                           "--set", f"train.runs_dir={tmp_path / 'runs'}"], capture_output=True, text=True,
+                          timeout=300)
+    code, seconds, peak_mb = done.stdout.split()[-3:]
+    assert code == "2" and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("rl-lora: error: task.instruction is ") and "no prompt fits the context of 512" \
+        in done.stderr, done.stderr
+    assert float(seconds) < 10 and int(peak_mb) < 1000, (seconds, peak_mb)
+    assert list((tmp_path / "runs").glob("*")) == []  # no run folder left, config.yaml included

@@ -30,7 +30,7 @@ from rl_lora.sampling.local import LocalSampler
 from rl_lora.step.data_order import DataOrder
 from rl_lora.step.evaluate import EvalResult
 from rl_lora.step.loop import RunParts, test_accuracy, train_loop
-from rl_lora.tasks import fit_to_context, load_task, reward_scorer
+from rl_lora.tasks import load_fitted_task, reward_scorer
 from rl_lora.tokens import eos_token_ids
 from rl_lora.types import Learner, Probe, SamplingBackend
 
@@ -153,8 +153,7 @@ def build_parts(config: RunConfig, console: Console, run_name: str,
     # The environment's template checks, before a model loads (Ray workers build their own beside their sampler).
     episodes = build_episodes(config.env, tokenizer, eos_token_ids(tokenizer), config.reward.timeout_s,
                               config.task.system_prompt)
-    task = fit_to_context(load_task(config.task), renderer, tokenizer, config,
-                          max(config.rollout.max_new_tokens, config.eval.max_new_tokens))
+    task = load_fitted_task(config, renderer, tokenizer, max(config.rollout.max_new_tokens, config.eval.max_new_tokens))
     with console.status(f"importing the reward {config.reward.name or task.reward}"):
         scorer = reward_scorer(config.reward, task.name, task.reward)
     probe = Probe.for_tokenizer(tokenizer) if config.rollout.probe else None
