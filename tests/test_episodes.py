@@ -311,3 +311,7 @@ def test_env_on_error_stop_ends_the_run_in_one_line_and_skip_scores_0_said_once_
     assert "Traceback" not in err
     logged = [json.loads(line) for line in (tmp_path / "skip" / "metrics.jsonl").read_text().splitlines()]
     assert [m["stop/env_error"] for m in logged] == [2, 2]
+    evaluated = [json.loads(line) for line in (tmp_path / "skip" / "evals" / "step_0.jsonl").read_text().splitlines()]
+    assert [(r["sample_id"][-1], r["stop_reason"]) for r in evaluated if r["stop_reason"] == "env_error"] == \
+        [("1", "env_error"), ("3", "env_error")]
+    assert all(r["reward"] == 0.0 for r in evaluated if r["stop_reason"] == "env_error")
