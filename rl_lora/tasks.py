@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from envs.arithmetic import ArithmeticSpec
 from envs.dataset import DatasetSpec
@@ -39,6 +39,22 @@ def reward_scorer(config: RewardConfig, task_name: str, default: str) -> Scorer:
     names, weights = reward_names(config, default)
     return make_scorer(names, weights, timeout_s=config.timeout_s, on_error=config.on_error, task_name=task_name,
                        workers=config.workers)
+
+
+class Picked(Sequence):
+    """Some of a split's samples, by index, read from it (task.too_long=skip leaves the rest out without copying
+    every prompt)."""
+
+    def __init__(self, samples: Sequence, indices: list[int]):
+        self.samples, self.indices = samples, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self.samples[i] for i in self.indices[index]]
+        return self.samples[self.indices[index]]
 
 
 # Prompts rendered and tokenized at a time when their lengths are checked: the check keeps one length per prompt,
@@ -95,7 +111,7 @@ def fit_to_context(task: Task, renderer: PromptRenderer, tokenizer, config: RunC
     if context is None:
         return task
     budget = context - new_tokens
-    kept = {split: list(getattr(task, split)) for split in ("train", "test")}
+    kept = {split: getattr(task, split) for split in ("train", "test")}  # read, not copied (InstructedSamples)
     for split in splits:
         samples = kept[split]
         first = next(prompt_lengths(samples[:1], renderer, tokenizer), 0)
@@ -113,7 +129,8 @@ def fit_to_context(task: Task, renderer: PromptRenderer, tokenizer, config: RunC
         if too_long:
             print(f"task.too_long=skip: left out {len(too_long)} of {len(samples)} {split} prompts longer than "
                   f"{budget} tokens", file=sys.stderr)
-        kept[split] = [s for s, n in zip(samples, lengths) if n <= budget]
+        if too_long:
+            kept[split] = Picked(samples, [index for index, n in enumerate(lengths) if n <= budget])
         if not kept[split]:
             raise UserError(f"no {split} prompt of {task.name} fits in {budget} tokens")
     return dataclasses.replace(task, train=kept["train"], test=kept["test"])
