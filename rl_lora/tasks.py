@@ -120,12 +120,12 @@ def fit_to_context(task: Task, renderer: PromptRenderer, tokenizer, config: RunC
                             f"(e.g. {samples[0].id}: {first} prompt tokens); set task.too_long=skip to leave such "
                             "prompts out, or lower the token limit")
         lengths = list(prompt_lengths(samples, renderer, tokenizer))
-        too_long = [(s, n) for s, n in zip(samples, lengths) if n > budget]
+        too_long = [index for index, n in enumerate(lengths) if n > budget]  # indices: no prompt is kept
         if too_long and config.task.too_long == "refuse":
-            sample, length = max(too_long, key=lambda pair: pair[1])
+            longest = max(too_long, key=lengths.__getitem__)
             raise UserError(f"{len(too_long)} of {len(samples)} {split} prompts leave no room for {new_tokens} new "
-                            f"tokens in a context of {context} (e.g. {sample.id}: {length} prompt tokens); set "
-                            "task.too_long=skip to leave them out, or lower the token limit")
+                            f"tokens in a context of {context} (e.g. {samples[longest].id}: {lengths[longest]} prompt "
+                            "tokens); set task.too_long=skip to leave them out, or lower the token limit")
         if too_long:
             print(f"task.too_long=skip: left out {len(too_long)} of {len(samples)} {split} prompts longer than "
                   f"{budget} tokens", file=sys.stderr)
