@@ -8,7 +8,7 @@ import random
 from dataclasses import dataclass
 
 from envs.errors import TaskError
-from envs.sample import Sample
+from envs.sample import InstructedSamples, Sample
 from envs.task import Task
 
 OPERATORS = ("+", "-", "*")
@@ -59,7 +59,7 @@ def _draw(rng: random.Random, spec: ArithmeticSpec, count: int, exclude: set[str
         exclude.add(expression)
         samples.append(Sample(
             id=f"arith-{split}-{len(samples)}",
-            prompt=f"What is {expression}? {spec.instruction}".strip(),
+            prompt=f"What is {expression}?",  # the instruction follows, joined when read (InstructedSamples)
             answer=str(_evaluate(expression)),
             metadata={"expression": expression},
         ))
@@ -71,4 +71,5 @@ def arithmetic_task(spec: ArithmeticSpec) -> Task:
     seen: set[str] = set()
     test = _draw(random.Random(f"test-{spec.seed}"), spec, spec.test_size, seen, "test")
     train = _draw(random.Random(f"train-{spec.seed}"), spec, spec.train_size, seen, "train")
-    return Task(name="arithmetic", train=train, test=test, reward="rewards.gsm8k:gsm8k_reward")
+    return Task(name="arithmetic", train=InstructedSamples(train, spec.instruction, " "),
+                test=InstructedSamples(test, spec.instruction, " "), reward="rewards.gsm8k:gsm8k_reward")

@@ -12,15 +12,19 @@ token ids; an environment only sees and returns text.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Mapping, Protocol, runtime_checkable
 
 from envs.sample import Sample
 
-# Why an episode ended. The environment gives the first three; the episode runner the limits it enforces.
+# Why an episode ended. The environment gives the first three; the episode runner the limits it enforces; a user
+# environment that broke its contract under env.on_error=skip ends its episode with ENV_ERROR (scored 0).
 DONE, PARSE_ERROR, TOOL_ERROR = "done", "parse_error", "tool_error"
 MAX_TURNS, MAX_TOKENS, MAX_TOOL_CALLS = "max_turns", "max_tokens", "max_tool_calls"
-STOP_REASONS = (DONE, MAX_TURNS, MAX_TOKENS, MAX_TOOL_CALLS, PARSE_ERROR, TOOL_ERROR)
+ENV_ERROR = "env_error"
+STOP_REASONS = (DONE, MAX_TURNS, MAX_TOKENS, MAX_TOOL_CALLS, PARSE_ERROR, TOOL_ERROR, ENV_ERROR)
+ROLES = ("system", "user", "assistant", "tool")
 
 Message = Mapping[str, str]  # {"role": "system" | "user" | "assistant" | "tool", "content": ...}
 
@@ -89,3 +93,77 @@ def resolve_environment(spec: str) -> type:
         raise TaskError(f"env.name={spec}: its constructor needs arguments; rl-lora builds one per episode with "
                         "none") from None
     return found
+
+
+class EnvironmentFault(Exception):
+    """A user environment broke its contract (raised, or returned something that is not what the protocol says):
+    one line naming the environment, the method, the sample and the cause."""
+
+
+def _messages_problem(messages) -> str | None:
+    """What is wrong with messages an environment returned (None: nothing)."""
+    if not isinstance(messages, (list, tuple)):
+        return f"returned {type(messages).__name__}, not a list of messages"
+    for index, message in enumerate(messages):
+        if not isinstance(message, Mapping):
+            return f"message {index} is {type(message).__name__}, not a {{\"role\", \"content\"}} mapping"
+        if message.get("role") not in ROLES:
+            return f"message {index} has role {message.get('role')!r}; allowed: {', '.join(ROLES)}"
+        if not isinstance(message.get("content"), str):
+            return f"message {index}'s content is {type(message.get('content')).__name__}, not text"
+    return None
+
+
+def _result_problem(result) -> str | None:
+    """What is wrong with a StepResult an environment returned (None: nothing)."""
+    if not isinstance(result, StepResult):
+        return f"returned {type(result).__name__}, not an envs.environment.StepResult"
+    reward = result.reward
+    if reward is not None and (isinstance(reward, bool) or not isinstance(reward, (int, float))):
+        return f"returned a reward of type {type(reward).__name__}, not a number"
+    if reward is not None and not math.isfinite(reward):
+        return f"returned a reward of {reward}, not a finite number"
+    if result.stop_reason is not None and result.stop_reason not in STOP_REASONS:
+        return f"returned stop_reason {result.stop_reason!r}; allowed: {', '.join(STOP_REASONS)}"
+    return None if result.done else _messages_problem(result.messages)
+
+
+class CheckedEnvironment:
+    """A user's environment (env.name=module:Class) behind a checked boundary: its constructor, reset and step are
+    called here, and an exception or a malformed return (a wrong type, content that is not text, a reward that is
+    NaN) becomes one EnvironmentFault line naming `module:Class`, the method, the sample and the cause. With
+    `skip` (env.on_error=skip) the fault is kept in `fault` instead and the episode ends at once (stop reason
+    env_error), its trajectory worth 0."""
+
+    def __init__(self, cls: type, spec: str, skip: bool = False):
+        self.cls, self.spec, self.skip = cls, spec, skip
+        self.env, self.sample_id, self.fault = None, None, None
+
+    def reset(self, sample: Sample) -> list[Message]:
+        self.sample_id = sample.id  # built here, where the sample is known, so that a failure can name it
+        self.env = self._call("the constructor", self.cls, lambda env: None)
+        if self.fault is None:
+            messages = self._call("reset()", lambda: self.env.reset(sample), _messages_problem)
+        return prompt_messages(sample) if self.fault else list(messages)  # skipped: the plain prompt, ended at once
+
+    def step(self, assistant_text: str) -> StepResult:
+        if self.fault is None:
+            result = self._call("step()", lambda: self.env.step(assistant_text), _result_problem)
+            if self.fault is None:
+                return result
+        return StepResult(done=True, reward=0.0, stop_reason=ENV_ERROR, mask_turn=True)
+
+    def _call(self, method: str, call, problem_of):
+        try:
+            value = call()
+        except Exception as error:  # the user's code: any exception is its fault, named; KeyboardInterrupt is not
+            cause = f"raised {type(error).__name__}: {' '.join(str(error).split())[:200]}"
+        else:
+            cause = problem_of(value)
+            if cause is None:
+                return value
+        line = f"environment {self.spec}: {method} on sample {self.sample_id!r} {cause}"
+        if not self.skip:
+            raise EnvironmentFault(f"{line} (env.on_error=stop; env.on_error=skip scores such episodes 0 and goes on)")
+        self.fault = line
+        return None

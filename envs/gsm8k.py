@@ -5,7 +5,7 @@ from pathlib import Path
 
 from envs.errors import TaskError
 from envs.loading import local_task_folder, read_hub, read_rows, require_fields, split_file, where
-from envs.sample import Sample
+from envs.sample import InstructedSamples, Sample
 from envs.task import Task
 
 HUB_NAME, HUB_CONFIG = "openai/gsm8k", "main"
@@ -18,16 +18,16 @@ def gsm8k_reference(solution: str, where: str) -> str:
     return solution.rsplit("####", 1)[1].strip().replace(",", "")
 
 
-def samples_from_rows(rows: list[dict], source: str, split: str, instruction: str) -> list[Sample]:
-    return [
+def samples_from_rows(rows: list[dict], source: str, split: str, instruction: str) -> InstructedSamples:
+    return InstructedSamples([
         Sample(
             id=f"gsm8k-{split}-{index}",
-            prompt=f"{row['question'].strip()}\n{instruction}".strip(),
+            prompt=row["question"].strip(),  # the instruction follows, joined when read (InstructedSamples)
             answer=gsm8k_reference(row["answer"], f"{source}: {where(rows, index)}"),
             metadata={"solution": row["answer"]},
         )
         for index, row in require_fields(rows, ("question", "answer"), source)
-    ]
+    ], instruction, "\n")
 
 
 def _rows(folder: Path | None, split: str) -> tuple[list[dict], str]:

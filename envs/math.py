@@ -5,7 +5,7 @@ from pathlib import Path
 
 from envs.errors import TaskError
 from envs.loading import local_task_folder, read_hub, read_rows, require_fields, split_file, where
-from envs.sample import Sample
+from envs.sample import InstructedSamples, Sample
 from envs.task import Task
 
 HUB_NAMES = {"math": "DigitalLearningGmbH/MATH-lighteval", "math500": "HuggingFaceH4/MATH-500"}
@@ -54,13 +54,13 @@ def math_task(task_name: str, path: str | None, instruction: str | None) -> Task
     splits = {}
     for split in ("train", "test"):
         rows, source = _rows(task_name, folder, split)
-        splits[split] = [
+        splits[split] = InstructedSamples([
             Sample(
                 id=f"{task_name}-{split}-{row.get('unique_id', index)}",
-                prompt=f"{row['problem'].strip()}\n{instruction}".strip(),
+                prompt=row["problem"].strip(),  # the instruction follows, joined when read (InstructedSamples)
                 answer=_reference(row, f"{source}: {where(rows, index)}"),
                 metadata={k: row[k] for k in ("subject", "level") if k in row},
             )
             for index, row in require_fields(rows, ("problem",), source)
-        ]
+        ], instruction, "\n")
     return Task(name=task_name, train=splits["train"], test=splits["test"], reward="rewards.math:math_reward")

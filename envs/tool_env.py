@@ -15,7 +15,6 @@ the episode goes on.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -26,7 +25,6 @@ from envs.sandbox import Sandbox
 from envs.tools import Tool
 
 ON_PARSE_ERROR = ("continue", "stop", "mask")
-TOOL_CALL = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
 
 TOOLS_PROMPT = """# Tools
 
@@ -53,26 +51,82 @@ class ParseError(ValueError):
     pass
 
 
+# Bounds on what a turn's calls may hold, checked before any JSON is decoded: model output is hostile input, and
+# json.loads recurses once per nesting level (1,000 `[` raise RecursionError), holds whole blocks in memory, and
+# turns a 5,000-digit number into a ValueError of its own.
+MAX_CALLS_PER_TURN = 32
+MAX_CALL_CHARS = 32_768  # one <tool_call> block
+MAX_JSON_DEPTH = 32  # nested objects and arrays; a call's arguments need a few
+OPEN, CLOSE = "<tool_call>", "</tool_call>"
+
+
+def _blocks(text: str) -> list[str]:
+    """The text of each <tool_call> block, found by str.find in one pass (a regex's lazy match rescans the rest of
+    the text for every unclosed opening tag)."""
+    blocks, at = [], text.find(OPEN)
+    while at >= 0:
+        end = text.find(CLOSE, at + len(OPEN))
+        if end < 0:
+            raise ParseError("a <tool_call> block is not closed with </tool_call>")
+        if len(blocks) == MAX_CALLS_PER_TURN:
+            raise ParseError(f"more than {MAX_CALLS_PER_TURN} tool calls in one turn")
+        if end - at - len(OPEN) > MAX_CALL_CHARS:
+            raise ParseError(f"a tool call of {end - at - len(OPEN):,} characters; at most {MAX_CALL_CHARS:,}")
+        blocks.append(text[at + len(OPEN):end])
+        at = text.find(OPEN, end + len(CLOSE))
+    return blocks
+
+
+def json_depth(text: str, stop_past: int = MAX_JSON_DEPTH) -> int:
+    """How deeply the JSON in `text` nests objects and arrays (brackets inside strings do not count), found by a
+    flat scan, so that json.loads only ever sees text within MAX_JSON_DEPTH. The scan ends as soon as the depth
+    passes `stop_past` (a hostile block costs that many characters, not its length)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > stop_past:
+                break
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def _decode(text: str, what: str) -> Any:
+    """JSON within the bounds, or a ParseError naming what is wrong."""
+    if json_depth(text) > MAX_JSON_DEPTH:
+        raise ParseError(f"{what} nests objects and arrays more than {MAX_JSON_DEPTH} levels deep")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ParseError(f"{what} is not valid JSON ({error.msg} at character {error.pos})") from None
+    except ValueError as error:  # e.g. an integer past Python's digit limit
+        raise ParseError(f"{what} cannot be read: {str(error)[:120]}") from None
+
+
 def parse_tool_calls(text: str) -> list[ToolCall]:
     """The Hermes-style calls in an assistant turn, in order ([] when it makes none); ParseError for a block that is
-    not `{"name": ..., "arguments": {...}}` JSON, or a `<tool_call>` left open."""
+    not `{"name": ..., "arguments": {...}}` JSON, a `<tool_call>` left open, or calls past the bounds above."""
     calls = []
-    for block in TOOL_CALL.findall(text):
-        try:
-            payload = json.loads(block.strip())
-        except json.JSONDecodeError as error:
-            raise ParseError(f"the tool call is not valid JSON ({error.msg} at character {error.pos})") from None
+    for block in _blocks(text):
+        payload = _decode(block.strip(), "the tool call")
         if not isinstance(payload, dict) or not isinstance(payload.get("name"), str):
             raise ParseError('a tool call must be a JSON object {"name": ..., "arguments": {...}}')
         arguments = payload.get("arguments", {})
         if isinstance(arguments, str):  # some models write the arguments as a JSON string
-            try:
-                arguments = json.loads(arguments)
-            except json.JSONDecodeError:
-                raise ParseError("the tool call's arguments are a string that is not JSON") from None
+            arguments = _decode(arguments, "the tool call's arguments (a string)")
         calls.append(ToolCall(payload["name"], arguments))
-    if text.count("<tool_call>") > len(calls):
-        raise ParseError("a <tool_call> block is not closed with </tool_call>")
     return calls
 
 

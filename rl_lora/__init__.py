@@ -8,7 +8,8 @@ The Python API runs exactly what the CLI runs, for notebooks and scripts:
     result = evaluate(load_config(overrides=["task.name=gsm8k"]), adapter=adapter)  # an EvalResult
 
 Errors a user can fix raise `rl_lora.errors.UserError` (and envs' TaskError, rewards' RewardSpecError): the CLI
-turns them into one line and exit code 2.
+turns them into one line and exit code 2. A run that Ctrl-C or SIGTERM stopped after a step (checkpointed, not
+finished) raises `rl_lora.errors.StoppedAfterStep`, a KeyboardInterrupt carrying the signal's number.
 """
 from __future__ import annotations
 

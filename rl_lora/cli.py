@@ -8,21 +8,29 @@ import logging
 import os
 import sys
 
+from envs.environment import EnvironmentFault
 from envs.registry import TASK_NAMES
 from rewards.protocol import RewardError
 from rewards.registry import BUILTIN_REWARDS
 from rl_lora.config import RunConfig, describe, load_config
-from rl_lora.errors import USER_ERRORS, RunStopped, UserError
+from rl_lora.errors import USER_ERRORS, RunStopped, StoppedAfterStep, UserError
 
 
-def _config_epilog() -> str:
-    return ("config keys (YAML sections, or --set section.key=value):\n" + "\n".join(describe(RunConfig)))
+EXIT_STATUS = ("exit status: 0 finished; 1 a part failed (resume from the last checkpoint); 2 bad input, nothing "
+               "written;\n  128+N stopped by signal N after its step and checkpoint (143 SIGTERM, 130 Ctrl-C): "
+               "resumable, not finished\n\n")
+
+
+def _config_epilog(exit_status: str = "") -> str:
+    return (exit_status + "config keys (YAML sections, or --set section.key=value):\n" +
+            "\n".join(describe(RunConfig)))
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", nargs="?", help="YAML config file (sections as listed below); optional")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one config key, e.g. --set task.digits=3 (repeatable)")
+                        help="override one config key, e.g. --set task.digits=3 (repeatable); a text key takes VALUE "
+                        "as written (task.operators=-), null unsets a key that may be unset")
     parser.add_argument("--reward", help="same as --set reward.name=... "
                         f"({', '.join(BUILTIN_REWARDS)}, package.module:function)")
 
@@ -36,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         "one, else the CPU: a few minutes)",
         description="One RL run: sample groups with the current policy, score them, update LoRA (or all) weights. "
                     "Writes a run folder with config.yaml, metrics.jsonl, TensorBoard events, checkpoints and plots.",
-        epilog=_config_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=_config_epilog(EXIT_STATUS), formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(tr)
     tr.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint "
                     "(its config.yaml is used; --set may change e.g. train.steps)")
@@ -60,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "config (each a normal run folder under OUT/runs; finished runs are skipped, interrupted ones "
                     "resume), then write OUT/report.md with a table (a row per arm and variant, at its best LR) and "
                     "PNG plots. With --report, rebuild the report from existing run folders only.",
-        epilog=_config_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=_config_epilog(EXIT_STATUS.replace("after its step", "(compare, or the run it trains) after the run's "
+                                                  "step")), formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(cp)
     cp.add_argument("--arms", help="comma-separated arms: lora:RANK, dora:RANK, tiny:U (a TinyLoRA adapter of U "
                     "parameters in all, e.g. tiny:13) or full (default: lora:1,lora:8,full; with --vary, the base "
@@ -213,6 +222,14 @@ def main(argv: list[str] | None = None) -> int:
     except RunStopped as e:
         print(f"rl-lora: error: {e}", file=sys.stderr)
         return 1
+    except EnvironmentFault as e:  # on a Ray worker too: one line, the worker's traceback left out
+        from rl_lora.cluster.remote_errors import describe
+
+        print(f"rl-lora: error: {describe(e)}", file=sys.stderr)
+        return 1
+    except StoppedAfterStep as e:  # after a checkpoint: resumable, so not 0, which says "finished"
+        print(e, flush=True)
+        return 128 + e.signum
     except KeyboardInterrupt as e:
         print(f"rl-lora: interrupted ({e})" if str(e) else "rl-lora: interrupted", file=sys.stderr)
         return 128 + getattr(e, "signum", 2)

@@ -167,6 +167,11 @@ class EnvConfig:
     on_parse_error: str = opt("continue", "a malformed <tool_call>: continue (tell the model what was wrong), stop "
                               "(end the episode: parse_error), mask (go on; the malformed turn carries no loss)",
                               choices=("continue", "stop", "mask"))
+    on_error: str = opt("stop", "env.name=module:Class, when your environment raises or returns what the protocol "
+                        "does not allow (a wrong type, content that is not text, a NaN reward): stop the run in "
+                        "one line naming it and the sample, or skip (that episode ends, scored 0, counted once per "
+                        "step)",
+                        choices=("stop", "skip"))
 
     def runs_model_code(self) -> bool:
         """Some tool of the run executes code the model wrote (it takes the sandbox)."""
@@ -580,6 +585,9 @@ class RunConfig:
                             "or module:function)")
         if env.tools and env.name == "single":
             raise UserError(f"env.tools={env.tools} is set but env.name=single never calls tools: set env.name=tools")
+        if env.on_error != "stop" and env.name in ("single", "tools"):
+            raise UserError(f"env.on_error={env.on_error} applies to your own environment (env.name=module:Class); "
+                            f"env.name={env.name} has none to fail")
         try:  # envs raises TaskError; a config check says UserError (compare prefixes those with the variant)
             if env.example is not None:
                 read_example(env.example)
@@ -717,15 +725,45 @@ def build(cls: type, data: Any, prefix: str = "") -> Any:
     return cls(**values)
 
 
-def _apply_override(data: dict, assignment: str) -> None:
+def _key_field(cls: type, path: list[str]) -> tuple[Any, dict] | None:
+    """The declared type and metadata of a dotted key (None: no such key, which build() then names)."""
+    tp, meta = cls, {}
+    for part in path:
+        fields = {f.name: f for f in dataclasses.fields(tp)} if dataclasses.is_dataclass(tp) else {}
+        if part not in fields:
+            return None
+        tp, meta = typing.get_type_hints(tp)[part], fields[part].metadata
+    return tp, meta
+
+
+def _is_text(tp: Any) -> bool:
+    """A free-text key: str, or str that may be unset (not an enum, whose values YAML cannot mistake)."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    return tp is str or (typing.get_origin(tp) in (typing.Union, types.UnionType) and args == [str])
+
+
+def _override_value(raw: str, field: tuple[Any, dict] | None) -> Any:
+    """--set's VALUE. A text key keeps it as written: YAML would read `-` as a list, `yes` as true, `null` as nothing
+    and `*` as an alias. Two exceptions: `null` unsets a key that may be unset (the only way to, from a command
+    line), and a `[a, b]` list for a key that takes one. Other keys read VALUE as YAML (numbers, booleans)."""
+    if field is not None and _is_text(field[0]):
+        tp, meta = field
+        if raw in ("null", "~") and tp is not str:
+            return None
+        if not (meta.get("list_ok") and raw.lstrip().startswith("[")):
+            return raw
+    try:
+        return yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError:
+        return raw
+
+
+def _apply_override(data: dict, assignment: str, cls: type) -> None:
     key, sep, raw = assignment.partition("=")
     if not sep or not key:
         raise UserError(f"--set {assignment!r}: expected section.key=value")
-    try:
-        value = yaml.safe_load(raw) if raw else ""
-    except yaml.YAMLError:
-        value = raw
     *path, last = key.strip().split(".")
+    value = _override_value(raw, _key_field(cls, [*path, last]))
     node = data
     for part in path:
         node = node.setdefault(part, {})
@@ -782,7 +820,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), cls: 
         if not isinstance(data, dict):
             raise UserError(f"{path}: expected a mapping of sections at the top level")
     for assignment in overrides:
-        _apply_override(data, assignment)
+        _apply_override(data, assignment, cls)
     return build(cls, data)
 
 
@@ -790,7 +828,7 @@ def with_overrides(config: Any, overrides: list[str]) -> Any:
     """A copy of `config` with --set style assignments applied, checked as load_config checks them."""
     data = to_dict(config)
     for assignment in overrides:
-        _apply_override(data, assignment)
+        _apply_override(data, assignment, type(config))
     return build(type(config), data)
 
 

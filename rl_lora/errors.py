@@ -23,3 +23,13 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, name: str, signum: int, when: str):
         super().__init__(f"{name} {when}")
         self.signum = signum
+
+
+class StoppedAfterStep(KeyboardInterrupt):
+    """A run that a signal stopped after a step, with its checkpoint written: resumable, not finished. The CLI
+    prints the message and exits with 128 + the signal's number (143 for SIGTERM, 130 for Ctrl-C), so a
+    scheduler or a script can tell it from a finished run (0)."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum

@@ -79,3 +79,47 @@ class HostilePython:
         with open(self.log, "a") as log:
             log.write(json.dumps({"code": code, "answer": result.messages[0]["content"]}) + "\n")
         return result
+
+
+# Environments that break the protocol, each its own way (the checked boundary's tests name them).
+class ResetRaises(ThreeTurns):
+    def reset(self, sample):
+        raise KeyError("no such level")
+
+
+class StepRaises(ThreeTurns):
+    def step(self, assistant_text):
+        raise ZeroDivisionError("division by zero\nin the scorer")
+
+
+class ResetReturnsText(ThreeTurns):
+    def reset(self, sample):
+        return sample.prompt
+
+
+class StepReturnsDict(ThreeTurns):
+    def step(self, assistant_text):
+        return {"messages": [], "done": True}
+
+
+class IntContent(ThreeTurns):
+    def step(self, assistant_text):
+        return StepResult([{"role": "tool", "content": 7}])
+
+
+class NaNReward(ThreeTurns):
+    def step(self, assistant_text):
+        return StepResult([{"role": "tool", "content": "ok"}], reward=float("nan"))
+
+
+class FailsOnOdd(ThreeTurns):
+    """Fine on every sample but those whose id ends in an odd digit."""
+
+    def reset(self, sample):
+        self.sample = sample
+        return super().reset(sample)
+
+    def step(self, assistant_text):
+        if self.sample.id[-1] in "13579":
+            raise RuntimeError("an odd sample")
+        return super().step(assistant_text)

@@ -108,3 +108,56 @@ def test_a_bad_dataset_row_is_named_by_its_line_in_the_file_and_its_split(tmp_pa
     # A blank line after line 3 moves the bad row to line 7 of the file.
     err = _one_line(capsys, code, f"{data} (", "split), line 7: no 'answer'")
     assert "(train split)" in err or "(test split)" in err
+
+
+MEASURED_CLI = """
+import sys, time
+from rl_lora.cli import main
+started = time.perf_counter()
+code = main(sys.argv[1:])
+# VmHWM, this process's own peak (ru_maxrss would also count what the parent held at fork).
+peak_mb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:")) // 1024
+print(code, round(time.perf_counter() - started, 2), peak_mb)
+"""
+
+
+@pytest.mark.parametrize("characters", [10_000, 60_000])
+def test_an_instruction_no_prompt_can_carry_is_refused_before_any_prompt_is_built(tmp_path, tiny_model_dir,
+                                                                                    characters):
+    """Every prompt carries the instruction: measured alone, it is refused in one line before 10,000 prompts are
+    built (10,000 characters were OOM-killed at 3 GB, printing nothing; the refusal itself peaked at 4.6 GB)."""
+    instruction = ("Think step by step, then answer. " * characters)[:characters]
+    done = subprocess.run([sys.executable, "-c", MEASURED_CLI, "train", "--set", f"model.name={tiny_model_dir}",
+                           "--set", f"task.instruction={instruction}", "--set", "task.train_size=10000",
+                           "--set", "task.digits=3",
+                           "--set", f"train.runs_dir={tmp_path / 'runs'}"], capture_output=True, text=True,
+                          timeout=300)
+    code, seconds, peak_mb = done.stdout.split()[-3:]
+    assert code == "2" and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("rl-lora: error: task.instruction is ") and "no prompt fits the context of 512" \
+        in done.stderr, done.stderr
+    assert float(seconds) < 10 and int(peak_mb) < 1000, (seconds, peak_mb)
+    assert list((tmp_path / "runs").glob("*")) == []  # no run folder left, config.yaml included
+
+
+TASK_BUILT = """
+import sys
+from rl_lora.config import load_config
+from rl_lora.tasks import load_task
+instruction = ("Think step by step, then answer. " * 2000)[:59_999] + "!"
+before = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmRSS:")) // 1024
+task = load_task(load_config(None, ["task.instruction=" + instruction, "task.train_size=10000", "task.digits=3"]).task)
+first, last = task.train[0], task.train[9999]
+assert first.prompt == f"What is {first.metadata['expression']}? {instruction}" and last.prompt.endswith(instruction)
+assert len(task.train) == 10_000 and len(task.train[100:164]) == 64
+peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:")) // 1024
+print(before, peak)
+"""
+
+
+def test_a_task_of_10000_samples_holds_its_60000_character_instruction_once():
+    """Each prompt is joined with the instruction when its sample is read: copied into 10,000 prompts it held 600
+    MB before a prompt was rendered."""
+    done = subprocess.run([sys.executable, "-c", TASK_BUILT], capture_output=True, text=True, timeout=300)
+    before_mb, peak_mb = map(int, done.stdout.split())
+    assert peak_mb - before_mb < 100, (before_mb, peak_mb)

@@ -66,6 +66,10 @@ def test_console_script_exit_code_and_help():
     help_text = subprocess.run([sys.executable, "-m", "rl_lora.cli", "eval", "--help"],
                                capture_output=True, text=True).stdout
     assert "task.digits (int, default 2)" in help_text
+    for command in ("train", "compare"):  # what a scheduler reads: stopped (resumable) is not finished
+        help_text = subprocess.run([sys.executable, "-m", "rl_lora.cli", command, "--help"],
+                                   capture_output=True, text=True).stdout
+        assert "exit status: 0 finished" in help_text and "(143 SIGTERM, 130 Ctrl-C): resumable" in help_text
 
 
 @no_gpu

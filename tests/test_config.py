@@ -135,3 +135,28 @@ def test_clip_eps_low_1_means_no_lower_bound_and_is_cispos_default():
     assert load_config(None, ["algo.loss=cispo"]).algo.clip_low == 1.0  # MiniMax-M1 clips from above only
     assert load_config(None, ["algo.loss=cispo", "algo.clip_eps_low=0.2"]).algo.clip_low == 0.2
     assert load_config(None, ["algo.loss=ppo"]).algo.clip_low == 0.2
+
+
+@pytest.mark.parametrize("value", ["-", "*", "yes", "null", "1e3", "~", "[x", "on", "0x10", "- -", "&a", "12:30"])
+def test_a_text_key_keeps_its_value_as_written(value):
+    """YAML would read `-` as a list ("[None] is not a valid str"), `yes` as true, `*` as an alias, `0x10` as 16:
+    a text key is not YAML."""
+    assert load_config(None, [f"model.name={value}"]).model.name == value
+    assert load_config(None, [f"task.instruction={value}"]).task.instruction == (None if value in ("null", "~")
+                                                                                 else value)
+
+
+def test_text_keys_that_yaml_misreads_reach_the_task_and_typed_keys_still_parse():
+    from rl_lora.tasks import load_task
+
+    for operators in ("-", "*", "+-*"):
+        config = load_config(None, [f"task.operators={operators}", "task.train_size=20", "task.test_size=5"])
+        task = load_task(config.task)  # the real arithmetic task, drawn with those operators
+        assert {o for s in task.train for o in s.metadata["expression"].split()[1::2]} == set(operators)
+    config = load_config(None, ["algo.lr=1e-3", "train.steps=7", "rollout.vllm_sleep=yes", "task.system_prompt=null",
+                                "reward.name=[format, gsm8k]", "reward.weights=[1, 0.5]", "env.tools=calculator"])
+    assert config.algo.lr == 1e-3 and config.train.steps == 7 and config.rollout.vllm_sleep is True
+    assert config.task.system_prompt is None and config.reward.name == "format,gsm8k"
+    assert config.reward.weights == "1,0.5" and config.env.tools == "calculator"
+    with pytest.raises(UserError, match="train.steps: True is not a valid int"):
+        load_config(None, ["train.steps=yes"])

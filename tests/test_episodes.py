@@ -236,3 +236,82 @@ def test_hung_tools_cost_one_time_limit_not_one_per_episode(chat_tokenizer):
         calls.close()
     assert len(going) == 4 and all(t.tool_errors == 1 for t in trajectories)
     assert elapsed < 3.5, elapsed  # serially: 4 s and more
+
+
+def test_a_hostile_call_and_a_10_mb_answer_cost_an_error_line_and_milliseconds(chat_tokenizer):
+    """Through the runner as a run calls it, on the 260K chat fixture: 1,000 nested `[` are the tool's `error:`
+    answer (it raised RecursionError out of step), and a 10 MB answer is cut by characters before it is tokenized
+    (tokenized whole it cost 219 s a step), to env.max_tool_output tokens."""
+    import time
+
+    from envs.tool_env import ToolEnv
+    from envs.tools import resolve_tools
+    from rl_lora.sampling.episodes import Trajectory
+
+    tools = resolve_tools("calculator,tests.tool_fixtures:huge")
+    runner = EpisodeRunner(lambda: ToolEnv(tools), ChatDeltas(chat_tokenizer, [2]), EpisodeLimits(3, 4096, 64))
+    texts = ["<tool_call>" + "[" * 1_000 + "]" * 1_000 + "</tool_call>",
+             '<tool_call>{"name": "huge", "arguments": {"megabytes": 10}}</tool_call>']
+    trajectories = [Trajectory(i, runner.new_env(), (1,), text=text, turns=1, last_finished=True)
+                    for i, text in enumerate(texts)]
+    started = time.perf_counter()
+    going = runner._answer(trajectories)
+    elapsed = time.perf_counter() - started
+    assert len(going) == 2 and elapsed < 1.0, elapsed
+    deep, huge = (t.messages[-1]["content"] for t in trajectories)
+    assert deep == "error: the tool call nests objects and arrays more than 32 levels deep"
+    kept, note = huge.rsplit("\n", 1)
+    assert len(chat_tokenizer(kept, add_special_tokens=False)["input_ids"]) == 64
+    assert note.startswith("... (") and note.endswith("more characters cut)")
+    assert 9_990_000 < int(note[5:].split()[0].replace(",", "")) < 10_000_000
+
+
+@pytest.mark.parametrize("name, line", [
+    ("ResetRaises", "reset() on sample 'a' raised KeyError: 'no such level'"),
+    ("StepRaises", "step() on sample 'a' raised ZeroDivisionError: division by zero in the scorer"),
+    ("ResetReturnsText", "reset() on sample 'a' returned str, not a list of messages"),
+    ("StepReturnsDict", "step() on sample 'a' returned dict, not an envs.environment.StepResult"),
+    ("IntContent", "step() on sample 'a' message 0's content is int, not text"),
+    ("NaNReward", "step() on sample 'a' returned a reward of nan, not a finite number"),
+])
+def test_a_user_environments_faults_are_one_line_naming_it_the_method_and_the_sample(tiny_model, chat_tokenizer,
+                                                                                      name, line):
+    from envs.environment import CheckedEnvironment, EnvironmentFault
+    from tests import env_fixtures
+
+    model, _ = tiny_model
+    spec = f"tests.env_fixtures:{name}"
+    runner = EpisodeRunner(lambda: CheckedEnvironment(getattr(env_fixtures, name), spec),
+                           ChatDeltas(chat_tokenizer, [2]), EpisodeLimits(5, 400, 64))
+    with pytest.raises(EnvironmentFault) as caught:
+        runner.run(HFBackend(model, chat_tokenizer), [], SAMPLES, 2, SamplingParams(1.0, 6, seed=3))
+    assert str(caught.value).startswith(f"environment {spec}: {line} (env.on_error=stop;"), caught.value
+    assert "\n" not in str(caught.value)
+
+
+def test_env_on_error_stop_ends_the_run_in_one_line_and_skip_scores_0_said_once_per_step(chat_model_dir, tmp_path,
+                                                                                         capsys):
+    base = ["train", "--set", f"model.name={chat_model_dir}", *RUN, "--set", f"train.runs_dir={tmp_path}",
+            "--set", "env.name=tests.env_fixtures:FailsOnOdd", "--set", "train.steps=2", "--set", "task.train_size=2",
+            "--set", "task.test_size=4"]
+    assert main([*base, "--set", "train.name=stop"]) == 1
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1] == (
+        "rl-lora: error: environment tests.env_fixtures:FailsOnOdd: step() on sample 'arith-test-1' raised "
+        "RuntimeError: an odd sample (env.on_error=stop; env.on_error=skip scores such episodes 0 and goes on)"), err
+    assert "Traceback" not in err and not (tmp_path / "stop").exists()
+
+    assert main([*base, "--set", "train.name=skip", "--set", "env.on_error=skip"]) == 0
+    err = capsys.readouterr().err
+    said = [line for line in err.splitlines() if line.startswith("env.on_error=skip")]
+    # Once per step (arith-train-1's 2 episodes of 4), and once for each evaluation (2 of its 4 samples are odd).
+    line = ("env.on_error=skip: 2 of 4 episodes scored 0, their environment failed (first: environment "
+            "tests.env_fixtures:FailsOnOdd: step() on sample 'arith-{}-1' raised RuntimeError: an odd sample)")
+    assert said == [line.format("test")] + [line.format("train")] * 2 + [line.format("test")], err
+    assert "Traceback" not in err
+    logged = [json.loads(line) for line in (tmp_path / "skip" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["stop/env_error"] for m in logged] == [2, 2]
+    evaluated = [json.loads(line) for line in (tmp_path / "skip" / "evals" / "step_0.jsonl").read_text().splitlines()]
+    assert [(r["sample_id"][-1], r["stop_reason"]) for r in evaluated if r["stop_reason"] == "env_error"] == \
+        [("1", "env_error"), ("3", "env_error")]
+    assert all(r["reward"] == 0.0 for r in evaluated if r["stop_reason"] == "env_error")

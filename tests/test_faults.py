@@ -2,6 +2,7 @@
 a torn metrics line, a full disk, resumes that would change the experiment, a finished run resumed, a run killed
 before its first checkpoint, a run folder that cannot be claimed, rewards that fail on everything."""
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -47,7 +48,7 @@ def test_sigterm_stops_after_the_step_with_a_checkpoint_and_the_run_resumes_exac
     _wait_for_steps(tmp_path / "term", child)
     child.send_signal(signal.SIGTERM)
     out, err = child.communicate(timeout=120)
-    assert child.returncode == 0, err[-2000:]
+    assert child.returncode == 128 + signal.SIGTERM, err[-2000:]  # 143: stopped, resumable, not finished (0)
     assert "SIGTERM: stopping after this step" in err and "stopped after step" in out
     state = json.loads(next((tmp_path / "term" / "checkpoints").glob("step_*/trainer_state.json")).read_text())
     stopped = state["step"]
@@ -55,6 +56,49 @@ def test_sigterm_stops_after_the_step_with_a_checkpoint_and_the_run_resumes_exac
     assert main(["train", "--resume", str(tmp_path / "term"), "--set", f"train.steps={stopped + 2}"]) == 0
     assert train(tmp_path, capsys, "--set", f"train.steps={stopped + 2}", "--set", "train.name=straight")[0] == 0
     _same_steps(metrics(tmp_path / "straight"), metrics(tmp_path / "term"))
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_ctrl_c_after_a_step_exits_130_and_a_compare_whose_run_was_stopped_exits_143(tmp_path):
+    """128 + the signal's number once a checkpoint is written, after the line that says how to resume: what
+    Slurm, Kubernetes and scripts read to tell "stopped, resumable" from "finished" (0). compare's run stopped by
+    a SIGTERM sent to it alone (a scheduler signalling that process) stops compare with the same status."""
+    child = subprocess.Popen(_cli("train", *TINY_RUN, "--set", "train.steps=200", "--set", f"train.runs_dir={tmp_path}",
+                                  "--set", "train.name=int", "--set", "train.checkpoint_every=100"),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_steps(tmp_path / "int", child)
+    child.send_signal(signal.SIGINT)
+    out, err = child.communicate(timeout=120)
+    assert child.returncode == 130, err[-2000:]
+    assert f"; resume with: rl-lora train --resume {tmp_path / 'int'}" in out.strip().splitlines()[-1]
+    assert "Traceback" not in err
+
+    from tests.test_compare import COMPARE, NO_MEMORY
+
+    out_dir = tmp_path / "cmp"
+    compare = subprocess.Popen(_cli(*COMPARE, *NO_MEMORY, "--arms", "lora:1", "--set",
+                                    "train.steps=200", "--set", "train.checkpoint_every=100", "--out", str(out_dir)),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run_dir = out_dir / "runs" / "lora-r1-lr0.005-s0"
+    _wait_for_steps(run_dir, compare)
+    (trainer,) = _children(compare.pid)
+    os.killpg(trainer, signal.SIGTERM)  # the run's own process group: compare itself gets no signal
+    out, err = compare.communicate(timeout=120)
+    assert compare.returncode == 143, err[-2000:]
+    assert "SIGTERM while lora-r1-lr0.005-s0 trained; re-run compare to go on" in err and "Traceback" not in err
+    assert (run_dir / "checkpoints").is_dir()
 
 
 def test_a_torn_last_metrics_line_does_not_block_the_resume(tiny_model_dir, tmp_path, capsys):

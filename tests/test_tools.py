@@ -188,3 +188,34 @@ def test_worker_tools_that_hang_or_crash_become_errors_and_the_episode_goes_on(s
         assert env.step(call("calculator", expression="6 * 7")).messages[0]["content"] == "42"  # still serving
     finally:
         calls.close()
+
+
+HOSTILE_CALLS = [
+    ("<tool_call>" + "[" * 1_000 + "]" * 1_000 + "</tool_call>", "more than 32 levels deep"),
+    ("<tool_call>" + "[" * 30_000 + "</tool_call>", "more than 32 levels deep"),
+    ('<tool_call>{"name": "calculator", "arguments": "' + "[" * 5_000 + '"}</tool_call>', "more than 32 levels"),
+    ('<tool_call>{"name": "calculator", "arguments": {"expression": ' + "1" * 5_000 + "}}</tool_call>",
+     "cannot be read"),  # past Python's int digit limit: a ValueError that is not a JSONDecodeError
+    ('<tool_call>{"name": "calculator", "arguments": {"expression": "' + "1" * 40_000 + '"}}</tool_call>',
+     "at most 32,768"),
+    (call("calculator", expression="1") * 33, "more than 32 tool calls in one turn"),
+    ("<tool_call>" * 50_000, "not closed"),
+]
+
+
+@pytest.mark.parametrize("text, message", HOSTILE_CALLS, ids=["deep", "deeper-unclosed", "deep-string-arguments",
+                                                              "huge-int", "huge-block", "many", "many-open"])
+def test_hostile_tool_calls_are_the_tools_error_answer_in_bounded_time(text, message):
+    """Model output is hostile input: each fault is an `error:` answer to the model, never an exception out of
+    step (1,000 nested `[` raised RecursionError before the depth was scanned ahead of json.loads)."""
+    env = ToolEnv(resolve_tools("calculator,tests.tool_fixtures:lookup"))
+    env.reset(SAMPLE)
+    started = time.perf_counter()
+    answer = env.step(text)
+    assert time.perf_counter() - started < 0.5
+    assert not answer.done and answer.tool_errors == 1
+    assert answer.messages[0]["content"].startswith("error: ") and message in answer.messages[0]["content"]
+    assert "\n" not in answer.messages[0]["content"]
+    # Brackets inside strings are text, not nesting: a call about brackets still runs.
+    brackets = env.step(call("lookup", city="[{" * 100))
+    assert brackets.messages[0]["content"] == "[{" * 100 + " had 1000 people in 2024"

@@ -36,3 +36,13 @@ def crashes(code: int) -> str:
 def untyped(city):
     """No type hints."""
     return city
+
+
+def huge(megabytes: int) -> str:
+    """Answer with `megabytes` MB of text (a tool whose answer is far past any token budget).
+
+    Args:
+        megabytes: how much
+    """
+    line = "The cat sat on the mat, and 1234 * 5678 = 7006652.\n"
+    return (line * (megabytes * 1_000_000 // len(line) + 1))[:megabytes * 1_000_000]

@@ -9,7 +9,7 @@ import re
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # Errors whose message is the whole story (rl_lora's UserError, envs' TaskError, ...): their type name says nothing.
-_MESSAGE_ONLY = ("UserError", "TaskError", "RewardSpecError", "RunStopped")
+_MESSAGE_ONLY = ("UserError", "TaskError", "RewardSpecError", "RunStopped", "EnvironmentFault")
 
 
 def innermost(error: BaseException) -> BaseException:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rl_lora.config import RunConfig, TrainMode, arm_slug, to_yaml, with_overrides
-from rl_lora.compare.children import ChildEnd, run_tied
+from rl_lora.compare.children import STOP_SIGNALS, ChildEnd, run_tied
 from rl_lora.errors import Interrupted, UserError
 from rl_lora.run.folder import RunFolder
 from rl_lora.run.lock import FolderLock, holder_of
@@ -252,10 +252,14 @@ def _train_shared(group: list[PendingRun]) -> None:
 
 def _stop_if_signalled(end: ChildEnd, names: str) -> None:
     """Ctrl-C or SIGTERM reached compare while a child trained: the child stopped (after its step, with a
-    checkpoint), and compare stops too rather than start the next run."""
-    if end.stopped_by is not None:
-        name = "Ctrl-C" if end.stopped_by == signal.SIGINT else signal.Signals(end.stopped_by).name
-        raise Interrupted(name, end.stopped_by, f"while {names} trained; re-run compare to go on (finished runs are "
+    checkpoint), and compare stops too rather than start the next run. A child stopped by a signal sent to it
+    alone says so by its exit status (128 + the signal's number): compare stops the same way."""
+    signum = end.stopped_by
+    if signum is None and end.code - 128 in STOP_SIGNALS:
+        signum = end.code - 128
+    if signum is not None:
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        raise Interrupted(name, signum, f"while {names} trained; re-run compare to go on (finished runs are "
                           "kept, stopped ones resume)")
 
 

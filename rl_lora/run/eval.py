@@ -20,7 +20,7 @@ from rl_lora.sampling.episodes import build_episodes
 from rl_lora.sampling.local import LocalSampler
 from rl_lora.sampling.shared_engine import engine_lora_rank
 from rl_lora.step.evaluate import EvalResult, evaluate
-from rl_lora.tasks import fit_to_context, load_task, reward_scorer
+from rl_lora.tasks import load_fitted_task, reward_scorer
 from rl_lora.tokens import eos_token_ids
 
 
@@ -43,7 +43,7 @@ def eval_main(config: RunConfig, adapter: str | None = None) -> EvalResult:
     check_model(config.model.name)
     tokenizer = load_tokenizer(config.model.name)
     renderer = PromptRenderer(tokenizer, config.task.render, config.task.system_prompt)
-    task = fit_to_context(load_task(config.task), renderer, tokenizer, config, config.eval.max_new_tokens, ("test",))
+    task = load_fitted_task(config, renderer, tokenizer, config.eval.max_new_tokens, ("test",))
     scorer = reward_scorer(config.reward, task.name, task.reward, config.env)
     # env.name=tools (or a user environment): each problem is a whole episode, tool calls included.
     episodes = build_episodes(config.env, tokenizer, eos_token_ids(tokenizer), config.reward.timeout_s,

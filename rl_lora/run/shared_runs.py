@@ -78,18 +78,23 @@ def start_engine(specs: list[RunSpec]):
 
 
 def run_shared(specs: list[RunSpec]) -> int:
-    """Every run in a thread of its own; returns 0 when all of them finished (or stopped cleanly on Ctrl-C)."""
+    """Every run in a thread of its own; returns 0 when all of them finished, 128 + the signal's number when Ctrl-C
+    or SIGTERM stopped some after a step (resumable: not finished)."""
     from rl_lora.run.train import HostedRun, train_main
 
     check_shareable(specs)
     shared = start_engine(specs)
     stop = threading.Event()
     codes: dict[str, int] = {}
+    unfinished: list[str] = []  # stopped by the signal before their last step
+    signals: list[int] = []  # what stopped the runs, first first
 
     def run(spec: RunSpec, hosted: HostedRun) -> None:
         try:
-            train_main(None if spec.resume else spec.config, spec.resume, [], hosted)
+            summary = train_main(None if spec.resume else spec.config, spec.resume, [], hosted)
             codes[spec.name] = 0
+            if summary.steps < spec.config.train.steps:
+                unfinished.append(spec.name)
         except USER_ERRORS as error:
             print(f"rl-lora: error: {spec.name}: {error}", file=sys.stderr, flush=True)
             codes[spec.name] = 2
@@ -108,6 +113,7 @@ def run_shared(specs: list[RunSpec]) -> int:
         thread.start()
 
     def on_sigterm(signum, frame) -> None:  # a scheduler's SIGTERM stops the runs as Ctrl-C does
+        signals.append(signum)
         raise KeyboardInterrupt
 
     previous_sigterm = signal.signal(signal.SIGTERM, on_sigterm)
@@ -120,6 +126,7 @@ def run_shared(specs: list[RunSpec]) -> int:
                 if stop.is_set():
                     raise
                 stop.set()
+                signals.append(signal.SIGINT)  # after SIGTERM's own entry, if that was it
                 print("[shared engine] stopping every run after its step (Ctrl-C again to abort)", file=sys.stderr,
                       flush=True)
     except KeyboardInterrupt:
@@ -131,6 +138,10 @@ def run_shared(specs: list[RunSpec]) -> int:
     if failed:
         print(f"[shared engine] failed: {', '.join(failed)}", file=sys.stderr)
         return max(codes.values())
+    if unfinished:
+        print(f"[shared engine] stopped before their last step: {', '.join(unfinished)}; re-run to resume them",
+              file=sys.stderr)
+        return 128 + signals[0]
     return 0
 
 

@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from envs.render import PromptRenderer
 from rl_lora.config import RunConfig, check_resume_changes
 from rl_lora.device import Compute, resolve
-from rl_lora.errors import Interrupted, RunStopped, UserError
+from rl_lora.errors import Interrupted, RunStopped, StoppedAfterStep, UserError
 from rl_lora.io import out_of_space
 from rl_lora.memory import peak_rss_mb
 from rl_lora.models import check_gradient_checkpointing, check_model, load_causal_lm, load_tokenizer
@@ -30,7 +30,7 @@ from rl_lora.sampling.local import LocalSampler
 from rl_lora.step.data_order import DataOrder
 from rl_lora.step.evaluate import EvalResult
 from rl_lora.step.loop import RunParts, test_accuracy, train_loop
-from rl_lora.tasks import fit_to_context, load_task, reward_scorer
+from rl_lora.tasks import load_fitted_task, reward_scorer
 from rl_lora.tokens import eos_token_ids
 from rl_lora.types import Learner, Probe, SamplingBackend
 
@@ -109,6 +109,7 @@ class StopFlag:
 
     def __init__(self, console: Console):
         self.requested, self.console = False, console
+        self.signum: int | None = None  # the first signal's number: the CLI exits with 128 + it
         self.training = False  # set when the first step starts: from then on a signal finishes the step first
         self._previous: dict = {}
 
@@ -118,7 +119,7 @@ class StopFlag:
             raise Interrupted(name, signum, "before the first step")
         if self.requested:
             raise Interrupted(name, signum, "again: aborting the step")
-        self.requested = True
+        self.requested, self.signum = True, signum
         self.console.print(f"[yellow]{name}: stopping after this step (again to abort without a checkpoint)")
 
     def install(self) -> "StopFlag":
@@ -155,8 +156,7 @@ def build_parts(config: RunConfig, console: Console, run_name: str,
     # The environment's template checks, before a model loads (Ray workers build their own beside their sampler).
     episodes = build_episodes(config.env, tokenizer, eos_token_ids(tokenizer), config.reward.timeout_s,
                               config.task.system_prompt)
-    task = fit_to_context(load_task(config.task), renderer, tokenizer, config,
-                          max(config.rollout.max_new_tokens, config.eval.max_new_tokens))
+    task = load_fitted_task(config, renderer, tokenizer, max(config.rollout.max_new_tokens, config.eval.max_new_tokens))
     with console.status(f"importing the reward {config.reward.name or task.reward}"):
         scorer = reward_scorer(config.reward, task.name, task.reward, config.env)
     probe = Probe.for_tokenizer(tokenizer) if config.rollout.probe else None
@@ -240,9 +240,14 @@ def train_main(config: RunConfig | None, resume: str | None, overrides: list[str
         record_session(folder, parts.config, config, tag)
         stop_requested = hosted.stop_requested if hosted else (lambda: stop.requested)
         try:
-            return _start(parts, folder, resume is not None, checkpoint, console, hosted, stop, stop_requested)
+            summary = _start(parts, folder, resume is not None, checkpoint, console, hosted, stop, stop_requested)
         finally:
             release()  # Ray too: Ctrl-C, a failure or the end of the run all leave no actors behind
+        if stop is not None and stop.requested and summary.steps < config.train.steps:
+            # Stopped, resumable, not finished: exits 128 + the signal's number, as schedulers expect.
+            raise StoppedAfterStep(f"stopped after step {summary.steps}; resume with: rl-lora train --resume "
+                                   f"{folder}", stop.signum)
+        return summary
     finally:
         if stop is not None:
             stop.restore()
@@ -392,8 +397,8 @@ def _run(parts: RunParts, folder: RunFolder, resumed: bool, first_step: int, bas
         reward_failures=failures, eval_reward_failures=eval_failures,
         engine_shared_with=hosted.peers if hosted else ())
     folder.write_summary(summary)
-    if stop_requested() and last_step < config.train.steps:
-        print(f"stopped after step {last_step}; resume with: rl-lora train --resume {folder}")
+    if hosted and stop_requested() and last_step < config.train.steps:  # the host's exit status says so
+        print(f"{tag}stopped after step {last_step}; resume with: rl-lora train --resume {folder}")
     if failures or eval_failures:
         sampled = len(metrics) * config.rollout.prompts_per_step * config.rollout.group_size
         print(f"{tag}the reward failed on {failures} of {sampled} sampled completions and {eval_failures} of "

@@ -10,11 +10,12 @@ conversation re-rendered (re-tokenization drift, templates that rewrite earlier 
 from __future__ import annotations
 
 import dataclasses
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from envs.environment import DONE, MAX_TOKENS, MAX_TURNS, Environment, SingleTurn
+from envs.environment import DONE, ENV_ERROR, MAX_TOKENS, MAX_TURNS, CheckedEnvironment, Environment, SingleTurn
 from envs.errors import TaskError
 from envs.sample import Sample
 from rl_lora.tokens import tokenize_prompts
@@ -31,6 +32,13 @@ _BEFORE = [{"role": "system", "content": "S"}, {"role": "user", "content": "U"},
 def _render_ids(tokenizer, messages: list, add_generation_prompt: bool) -> list[int]:
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
     return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def longest_token_chars(tokenizer) -> int:
+    """An upper bound on the characters one token decodes to: the longest entry of the vocabulary as written (a
+    byte-level BPE entry has a character per byte, a SentencePiece one a character per character, a byte-fallback
+    entry like <0x0A> more characters than it decodes to)."""
+    return max(len(token) for token in tokenizer.get_vocab())
 
 
 class ChatDeltas:
@@ -61,6 +69,7 @@ class ChatDeltas:
                             "a sampled turn's end cannot be matched to it")
         self.separator = self.before[ends[-1] + 1:]
         self.end_of_turn = self.before[ends[-1]]
+        self.max_token_chars = longest_token_chars(tokenizer)
 
     def __call__(self, messages: list) -> list[int]:
         ids = _render_ids(self.tokenizer, _BEFORE + list(messages), True)
@@ -181,6 +190,7 @@ class EpisodeRunner:
             for trajectory in flat:
                 trajectory.render_gap = render_gap(self.deltas.tokenizer, trajectory.messages,
                                                    trajectory.prompt_ids + tuple(trajectory.ids))
+        _say_skipped(flat)
         return [[t.completion() for t in group] for group in trajectories]
 
     def _cut_turn(self, turn: Completion, room: int) -> Completion:
@@ -206,6 +216,8 @@ class EpisodeRunner:
             trajectory.tool_errors += result.tool_errors
             if result.reward is not None:
                 trajectory.env_reward = (trajectory.env_reward or 0.0) + result.reward
+            if result.stop_reason == ENV_ERROR:  # env.on_error=skip: an episode its environment broke is worth 0
+                trajectory.env_reward = 0.0
             if result.mask_turn:  # env.on_parse_error=mask: the malformed turn teaches nothing
                 turn = trajectory.last_turn
                 trajectory.loss_mask[turn] = [0] * (turn.stop - turn.start)
@@ -230,13 +242,24 @@ class EpisodeRunner:
         return going
 
     def _cut(self, message) -> dict:
-        """An environment message cut to env.max_tool_output tokens, saying how much was cut."""
-        tokenizer, limit = self.deltas.tokenizer, self.limits.max_tool_output
-        ids = tokenizer(message["content"], add_special_tokens=False)["input_ids"]
-        if len(ids) <= limit:
+        """An environment message cut to env.max_tool_output tokens, saying how much was cut. Characters first:
+        no token decodes to more than the vocabulary's longest token, so (limit + 1) x that many characters hold
+        more than `limit` tokens, and only they are tokenized (a 10 MB answer tokenized whole cost 219 s a step)."""
+        tokenizer, limit, content = self.deltas.tokenizer, self.limits.max_tool_output, message["content"]
+        head = content[:(limit + 1) * self.deltas.max_token_chars]
+        ids = tokenizer(head, add_special_tokens=False, verbose=False)["input_ids"]
+        if len(ids) <= limit and len(head) == len(content):
             return dict(message)
         kept = tokenizer.decode(ids[:limit])
-        return {**message, "content": f"{kept}\n... ({len(ids) - limit} more tokens cut)"}
+        return {**message, "content": f"{kept}\n... ({max(0, len(content) - len(kept)):,} more characters cut)"}
+
+
+def _say_skipped(trajectories: list[Trajectory]) -> None:
+    """env.on_error=skip: one line per batch of episodes (a step's) for those whose environment failed."""
+    skipped = [t for t in trajectories if t.stop_reason == ENV_ERROR]
+    if skipped:
+        print(f"env.on_error=skip: {len(skipped)} of {len(trajectories)} episodes scored 0, their environment "
+              f"failed (first: {skipped[0].env.fault})", file=sys.stderr, flush=True)
 
 
 ONE_TURN = EpisodeRunner()  # env.name=single: one prompt, one completion (stateless, shared)
@@ -268,4 +291,5 @@ def build_episodes(env, tokenizer, eos_ids: Sequence[int], tool_timeout_s: float
         return EpisodeRunner(new_env, deltas, limits, close=calls.close)
     from envs.environment import resolve_environment
 
-    return EpisodeRunner(resolve_environment(env.name), deltas, limits)
+    user_env, skip = resolve_environment(env.name), env.on_error == "skip"
+    return EpisodeRunner(lambda: CheckedEnvironment(user_env, env.name, skip), deltas, limits)

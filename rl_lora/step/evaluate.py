@@ -6,6 +6,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Sequence
 
+from envs.environment import ENV_ERROR
 from envs.sample import Sample
 from rewards.protocol import Scorer
 from rl_lora.types import Sampler, SamplingBackend, SamplingParams
@@ -63,12 +64,14 @@ def evaluate(backend: SamplingBackend | Sampler, prompts: Sequence[str], samples
         progress(len(batch))
     scored = scorer.score([c.text for c in completions], samples)
     failed = {f.sample_id for f in scored.failures}
+    # An episode its environment broke (env.on_error=skip) is worth 0 here too, whatever its last turn says.
+    rewards = [0.0 if c.stop_reason == ENV_ERROR else r for c, r in zip(completions, scored.rewards)]
     records = tuple(
         EvalRecord(s.id, s.answer, c.text, r, c.finished, len(c.token_ids), s.id in failed, c.turns, c.tool_calls,
                    c.tool_errors, c.stop_reason)
-        for s, c, r in zip(samples, completions, scored.rewards)
+        for s, c, r in zip(samples, completions, rewards)
     )
-    graded = [r for r in scored.rewards if r is not None]
+    graded = [r for r in rewards if r is not None]
     return EvalResult(
         accuracy=sum(graded) / len(graded) if graded else 0.0,
         num_samples=len(records),
