@@ -20,7 +20,7 @@ from fractions import Fraction
 
 from envs.sample import Sample
 from rewards.answer_sentence import Reading, read_statement
-from rewards.numbers import NUMBER_RE, UNREADABLE, _Unreadable, normalize, parse_number, value
+from rewards.numbers import NUMBER_RE, UNREADABLE, WORD_NUMBER_RE, _Unreadable, normalize, parse_number, value
 
 __all__ = ["explain", "extract_final_number", "gsm8k_reward", "has_answer_cue", "parse_number", "read_answer"]
 
@@ -28,7 +28,12 @@ _SENTENCE_END_RE = re.compile(r"[.!?](?=\s|$)")
 # Where a final answer is announced, strongest cue first. `\boxed{...}` is found by brace matching.
 _HASHES = re.compile(r"####\s*([^\n]*)")
 _ANSWER_IS = re.compile(r"(?:final answer|the answer)[ \t]*(?:is\b|:|=)\s*(?:\*\*)?[ \t]*([^\n]*)", re.IGNORECASE)
-_BOLD_ANSWER = re.compile(r"\*\*answer:?\*\*:?\s*([^\n]*)", re.IGNORECASE)
+# A heading or bold label that names the answer: `**Answer:** 30`, `**Answer: 30**`, `### Final Answer` with its
+# value on the same line or the next. Line-anchored, horizontal space only: linear on runs of newlines.
+_LABEL = re.compile(r"^[ \t]*(?:#{1,6}[ \t]*(?:\*\*|__)?[ \t]*(?:final[ \t]+)?answer\b|(?:\*\*|__)[ \t]*(?:final[ \t]+)?"
+                    r"answer\b|(?:final[ \t]+)?answer[ \t]*:)[ \t]*:?[ \t]*(?:\*\*|__)?[ \t]*:?[ \t]*([^\n]*)",
+                    re.IGNORECASE | re.MULTILINE)
+_NEXT_LINE = re.compile(r"\n[ \t]*(?:\n[ \t]*)?([^\n]*)")
 # Line-anchored, with horizontal space only before the colon: a `\s*` there scanned every run of newlines once
 # per newline (quadratic: 64k newlines took 35 s).
 _A_COLON = re.compile(r"^[ \t]*(?:A|Answer)[ \t]*:\s*([^\n]*)", re.IGNORECASE | re.MULTILINE)
@@ -37,10 +42,21 @@ _BOX_TOKEN = re.compile(r"\\boxed\s*\{|\\fbox\s*\{|[{}]")
 _CHECK_WORDS = re.compile(r"\b(?:verif\w*|check\w*|confirm\w*|double[- ]check\w*|test\w*|plug\w*|substitut\w*)\b",
                           re.IGNORECASE)
 _CHECK_WINDOW = 80
+# A remark after the answer never re-opens it: a line that opens with a remark word ("Note: the answer is based on
+# 12 per box"), or a cue followed by what is said about the answer rather than the answer ("the answer is based on",
+# "the answer is correct").
+_REMARK_WORDS = re.compile(r"^\W*(?:note|notes|remark|p\.?s|in summary|to summarize|summary|explanation|hint|"
+                           r"however|also|alternatively)\b", re.IGNORECASE)
+_ABOUT_THE_ANSWER = re.compile(r"\W*(?:based|because|correct|incorrect|wrong|right|not|probably|likely|reasonable|"
+                               r"consistent|plausible|indeed|confirmed|verified|derived|obtained|calculated|found|"
+                               r"given|shown|stated|that|whether|as follows|below|above|in|how)\b", re.IGNORECASE)
 _DIGIT = re.compile(r"\d")
 # A statement is a sentence or a box: its answer phrase comes first (rewards.answer_sentence), so past this many
 # characters there is nothing left to read; the cut keeps a 1 MB run-on statement linear and fast.
 MAX_STATEMENT_CHARS = 2_000
+# The last this many cues of a kind are read: the answer is the last statement, and a completion that names its
+# answer more often than this is degenerate (a 1 MB run of `### Final Answer` lines has 60,000).
+MAX_CUES = 1_000
 _QUESTION_CHARS = 20_000  # the question's quantities are read from its first characters (a prompt is short)
 
 
@@ -50,15 +66,15 @@ _ABBREVIATIONS = frozenset("sq ft mr mrs ms dr st vs etc oz lb lbs no approx hr 
 _WORD_BEFORE = re.compile(r"([A-Za-z]+(?:\.[A-Za-z])*)$")
 
 
-def first_sentence(text: str) -> str:
+def first_sentence(text: str) -> tuple[str, bool]:
     """`text` up to the end of its first sentence: a `.`, `!` or `?` before a space or the end, except after an
-    abbreviation (bounded: statements are cut to MAX_STATEMENT_CHARS first)."""
+    abbreviation (bounded: statements are cut to MAX_STATEMENT_CHARS first); and whether it is a question."""
     for end in _SENTENCE_END_RE.finditer(text):
         word = _WORD_BEFORE.search(text, max(0, end.start() - 12), end.start())
         if end.group() == "." and word and word.group(1).lower() in _ABBREVIATIONS:
             continue
-        return text[:end.start()]
-    return text
+        return text[:end.start()], end.group() == "?"
+    return text, False
 
 
 def _boxed_contents(completion: str) -> list[str]:
@@ -86,17 +102,39 @@ def _boxed_contents(completion: str) -> list[str]:
     return outermost[::-1]
 
 
-def _statements(pattern: re.Pattern, completion: str) -> list[str]:
-    """The spans a sentence cue opens, leaving out lines that only check an answer."""
+def _statements(pattern: re.Pattern, completion: str, next_line: bool = False) -> list[str]:
+    """The spans a cue opens, to the end of its line, leaving out lines that only check an answer and remarks about
+    it. A cue inside another cue's span ("Is the answer 6? No: the answer is 8.") opens a span of its own (looked
+    for in the first MAX_STATEMENT_CHARS only: linear). `next_line`: a label with nothing after it (`### Final
+    Answer`) opens the next non-empty line."""
     found = []
-    for match in pattern.finditer(completion):
-        # The words just before the cue, on its line (a bounded look: a 1 MB line of cues stays linear).
-        line_start = max(completion.rfind("\n", max(0, match.start() - _CHECK_WINDOW), match.start()) + 1,
-                         match.start() - _CHECK_WINDOW)
-        if _CHECK_WORDS.search(completion, line_start, match.start()):
-            continue
-        found.append(match.group(1))
+    for match in list(pattern.finditer(completion))[-MAX_CUES:]:
+        cues = [(match.start(), match.start(1))]
+        head = completion[match.start(1):min(match.end(1), match.start(1) + MAX_STATEMENT_CHARS)]  # its line
+        cues += [(match.start(1) + inner.start(), match.start(1) + inner.start(1)) for inner in pattern.finditer(head)]
+        line_end = match.end(1)
+        for cue_start, start in cues:
+            # The words just before the cue, on its line (a bounded look: a 1 MB line of cues stays linear).
+            line_start = max(completion.rfind("\n", max(0, cue_start - _CHECK_WINDOW), cue_start) + 1,
+                             cue_start - _CHECK_WINDOW)
+            if _CHECK_WORDS.search(completion, line_start, cue_start) or \
+                    _REMARK_WORDS.match(completion, line_start, cue_start + 1) or \
+                    _ABOUT_THE_ANSWER.match(completion, start):
+                continue
+            statement = completion[start:line_end]
+            if next_line and not _has_number(statement.strip(" \t*_#:")):
+                following = _NEXT_LINE.match(completion, line_end)
+                if following is None:
+                    continue
+                statement = following.group(1)
+            found.append(statement)
     return found
+
+
+def _has_number(text: str) -> bool:
+    """A digit or a number word among the first MAX_STATEMENT_CHARS characters (cheap: skips empty statements)."""
+    return _DIGIT.search(text, 0, MAX_STATEMENT_CHARS) is not None or \
+        WORD_NUMBER_RE.search(text, 0, MAX_STATEMENT_CHARS) is not None
 
 
 def _cues(completion: str) -> list[tuple[str, list[str], bool]]:
@@ -105,8 +143,8 @@ def _cues(completion: str) -> list[tuple[str, list[str], bool]]:
     return [
         ("####", _HASHES.findall(completion), True),
         ("\\boxed{}", _boxed_contents(completion), False),
+        ("Answer: label", _statements(_LABEL, completion, next_line=True), True),
         ("the answer is", _statements(_ANSWER_IS, completion), True),
-        ("**Answer:**", _BOLD_ANSWER.findall(completion), True),
         ("A:", _A_COLON.findall(completion), True),
     ]
 
@@ -151,20 +189,39 @@ def read_answer(completion: str, question: str = "") -> AnswerReading:
     given = question_numbers(question) if question else frozenset()
     for cue, statements, sentence in _cues(completion):
         for statement in reversed(statements):
-            if not _DIGIT.search(statement, 0, MAX_STATEMENT_CHARS):
+            if not _has_number(statement):
                 continue  # no number to read (cheap: a 1 MB run of empty `A:` lines has 350,000 of them)
             statement = statement[:MAX_STATEMENT_CHARS]
             if sentence:
-                statement = first_sentence(statement)
+                statement, asks = first_sentence(statement)
+                if asks:
+                    continue  # "Wait, is the answer 6?": a question asks, it states nothing
             reading = read_statement(statement, given)
             if reading.value is not None:
                 return AnswerReading(cue, statement, reading, question)
-    last = None
-    for last in NUMBER_RE.finditer(normalize(completion)):
-        pass
+    last = _last_number(normalize(completion))
     if last is None:
         return AnswerReading(None, "", Reading(None, "", "no answer cue and no number"))
     return AnswerReading(None, "", Reading(value(last), last.group(), "no answer cue: the completion's last number"))
+
+
+_TAIL = 4_096
+_MARGIN = 64  # a number that starts this close to the tail's cut may have begun before it
+
+
+def _last_number(text: str) -> re.Match | None:
+    """The text's last number: found in its tail when the tail holds one well after the cut (a 1 MB run of numbers
+    is not read number by number), else by reading the whole text."""
+    if len(text) > _TAIL:
+        last = None
+        for last in NUMBER_RE.finditer(text, len(text) - _TAIL):
+            pass
+        if last is not None and last.start() >= len(text) - _TAIL + _MARGIN:
+            return last
+    last = None
+    for last in NUMBER_RE.finditer(text):
+        pass
+    return last
 
 
 def extract_final_number(completion: str, question: str = "") -> Fraction | None:
