@@ -90,7 +90,7 @@ def set_asides_apart(statement: str) -> tuple[str, list[str]]:
 _UNITS = (r"(?:(?!(?:or|and|so|then|is|are|was|were|but|if|which|that|because|since|not|to)\b)[A-Za-z][\w'’./]*"
           r"\s+){0,3}")
 _OPERATOR = re.compile(rf"\s*(?:\\?%\s*)?(?:{_UNITS}(?P<op>[+*×·÷/–{re.escape(MINUS)}]|\bx\b|\\times|\\cdot|\\div)"
-                       r"|(?P<word_op>\btimes\b|\bplus\b|\bminus\b|\bdivided by\b|\bmultiplied by\b|\bover\b))"
+                       r"|(?P<word_op>\btimes\b|\bplus\b|\bminus\b|\bdivided by\b|\bmultiplied by\b))"
                        r"\s*(?:\\?\$\s?)?", re.IGNORECASE)
 _EQUALS = re.compile(rf"\s*(?:\\?%\s*)?(?:{_UNITS}(?:=|\\approx|≈)|\bis equal to\b|\bequals\b|\bis\b|\bgives\b|"
                      r"\bmakes\b|→|\\Rightarrow)\s*(?:\\?\$\s?)?", re.IGNORECASE)
@@ -253,7 +253,7 @@ def _operator(gap: str) -> str | None:
         return None
     op = (match.group("op") or match.group("word_op")).lower().replace("−", "-").replace("–", "-")
     return {"x": "*", "×": "*", "·": "*", "\\times": "*", "\\cdot": "*", "times": "*", "multiplied by": "*",
-            "÷": "/", "\\div": "/", "divided by": "/", "over": "/", "plus": "+", "minus": "-"}.get(op, op)
+            "÷": "/", "\\div": "/", "divided by": "/", "plus": "+", "minus": "-"}.get(op, op)
 
 
 def _evaluate(values: list[Value], operators: list[str]) -> Value:
@@ -556,7 +556,7 @@ def read_statement(statement: str, question_numbers: frozenset[Fraction] = froze
             notes[chosen] = "the subject's count: the clause asserts its predicate's value"
             chosen, rule = predicate, f"the value the predicate of {where} asserts"
         for i in pool:
-            notes.setdefault(i, "after the value asserted")
+            notes.setdefault(i, f"after the value {where} opens with")
     else:
         stated = []
         for index in pool:

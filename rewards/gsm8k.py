@@ -13,7 +13,9 @@ completion: a 1 MB degenerate completion is graded in milliseconds.
 """
 from __future__ import annotations
 
+import logging
 import re
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from fractions import Fraction
@@ -21,6 +23,8 @@ from fractions import Fraction
 from envs.sample import Sample
 from rewards.answer_sentence import Reading, read_statement
 from rewards.numbers import NUMBER_RE, UNREADABLE, WORD_NUMBER_RE, _Unreadable, normalize, parse_number, value
+
+log = logging.getLogger(__name__)
 
 __all__ = ["explain", "extract_final_number", "gsm8k_reward", "has_answer_cue", "parse_number", "read_answer"]
 
@@ -30,9 +34,9 @@ _HASHES = re.compile(r"####\s*([^\n]*)")
 _ANSWER_IS = re.compile(r"(?:final answer|the answer)[ \t]*(?:is\b|:|=)\s*(?:\*\*)?[ \t]*([^\n]*)", re.IGNORECASE)
 # A heading or bold label that names the answer: `**Answer:** 30`, `**Answer: 30**`, `### Final Answer` with its
 # value on the same line or the next. Line-anchored, horizontal space only: linear on runs of newlines.
-_LABEL = re.compile(r"^[ \t]*(?:#{1,6}[ \t]*(?:\*\*|__)?[ \t]*(?:final[ \t]+)?answer\b|(?:\*\*|__)[ \t]*(?:final[ \t]+)?"
-                    r"answer\b|(?:final[ \t]+)?answer[ \t]*:)[ \t]*:?[ \t]*(?:\*\*|__)?[ \t]*:?[ \t]*([^\n]*)",
-                    re.IGNORECASE | re.MULTILINE)
+_LABEL = re.compile(r"^[ \t]*(?:#{1,6}[ \t]*(?:\*\*|__)?[ \t]*(?:final[ \t]+)?answer\b"
+                    r"|(?:\*\*|__)[ \t]*(?:final[ \t]+)?answer\b|(?:final[ \t]+)?answer[ \t]*:)"
+                    r"[ \t]*:?[ \t]*(?:\*\*|__)?[ \t]*:?[ \t]*([^\n]*)", re.IGNORECASE | re.MULTILINE)
 _NEXT_LINE = re.compile(r"\n[ \t]*(?:\n[ \t]*)?([^\n]*)")
 # Line-anchored, with horizontal space only before the colon: a `\s*` there scanned every run of newlines once
 # per newline (quadratic: 64k newlines took 35 s).
@@ -235,15 +239,32 @@ def has_answer_cue(completion: str) -> bool:
     return any(statements for _, statements, _ in _cues(completion))
 
 
-def _question(sample: Sample) -> str:
-    prompt = sample.prompt
+def question_text(prompt) -> str:
+    """The question a prompt asks: the prompt itself, or its user messages' text (chat messages)."""
     if isinstance(prompt, str):
         return prompt
     return "\n".join(m.get("content", "") for m in prompt if isinstance(m, dict) and m.get("role") == "user")
 
 
+_reported_lock = threading.Lock()
+_reported_references: set[str] = set()
+
+
+def _report_reference(sample: Sample) -> None:
+    """A reference that is not a number is named once per process, not once per completion."""
+    with _reported_lock:
+        if sample.answer in _reported_references or len(_reported_references) > 10_000:
+            return
+        _reported_references.add(sample.answer)
+    log.warning("GSM8K reference %r (sample %s) is not a number: every completion scores 0", sample.answer, sample.id)
+
+
 def gsm8k_reward(completion: str, sample: Sample) -> float:
-    return float(read_answer(completion, _question(sample)).matches(parse_number(sample.answer)))
+    reference = parse_number(sample.answer)
+    if reference is None:
+        _report_reference(sample)
+        return 0.0
+    return float(read_answer(completion, question_text(sample.prompt)).matches(reference))
 
 
 def explain(completion: str, question: str = "", reference: str | None = None) -> str:

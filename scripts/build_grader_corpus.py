@@ -31,8 +31,8 @@ DEFAULT_DATA = Path(os.environ.get("RL_LORA_DATA", ROOT.parent / "shared" / "dat
 _ANNOTATION = re.compile(r"<<([^=<>]*)=([^<>]*)>>")
 _NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?![\w.])")
 _STOP = frozenset("a an the and or of in on for to at per each every is are was were so he she they it this that "
-                  "more left total in all altogether which who from than with by because since as if when then after before "
-                  "now".split())
+                  "more left total in all altogether which who from than with by because since as if when then after "
+                  "before now".split())
 
 _NUMBER_WORD = re.compile(r"zero|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|\w+teen|\w+ty|"
                           r"hundred|thousand|million|dozen|half|twice|double|triple")

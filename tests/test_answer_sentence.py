@@ -204,3 +204,13 @@ def test_restating_the_questions_own_arithmetic_is_not_an_answer():
     assert score("The answer is 23 + 45.", "68", "What is 23 + 45?") == 0.0
     assert score("The answer is 23 + 45 = 68.", "68", "What is 23 + 45?") == 1.0
     assert score("The answer is 4 + 9.", "13", "Tom has 4 apples and buys some more. How many?") == 1.0
+
+
+def test_a_reference_that_is_not_a_number_is_logged_once_per_process(caplog):
+    from rewards import gsm8k
+
+    reference = "seventeen (issue 37 test)"
+    with caplog.at_level("WARNING", logger="rewards.gsm8k"):
+        scores = [gsm8k.gsm8k_reward("The answer is 17.", Sample(f"s{i}", "q", reference)) for i in range(3)]
+    assert scores == [0.0, 0.0, 0.0]
+    assert sum(reference in record.getMessage() for record in caplog.records) == 1
