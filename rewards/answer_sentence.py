@@ -361,7 +361,8 @@ _PURPOSE = re.compile(r"\bto\s+[A-Za-z]+\s+(?:[^\s,;]+\s+){0,3}(?:\\?\$\s?)?$", 
 _FROM_BEFORE = re.compile(r"\bfrom\s+(?:\\?\$\s?)?$", re.IGNORECASE)
 # Words that open the concluding clause: what follows is what the statement concludes.
 _CONCLUSION = re.compile(r"(?:\b(?:so|therefore|thus|hence|which means|this means|that means|meaning|giving|"
-                         r"making|resulting in|for a total of|which is|which makes|which gives|in the end)\b|=>|⇒)",
+                         r"making|leaving|bringing|resulting in|for a total of|which is|which makes|which gives|which leaves|"
+                         r"that leaves|in the end)\b|=>|⇒)",
                          re.IGNORECASE)
 # A predicate verb right before a value: "4 boxes of 6 eggs hold 24", "7 cups cost $14", "15 apples are left".
 _PREDICATE = re.compile(r"\b(?:is|are|was|were|be|been|has|have|had|make|makes|made|cost|costs|hold|holds|held|"
