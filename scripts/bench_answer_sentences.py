@@ -112,6 +112,16 @@ def forms_cases(path: Path) -> list[dict]:
     return cases
 
 
+def later_cases(path: Path) -> list[dict]:
+    """tests/fixtures/later_answer_forms.json: statements written after the principles were coded; both directions."""
+    cases = []
+    for index, row in enumerate(json.loads(path.read_text())["cases"]):
+        for kind, reference, truth in (("stated", row["stated"], True), ("tempting", row["tempting"], False)):
+            cases.append({"id": f"later-{index}/{kind}", "question": "", "reference": reference,
+                          "completion": row["completion"], "truth": truth})
+    return cases
+
+
 def compare(cases: list[dict], before, after, listed: int) -> dict:
     from envs.sample import Sample
 
@@ -134,12 +144,14 @@ def compare(cases: list[dict], before, after, listed: int) -> dict:
         counts[kind] += 1
         if "form" in case:
             tally = per_form.setdefault(case["form"], {"cases": 0, "before_right": 0, "after_right": 0, "fixed": 0,
-                                                        "broken": 0})
+                                                        "broken": 0, "fixed_ids": [], "broken_ids": []})
             tally["cases"] += 1
             tally["before_right"] += old == case["truth"]
             tally["after_right"] += new == case["truth"]
             tally["fixed"] += kind == "fixed"
             tally["broken"] += kind == "broken"
+            if kind in ("fixed", "broken"):  # every disagreement, by id (the form's own text is the same each time)
+                tally[f"{kind}_ids"].append(case["id"].split("/", 1)[1])
         if kind in lists and len(lists[kind]) < listed:
             lists[kind].append({"id": case["id"], "truth": case["truth"], "before": old, "after": new,
                                 "reference": case["reference"], "tail": case["completion"][-240:],
@@ -160,8 +172,8 @@ def main() -> None:
     parser.add_argument("--list", type=int, default=200, help="disagreements listed per kind")
     parser.add_argument("--forms", type=Path, default=ROOT / "benchmarks" / "graders" / "forms.jsonl.gz",
                         help="the corpus of forms (scripts/build_grader_corpus.py)")
-    parser.add_argument("--only", nargs="*", choices=("labelled", "sentences", "forms"),
-                        default=("labelled", "sentences", "forms"))
+    parser.add_argument("--only", nargs="*", choices=("labelled", "sentences", "forms", "later"),
+                        default=("labelled", "sentences", "forms", "later"))
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if not (args.data / "gsm8k" / "train.jsonl").is_file():
@@ -176,7 +188,8 @@ def main() -> None:
               }
     loaders = {"labelled": lambda: labelled_cases(args.data),
                "sentences": lambda: sentence_cases(args.data, args.sentences),
-               "forms": lambda: forms_cases(args.forms)}
+               "forms": lambda: forms_cases(args.forms),
+               "later": lambda: later_cases(ROOT / "tests" / "fixtures" / "later_answer_forms.json")}
     for name in args.only:
         result[name] = compare(loaders[name](), before, after, args.list)
     text = json.dumps(result, indent=1)

@@ -214,3 +214,18 @@ def test_a_reference_that_is_not_a_number_is_logged_once_per_process(caplog):
         scores = [gsm8k.gsm8k_reward("The answer is 17.", Sample(f"s{i}", "q", reference)) for i in range(3)]
     assert scores == [0.0, 0.0, 0.0]
     assert sum(reference in record.getMessage() for record in caplog.records) == 1
+
+
+def _later_forms() -> list[tuple[str, str, str]]:
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent / "fixtures" / "later_answer_forms.json"
+    return [(c["completion"], c["stated"], c["tempting"]) for c in json.loads(path.read_text())["cases"]]
+
+
+@pytest.mark.parametrize("completion, stated, tempting", _later_forms())
+def test_statements_written_after_the_principles_read_as_they_state(completion, stated, tempting):
+    """Forms written after the principles were coded (tests/fixtures/later_answer_forms.json), both directions."""
+    assert score(completion, stated) == 1.0, explain(completion)
+    assert score(completion, tempting) == 0.0, explain(completion)
