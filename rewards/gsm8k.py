@@ -51,9 +51,9 @@ _CHECK_WINDOW = 80
 # "the answer is correct").
 _REMARK_WORDS = re.compile(r"^\W*(?:note|notes|remark|p\.?s|in summary|to summarize|summary|explanation|hint|"
                            r"however|also|alternatively)\b", re.IGNORECASE)
-_ABOUT_THE_ANSWER = re.compile(r"\W*(?:based|because|correct|incorrect|wrong|right|not|probably|likely|reasonable|"
-                               r"consistent|plausible|indeed|confirmed|verified|derived|obtained|calculated|found|"
-                               r"given|shown|stated|that|whether|as follows|below|above|in|how)\b", re.IGNORECASE)
+_ABOUT_THE_ANSWER = re.compile(r"[ \t]*(?:based|because|correct|incorrect|wrong|right|not|probably|likely|reasonable|"
+                               r"consistent|plausible|indeed|confirmed|verified|derived|obtained|calculated|"
+                               r"whether)\b", re.IGNORECASE)
 _DIGIT = re.compile(r"\d")
 # A statement is a sentence or a box: its answer phrase comes first (rewards.answer_sentence), so past this many
 # characters there is nothing left to read; the cut keeps a 1 MB run-on statement linear and fast.
