@@ -361,8 +361,8 @@ _PURPOSE = re.compile(r"\bto\s+[A-Za-z]+\s+(?:[^\s,;]+\s+){0,3}(?:\\?\$\s?)?$", 
 _FROM_BEFORE = re.compile(r"\bfrom\s+(?:\\?\$\s?)?$", re.IGNORECASE)
 # Words that open the concluding clause: what follows is what the statement concludes.
 _CONCLUSION = re.compile(r"(?:\b(?:so|therefore|thus|hence|which means|this means|that means|meaning|giving|"
-                         r"making|leaving|bringing|resulting in|for a total of|which is|which makes|which gives|which leaves|"
-                         r"that leaves|in the end)\b|=>|⇒)",
+                         r"making|leaving|bringing|resulting in|for a total of|which is|which makes|which gives|"
+                         r"which leaves|that leaves|in the end)\b|=>|⇒)",
                          re.IGNORECASE)
 # A predicate verb right before a value: "4 boxes of 6 eggs hold 24", "7 cups cost $14", "15 apples are left".
 _PREDICATE = re.compile(r"\b(?:is|are|was|were|be|been|has|have|had|make|makes|made|cost|costs|hold|holds|held|"
@@ -394,6 +394,7 @@ class Reading:
     asides: tuple[str, ...] = field(default=())
     plain: Value | None = None  # the value without its scale word ("$4 million": 4), when it has one
     scale: str | None = None  # that word
+    restated: Value | None = None  # the same quantity as the statement restates it right after ("0.6 or 60%": 60)
 
 
 def in_modifier(text: str, item: Item, since: int = 0, previous_end: int | None = None) -> str | None:
@@ -479,6 +480,16 @@ _ROUNDED = re.compile(r"[.%\s]*(?:[A-Za-z/]+\s*)?[,;]?\s*(?:which\s+)?(?:is\s+)?
                       r"\s+to\s+(?:about\s+)?", re.IGNORECASE)
 
 
+def _restated(text: str, found: list[Item], chosen: int) -> Value | None:
+    """The value of the item right after the chosen one when it restates it in another notation ("0.60 or 60%")."""
+    if chosen + 1 < len(found):
+        after = found[chosen + 1]
+        if _ALTERNATIVES.fullmatch(text, found[chosen].end, after.start) and after.value != found[chosen].value \
+                and _same_value(text, found[chosen], after):
+            return after.value
+    return None
+
+
 def _opens_with_number(text: str, start: int, first: Item) -> bool:
     """The clause from `start` opens with its first value (a number, or a number in words)."""
     return _STARTS_WITH_NUMBER.match(text[start:first.end]) is not None or \
@@ -509,7 +520,8 @@ def _stated_result(tail: str, asides: tuple[str, ...]) -> Reading | None:
     item = found[chosen]
     candidates = tuple(Candidate(i.text, i.value, notes.get(n, "not the first after '='"))
                        for n, i in enumerate(found))
-    return Reading(item.value, item.text, rule, candidates, asides, item.plain, item.plain and item.scale)
+    return Reading(item.value, item.text, rule, candidates, asides, item.plain, item.plain and item.scale,
+                   _restated(tail, found, chosen))
 
 
 def read_statement(statement: str, question_numbers: frozenset[Fraction] = frozenset()) -> Reading:
@@ -590,4 +602,5 @@ def read_statement(statement: str, question_numbers: frozenset[Fraction] = froze
                        candidates, asides)
     if item.evaluated:
         rule += " (an expression, evaluated exactly)"
-    return Reading(item.value, item.text, rule, candidates, asides, item.plain, item.plain and item.scale)
+    return Reading(item.value, item.text, rule, candidates, asides, item.plain, item.plain and item.scale,
+                   _restated(text, found, chosen))

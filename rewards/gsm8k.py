@@ -28,7 +28,9 @@ log = logging.getLogger(__name__)
 
 __all__ = ["explain", "extract_final_number", "gsm8k_reward", "has_answer_cue", "parse_number", "read_answer"]
 
-_SENTENCE_END_RE = re.compile(r"[.!?](?=\s|$)")
+# A sentence ends at `.`, `!` or `?` before a space and what can open a sentence, or the end: "In the four days. the
+# number of messages is 2000" goes on after a lowercase word.
+_SENTENCE_END_RE = re.compile(r"[.!?](?=\s*$|\s+[^a-z\s])")
 # Where a final answer is announced, strongest cue first. `\boxed{...}` is found by brace matching.
 _HASHES = re.compile(r"####\s*([^\n]*)")
 _ANSWER_IS = re.compile(r"(?:final answer|the answer)[ \t]*(?:is\b|:|=)\s*(?:\*\*)?[ \t]*([^\n]*)", re.IGNORECASE)
@@ -168,13 +170,14 @@ class AnswerReading:
         return None if value is UNREADABLE else value
 
     def matches(self, reference: Fraction | None) -> bool:
-        """The answer equals the reference: as read, or, for "$4 million", in the scale's own unit (4) when the
-        question counts in it (says "million"): a policy must not collect reward by appending a scale word."""
+        """The answer equals the reference: as read, or as the statement restates it in another notation ("0.6 or
+        60%": the same quantity), or, for "$4 million", in the scale's own unit (4) when the question counts in it
+        (says "million"): a policy must not collect reward by appending a scale word."""
         if reference is None or self.value is None:
             return False
         scale = self.reading.scale
-        return self.value == reference or (self.reading.plain == reference and scale is not None
-                                           and scale in self.question[:_QUESTION_CHARS].lower())
+        return self.value == reference or self.reading.restated == reference or \
+            (self.reading.plain == reference and scale is not None and scale in self.question[:_QUESTION_CHARS].lower())
 
 
 @lru_cache(maxsize=4096)
@@ -274,7 +277,9 @@ def explain(completion: str, question: str = "", reference: str | None = None) -
     shown = "a hedge or unreadable: equal to nothing" if reading.value is UNREADABLE else \
         ("nothing" if reading.value is None else _number_text(reading.value))
     lines = [f"cue: {read.cue or 'none'}", f"statement: {read.statement!r}" if read.cue else "statement: -",
-             f"read: {reading.text!r} = {shown}", f"rule: {reading.rule}"]
+             f"read: {reading.text!r} = {shown}" + (f", restated as {_number_text(reading.restated)}"
+                                                     if reading.restated is not None else ""),
+             f"rule: {reading.rule}"]
     if reference is not None:
         expected = parse_number(reference)
         lines.append(f"reference: {reference!r}" + (" (not a number: every answer scores 0)" if expected is None

@@ -171,6 +171,14 @@ def test_the_question_is_not_evidence_about_which_number_a_statement_asserts():
         assert score(completion, "36", question) == 1.0 and score(completion, "3", question) == 0.0
 
 
+def test_a_restatement_in_another_notation_is_one_quantity_in_either():
+    """"0.6 or 60%" states one quantity: a reference in either notation matches it, nothing else does."""
+    completion = "The answer is: she saved $210 / $350 = 0.60 or 60% off."
+    assert score(completion, "60") == 1.0 and score(completion, "0.6") == 1.0, explain(completion)
+    assert score(completion, "350") == 0.0 and score(completion, "6") == 0.0
+    assert score("The answer is 3 or 5.", "5") == 0.0  # different values stay a hedge
+
+
 @pytest.mark.parametrize("completion, references", [
     ("The answer is 12 or 13 apples.", ("12", "13")),
     ("The answer is 30, 32.", ("30", "32")),
