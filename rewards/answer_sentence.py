@@ -74,15 +74,23 @@ def set_asides_apart(statement: str) -> tuple[str, list[str]]:
     if opening and NUMBER_RE.search(without, opening.end()):
         asides.append(opening.group())
         without = without[opening.end():]
-    first_number = NUMBER_RE.search(without)
-    if first_number:  # a trailing clause only after the answer has been stated
-        trailing = _TRAILING_CLAUSE.search(without, first_number.end())
+    stated = _first_stated(without)
+    if stated is not None:  # a trailing clause only after a value has been stated (not "In 4 hours at 132 mph since")
+        trailing = _TRAILING_CLAUSE.search(without, stated)
         if trailing:
             asides.append(without[trailing.start():])
             without = without[:trailing.start()]
     if not NUMBER_RE.search(without):
         return statement, []
     return without, asides
+
+
+def _first_stated(text: str) -> int | None:
+    """The end of the text's first number that stands outside a modifier phrase, or None."""
+    for number in _numbers(text):
+        if in_modifier(text, number) is None:
+            return number.end
+    return None
 
 
 # -- 3. items --------------------------------------------------------------------------------------------------------
