@@ -39,6 +39,7 @@ _ANSWER_IS = re.compile(r"(?:final answer|the answer)[ \t]*(?:is\b|:|=)\s*(?:\*\
 _LABEL = re.compile(r"^[ \t]*(?:#{1,6}[ \t]*(?:\*\*|__)?[ \t]*(?:final[ \t]+)?answer\b"
                     r"|(?:\*\*|__)[ \t]*(?:final[ \t]+)?answer\b|(?:final[ \t]+)?answer[ \t]*:)"
                     r"[ \t]*:?[ \t]*(?:\*\*|__)?[ \t]*:?[ \t]*([^\n]*)", re.IGNORECASE | re.MULTILINE)
+_ANSWER_WORD = re.compile("answer", re.IGNORECASE)
 _NEXT_LINE = re.compile(r"\n[ \t]*(?:\n[ \t]*)?([^\n]*)")
 # Line-anchored, with horizontal space only before the colon: a `\s*` there scanned every run of newlines once
 # per newline (quadratic: 64k newlines took 35 s).
@@ -113,7 +114,9 @@ def _statements(pattern: re.Pattern, completion: str, next_line: bool = False) -
     it. A cue inside another cue's span ("Is the answer 6? No: the answer is 8.") opens a span of its own (looked
     for in the first MAX_STATEMENT_CHARS only: linear). `next_line`: a label with nothing after it (`### Final
     Answer`) opens the next non-empty line."""
-    found = []
+    found: list[str] = []
+    if _ANSWER_WORD.search(completion) is None:  # every such cue names the answer; a literal scan is fast
+        return found
     for match in list(pattern.finditer(completion))[-MAX_CUES:]:
         cues = [(match.start(), match.start(1))]
         head = completion[match.start(1):min(match.end(1), match.start(1) + MAX_STATEMENT_CHARS)]  # its line
