@@ -220,13 +220,20 @@ _MARGIN = 64  # a number that starts this close to the tail's cut may have begun
 
 
 def _last_number(text: str) -> re.Match | None:
-    """The text's last number: found in its tail when the tail holds one well after the cut (a 1 MB run of numbers
-    is not read number by number), else by reading the whole text."""
-    if len(text) > _TAIL:
+    """The text's last number: found near its last digit when a number starts well after the window's cut (a 1 MB
+    run of numbers is not read number by number, and 1 MB of `$` with no digit is not read at all), else by reading
+    the whole text."""
+    last_digit = max(text.rfind(digit) for digit in "0123456789")
+    if last_digit < 0 and text.isascii():
+        return None  # a number has a digit
+    if last_digit >= 0:
+        window = max(0, last_digit - _TAIL)
         last = None
-        for last in NUMBER_RE.finditer(text, len(text) - _TAIL):
+        for last in NUMBER_RE.finditer(text, window):
             pass
-        if last is not None and last.start() >= len(text) - _TAIL + _MARGIN:
+        if last is not None and (window == 0 or last.start() >= window + _MARGIN):
+            return last
+        if window == 0:
             return last
     last = None
     for last in NUMBER_RE.finditer(text):
