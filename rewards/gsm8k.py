@@ -44,7 +44,7 @@ _NEXT_LINE = re.compile(r"\n[ \t]*(?:\n[ \t]*)?([^\n]*)")
 # Line-anchored, with horizontal space only before the colon: a `\s*` there scanned every run of newlines once
 # per newline (quadratic: 64k newlines took 35 s).
 _A_COLON = re.compile(r"^[ \t]*(?:A|Answer)[ \t]*:\s*([^\n]*)", re.IGNORECASE | re.MULTILINE)
-_BOX_TOKEN = re.compile(r"\\boxed\s*\{|\\fbox\s*\{|[{}]")
+_BOX_TOKEN = re.compile(r"\\boxed\s*\{|\\fbox\s*\{|\{+|\}+")
 # Words that make a line a check of an answer rather than its statement ("Verifying the answer: ...").
 _CHECK_WORDS = re.compile(r"\b(?:verif\w*|check\w*|confirm\w*|double[- ]check\w*|test\w*|plug\w*|substitut\w*)\b",
                           re.IGNORECASE)
@@ -90,17 +90,34 @@ def _boxed_contents(completion: str) -> list[str]:
     so reading them all is linear too."""
     if "\\boxed" not in completion and "\\fbox" not in completion:
         return []
-    stack: list[tuple[int, int] | None] = []  # per open brace: (box start, content start), or None for a plain brace
+    # Per open brace, outermost first: a box's (box start, content start), or a count of plain braces in a row (a
+    # run of `{` or `}` is one step, so 1 MB of braces is not read brace by brace).
+    stack: list[tuple[int, int] | int] = []
     closed: list[tuple[int, int, int]] = []  # (box start, content start, content end), in order of their end
     for token in _BOX_TOKEN.finditer(completion):
         text = token.group()
-        if text == "}":
-            if stack:
-                box = stack.pop()
-                if box is not None:
-                    closed.append((*box, token.start()))
+        if text[0] == "{":
+            if stack and isinstance(stack[-1], int):
+                stack[-1] += len(text)
+            else:
+                stack.append(len(text))
+        elif text[0] == "}":
+            position, remaining = token.start(), len(text)
+            while remaining and stack:
+                top = stack[-1]
+                if isinstance(top, int):
+                    taken = min(top, remaining)
+                    position, remaining = position + taken, remaining - taken
+                    if taken == top:
+                        stack.pop()
+                    else:
+                        stack[-1] = top - taken
+                else:
+                    stack.pop()
+                    closed.append((*top, position))
+                    position, remaining = position + 1, remaining - 1
         else:
-            stack.append(None if text == "{" else (token.start(), token.end()))
+            stack.append((token.start(), token.end()))
     outermost, frontier = [], len(completion) + 1
     for box_start, start, end in reversed(closed):  # by end, last first: a box is either inside the one before or
         if end < frontier:                           # wholly before it
