@@ -1,21 +1,24 @@
-"""The answer a statement gives, read as a small grammar rather than by position.
+"""The answer a statement gives, read by a few principles a careful human grader uses, not by position.
 
 A statement is what an answer cue opens ("The answer is 64 pens, one for each of the 8 tables.", a `\\boxed{}`'s
 content). It is read in steps, each a small function:
 
-1. `clean`: compatibility forms (full-width digits), LaTeX math delimiters and `\\text{}` wrappers become plain text.
+1. `clean`: compatibility forms (full-width digits, superscripts, vulgar fractions), markdown emphasis, LaTeX math
+   delimiters and `\\text{}` wrappers become plain text.
 2. `set_asides_apart`: what only supports the answer is removed before any rule looks for `=` or a number: a
-   parenthesised aside, an opening subordinate clause ("After 3 days, ..."), and a trailing one (", since ...",
-   ", not 11", ", that is ...", "because ...").
-3. `items`: the numbers become items: a number or a plain-arithmetic expression (`4 + 9`, `5 times 6`), chained
-   through `=` / "is" / "equals" to the result it states (`12 + 30 = 42`). Exponents (`m^2`) are never items; a
-   power (`2^{10}`) is evaluated; a scale word multiplies (`2.5 million`); an expression with an unknown (`4 + x`)
-   equals nothing.
-4. `choose`: two different values given as alternatives (`3, 5`, `3 or 5`, `6-8`, `6 to 8`, `x = 3 or x = 5`) are
-   a hedge; the same value restated is not. Otherwise the first item the statement states, skipping items inside
-   a modifier phrase ("after 4 hours", "of the 8 tables", "in 3 days") unless every item is in one (then the
-   last); with the question at hand, a candidate that is only a quantity the question gave yields to another; a
-   later computation that takes the chosen value as an operand continues it ("... = 9 eggs, making 9 * 2 = $18").
+   parenthesised aside (not the brackets of arithmetic), an opening subordinate clause ("After 3 days, ..."), and,
+   once a value has been stated, a trailing one (", since ...", ", not 11", ", i.e. ...", "because ...").
+3. Quantities are phrases (`_numbers`, `items`): digits with separators, signs, currency and scale words, number
+   words ("twenty-five", "a dozen"), fractions and mixed numbers ("2 and 1/2"), one value each; a unit adjective
+   ("200-meter") and a unit exponent (`m^2`) are never values; a compound quantity ("3 hours and 20 minutes") is
+   one value in its smaller unit. Plain arithmetic (`4 + 9`, `5 times 6`) is evaluated exactly, chained through
+   `=` / "is" / "equals" to the result it states; an expression with an unknown (`4 + x`) equals nothing.
+4. The conclusion wins (`concluding_clause`, `predicate_value`, `in_modifier`): the statement's concluding clause
+   ("..., so / therefore / which is / leaving X") is read: the result after its last `=`; else, when it opens
+   with a value, that value, or the value its predicate asserts ("4 boxes of 6 eggs hold 24 eggs"); else the last
+   value it states outside modifier phrases (prepositions, gerund, conditional and purpose phrases). Two different
+   values offered as alternatives are a hedge (`_hedge`) and abstain; the same quantity restated in another
+   notation ("0.6 or 60%") is one quantity. The question is not evidence about which value is asserted.
 
 Every step is linear in the statement. `Reading` records what was read, the rule that decided and every candidate
 considered, for `rl-lora grade --explain`.

@@ -1,15 +1,17 @@
 """GSM8K grader: find the statement of the final answer however the model makes it, read the answer it states,
 compare it exactly with the reference.
 
-The statement is the one the strongest answer cue present opens (`####`, `\\boxed{}`, `The answer is` / `final
-answer`, `**Answer:**`, `A:`); of several, the last, except that a line that only checks an answer ("Verifying the
-answer: 20 / 4 = 5") states none. A sentence cue's statement ends with its sentence. The statement is then read as
-a small grammar (rewards.answer_sentence): asides set apart, expressions evaluated, the first value it states (or
-the result its computation states), hedges (two different values as alternatives) scoring 0. Without a cue, the
-completion's last number. Numbers are read whole and exactly (rewards.numbers).
+The statement is the one the strongest answer cue present opens (`####`, `\\boxed{}`, a heading or bold label
+naming the answer, `**Answer: 30**`, `### Final Answer` with its value on the same or the next line, then "the
+answer is" / "final answer", then `A:`); of several, the last, except that a line that only checks an answer
+("Verifying the answer: 20 / 4 = 5"), a remark ("Note: the answer is based on 12") and a question ("Wait, is the
+answer 6?") state none. A sentence cue's statement ends with its sentence. The statement is then read by the
+principles of rewards.answer_sentence; a hedge abstains (scores 0). Without a cue, the completion's last number.
+Numbers are read whole and exactly (rewards.numbers). The question is used only to refuse an unevaluated copy of its
+own arithmetic and to read "$4 million" as 4 when it counts in millions.
 
 `explain` says what was read and which rule decided (`rl-lora grade --explain`). Every step is linear in the
-completion: a 1 MB degenerate completion is graded in milliseconds.
+completion: a 1 MB degenerate completion is graded in well under 0.5 s.
 """
 from __future__ import annotations
 
