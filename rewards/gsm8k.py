@@ -192,14 +192,17 @@ class AnswerReading:
         return None if value is UNREADABLE else value
 
     def matches(self, reference: Fraction | None) -> bool:
-        """The answer equals the reference: as read, or as the statement restates it in another notation ("0.6 or
-        60%": the same quantity), or, for "$4 million", in the scale's own unit (4) when the question counts in it
-        (says "million"): a policy must not collect reward by appending a scale word."""
+        """The answer equals the reference: as read; or as the statement restates it as a percent ("0.6 or 60%": the
+        same quantity) when the question counts in percent; or, for "$4 million", in the scale's own unit (4) when
+        the question counts in it (says "million"): a policy must not collect reward by appending a restatement or
+        a scale word."""
         if reference is None or self.value is None:
             return False
         scale = self.reading.scale
-        return self.value == reference or self.reading.restated == reference or \
-            (self.reading.plain == reference and scale is not None and scale in self.question[:_QUESTION_CHARS].lower())
+        question = self.question[:_QUESTION_CHARS].lower()
+        return self.value == reference or \
+            (self.reading.restated == reference and ("%" in question or "percent" in question)) or \
+            (self.reading.plain == reference and scale is not None and scale in question)
 
 
 @lru_cache(maxsize=4096)

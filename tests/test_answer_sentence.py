@@ -172,10 +172,14 @@ def test_the_question_is_not_evidence_about_which_number_a_statement_asserts():
 
 
 def test_a_restatement_in_another_notation_is_one_quantity_in_either():
-    """"0.6 or 60%" states one quantity: a reference in either notation matches it, nothing else does."""
+    """"0.6 or 60%" states one quantity: a reference in either notation matches it when the question counts in
+    percent (as "$4 million" counts in millions only then: a restatement appended to any answer must not pay)."""
     completion = "The answer is: she saved $210 / $350 = 0.60 or 60% off."
-    assert score(completion, "60") == 1.0 and score(completion, "0.6") == 1.0, explain(completion)
-    assert score(completion, "350") == 0.0 and score(completion, "6") == 0.0
+    question = "A $350 dress costs $140 on sale. What percent did she save?"
+    assert score(completion, "60", question) == 1.0 and score(completion, "0.6", question) == 1.0, explain(completion)
+    assert score(completion, "350", question) == 0.0 and score(completion, "6", question) == 0.0
+    assert score("The answer is 18 or 1800%.", "1800", "How many apples are left?") == 0.0
+    assert score("The answer is 18 or 1800%.", "18", "How many apples are left?") == 1.0
     assert score("The answer is 3 or 5.", "5") == 0.0  # different values stay a hedge
 
 
