@@ -38,8 +38,8 @@ _HASHES = re.compile(r"####\s*([^\n]*)")
 _ANSWER_IS = re.compile(r"(?:final answer|the answer)[ \t]*(?:is\b|:|=)\s*(?:\*\*)?[ \t]*([^\n]*)", re.IGNORECASE)
 # A heading or bold label that names the answer: `**Answer:** 30`, `**Answer: 30**`, `### Final Answer` with its
 # value on the same line or the next. Line-anchored, horizontal space only: linear on runs of newlines.
-_LABEL = re.compile(r"^[ \t]*(?:#{1,6}[ \t]*(?:\*\*|__)?[ \t]*(?:final[ \t]+)?answer\b"
-                    r"|(?:\*\*|__)[ \t]*(?:final[ \t]+)?answer\b|(?:final[ \t]+)?answer[ \t]*:)"
+_LABEL = re.compile(r"(?:^[ \t]*(?:#{1,6}[ \t]*(?:\*\*|__)?[ \t]*(?:final[ \t]+)?answer\b|(?:final[ \t]+)?answer[ \t]*:)"
+                    r"|(?:\*\*|__)[ \t]*(?:final[ \t]+)?answer\b)"
                     r"[ \t]*:?[ \t]*(?:\*\*|__)?[ \t]*:?[ \t]*([^\n]*)", re.IGNORECASE | re.MULTILINE)
 _ANSWER_WORD = re.compile("answer", re.IGNORECASE)
 _NEXT_LINE = re.compile(r"\n[ \t]*(?:\n[ \t]*)?([^\n]*)")
