@@ -106,12 +106,9 @@ def parse_number(text: str) -> Fraction | None:
 # Before NFKC, which would make `km²` read `km2` and `3½` read `31⁄2`: a superscript is an exponent (`^2`), a vulgar
 # fraction is a fraction, and after a digit the fraction part of a mixed number (`3½` -> `3 1/2`).
 _SUPERSCRIPTS = re.compile("[\u00b2\u00b3\u00b9\u2070\u2074-\u2079]+")
-_VULGAR_FRACTION = re.compile("(\\d?)([\u00bc-\u00be\u2150-\u215e])")
-
-
-def _vulgar(match: re.Match) -> str:
-    fraction = unicodedata.normalize("NFKC", match.group(2)).replace("\u2044", "/")
-    return f"{match.group(1)} {fraction}" if match.group(1) else fraction
+# Each vulgar fraction as " n/d": after a digit the fraction part of a mixed number, alone a fraction (one C pass).
+_VULGAR_FRACTIONS = str.maketrans({chr(c): " " + unicodedata.normalize("NFKC", chr(c)).replace("\u2044", "/")
+                                   for c in [*range(0xBC, 0xBF), *range(0x2150, 0x215F)]})
 
 
 def normalize(text: str) -> str:
@@ -121,7 +118,7 @@ def normalize(text: str) -> str:
     if text.isascii():
         return text
     text = _SUPERSCRIPTS.sub(lambda m: "^" + unicodedata.normalize("NFKC", m.group()), text)
-    text = _VULGAR_FRACTION.sub(_vulgar, text)
+    text = text.translate(_VULGAR_FRACTIONS)
     return unicodedata.normalize("NFKC", text).replace("\u2044", "/")
 
 
