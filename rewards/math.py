@@ -50,23 +50,48 @@ _reported_references: set[str] = set()
 
 # An answer stated in words, for completions without a box: the window follows the last one, wherever it is.
 _ANSWER_STATEMENT = re.compile(r"(?:final answer|the answer|answer)\s*(?:is\b|:)", re.IGNORECASE)
+# A statement that asks or reconsiders states nothing: "Wait, so the answer is 6?", "Hmm, maybe the answer is 5."
+_RECONSIDERS = re.compile(r"\b(?:wait|hmm|hold on|maybe|perhaps|suppose)\b[^.!?\n]*$", re.IGNORECASE)
+MAX_STATEMENTS = 1_000  # the last this many are looked at (a 1 MB run of "The answer is" has 75,000)
+_SENTENCE_END = re.compile(r"[.!?\n]|\$\s*[.!?]")
+_LOOK = 200
+
+
+def _asks(completion: str, statement: re.Match) -> bool:
+    """The statement's sentence is a question, or reconsiders (bounded looks around the cue)."""
+    if _RECONSIDERS.search(completion, max(0, statement.start() - _LOOK // 4), statement.start()):
+        return True
+    end = _SENTENCE_END.search(completion, statement.end(), statement.end() + _LOOK)
+    return end is not None and end.group().endswith("?")
+
+
+def _statement_window(completion: str, statement: re.Match) -> str:
+    """From the statement to the end of its paragraph: the blank line after the answer, not one right after the cue
+    ("The final answer is:\n\n$42$")."""
+    after = completion[statement.end():statement.end() + AFTER_BOX_CHARS]
+    content = statement.end() + len(after) - len(after.lstrip(" \t\r\n:*"))
+    end = completion.find("\n\n", content, statement.end() + AFTER_BOX_CHARS)
+    return completion[statement.start(): end if end >= 0 else statement.end() + AFTER_BOX_CHARS]
 
 
 def answer_window(completion: str) -> str:
     """The part of the completion that states its final answer, at most ~3,000 characters (linear to find): around
-    the last box; else from the last answer statement ("The final answer is ...") on, however much text follows
-    it; else the tail."""
+    the last box; else from the last answer statement ("The final answer is ...") to the end of its paragraph,
+    however much text follows it, unless a later statement asks or reconsiders ("Wait, so the answer is 6?"): then,
+    as without a statement, the tail. Statements that ask or reconsider are never the window."""
     box = max(completion.rfind("\\boxed"), completion.rfind("\\fbox"))
     if box >= 0:
         return completion[max(0, box - BEFORE_BOX_CHARS): box + AFTER_BOX_CHARS]
     if len(completion) <= TAIL_CHARS:
         return completion
-    statement = None
-    for statement in _ANSWER_STATEMENT.finditer(completion):
-        pass
-    if statement is not None:
-        end = completion.find("\n\n", statement.end(), statement.end() + AFTER_BOX_CHARS)
-        return completion[statement.start(): end if end >= 0 else statement.end() + AFTER_BOX_CHARS]
+    chosen, reconsidered = None, False
+    for statement in list(_ANSWER_STATEMENT.finditer(completion))[-MAX_STATEMENTS:]:
+        if _asks(completion, statement):
+            reconsidered = chosen is not None
+        else:
+            chosen, reconsidered = statement, False
+    if chosen is not None and not reconsidered:
+        return _statement_window(completion, chosen)
     tail = completion[-TAIL_CHARS:]
     # Start on a line boundary where one is near, so a cut does not pair the wrong `$` signs.
     newline = tail.find("\n", 0, TAIL_CHARS // 2)

@@ -25,7 +25,7 @@ _NUMBER = (
     rf"(?P<sign>(?<![\w)\]}}])[{_MINUS}])?(?:\\?\$\s?)?"
     r"(?:"
     # a mixed number, 2 1/2 (whole part, a space, a plain fraction)
-    r"(?P<whole>\d+)[ \t]+(?P<mixed_numerator>\d+)/(?P<mixed_denominator>\d+)(?![\d/])"
+    r"(?P<whole>\d+)[ \t]+(?:and[ \t]+)?(?P<mixed_numerator>\d+)/(?P<mixed_denominator>\d+)(?![\d/])"
     r"|"
     rf"\\[dt]?frac\s*\{{\s*(?P<numerator>{_SIMPLE})\s*\}}\s*\{{\s*(?P<denominator>{_SIMPLE})\s*\}}"
     rf"|(?P<mantissa>{_UNSIGNED})"
@@ -103,7 +103,59 @@ def parse_number(text: str) -> Fraction | None:
 
 
 
+# Before NFKC, which would make `km²` read `km2` and `3½` read `31⁄2`: a superscript is an exponent (`^2`), a vulgar
+# fraction is a fraction, and after a digit the fraction part of a mixed number (`3½` -> `3 1/2`).
+_SUPERSCRIPTS = re.compile("[\u00b2\u00b3\u00b9\u2070\u2074-\u2079]+")
+# Each vulgar fraction as " n/d": after a digit the fraction part of a mixed number, alone a fraction (one C pass).
+_VULGAR_FRACTIONS = str.maketrans({chr(c): " " + unicodedata.normalize("NFKC", chr(c)).replace("\u2044", "/")
+                                   for c in [*range(0xBC, 0xBF), *range(0x2150, 0x215F)]})
+
+
 def normalize(text: str) -> str:
-    """Full-width and other compatibility forms as their plain characters (`－７` -> `-7`), by NFKC. Only where it
-    changes something: NFKC also rewrites some LaTeX-irrelevant symbols, never digits' values."""
-    return text if text.isascii() else unicodedata.normalize("NFKC", text)
+    """Full-width and other compatibility forms as their plain characters (`－７` -> `-7`), by NFKC; superscripts
+    as exponents (`m²` -> `m^2`) and vulgar fractions as fractions (`3½` -> `3 1/2`, `¾` -> `3/4`) first. Only where
+    it changes something: NFKC also rewrites some LaTeX-irrelevant symbols, never digits' values."""
+    if text.isascii():
+        return text
+    text = _SUPERSCRIPTS.sub(lambda m: "^" + unicodedata.normalize("NFKC", m.group()), text)
+    text = text.translate(_VULGAR_FRACTIONS)
+    return unicodedata.normalize("NFKC", text).replace("\u2044", "/")
+
+
+# -- number words ----------------------------------------------------------------------------------------------------
+_WORD_VALUES = {word: n for n, word in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen".split())}
+_WORD_VALUES.update({word: 10 * n for n, word in enumerate("twenty thirty forty fifty sixty seventy eighty ninety"
+                                                               .split(), start=2)})
+_WORD_SCALES = {"hundred": 100, "dozen": 12, "thousand": 10 ** 3, "million": 10 ** 6, "billion": 10 ** 9}
+_WORD = "(?:" + "|".join(sorted([*_WORD_VALUES, *_WORD_SCALES], key=len, reverse=True)) + ")"
+# One word after another, joined by spaces, hyphens or "and" ("two hundred and forty-five", "a dozen"): each
+# repetition consumes a whole word, so a run of words is read in one linear pass.
+WORD_NUMBER_RE = re.compile(rf"\b(?:an?[ \t]+(?=(?:hundred|thousand|million|dozen)\b))?{_WORD}"
+                            rf"(?:(?:[ \t]+and[ \t]+|[ \t-]+){_WORD}\b)*\b", re.IGNORECASE)
+
+
+def word_number_value(text: str) -> Fraction | None:
+    """The value of a run of number words ("twenty-five", "a dozen", "three hundred and twelve"), or None when the
+    words are not one number ("five six" lists two)."""
+    total, current, last_kind = 0, 0, None
+    for word in re.split(r"[\s-]+", text.lower()):
+        if word in ("and", ""):
+            continue
+        if word in ("a", "an"):
+            current, last_kind = 1, "a"
+            continue
+        if word in _WORD_VALUES:
+            n = _WORD_VALUES[word]
+            kind = "tens" if n >= 20 else "unit"
+            if last_kind == "unit" or (last_kind == "tens" and kind == "tens") or last_kind == "a":
+                return None
+            current, last_kind = current + n, kind
+        else:
+            scale = _WORD_SCALES[word]
+            if scale < 1000:
+                current, last_kind = (current or 1) * scale, "scale"
+            else:
+                total, current, last_kind = total + (current or 1) * scale, 0, "scale"
+    return Fraction(total + current)

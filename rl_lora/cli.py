@@ -112,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     gr.add_argument("completion", nargs="?", help="the completion text (or use --file)")
     gr.add_argument("--reward", default="gsm8k", help="gsm8k (default), math, format, or package.module:function")
     gr.add_argument("--answer", help="the reference answer")
-    gr.add_argument("--question", help="the question (the GSM8K grader uses its numbers to break a tie)")
+    gr.add_argument("--question", help="the question (the GSM8K grader refuses an unevaluated restatement of its "
+                    "arithmetic, and reads \"$4 million\" as 4 when it counts in millions)")
     gr.add_argument("--file", help="a .jsonl file: one object per line with completion and answer (question too)")
     gr.add_argument("--explain", action="store_true", help="also every candidate considered and the asides set apart")
     gr.add_argument("--timeout-s", type=float, default=10.0, help="time limit per completion for a user reward")

@@ -10,6 +10,10 @@ Inputs (from <data>/gsm8k, default ../shared/data or $RL_LORA_DATA):
     <line>", "Final answer: <line>"), where that line states the reference. Each gives two cases: as written (truth
     1) and with every occurrence of the reference replaced by reference + 1 (truth 0: a wrong result stated).
 
+(c) forms: the corpus of final-answer forms (benchmarks/graders/forms.jsonl.gz, built by
+    scripts/build_grader_corpus.py from GSM8K train solutions): per statement the true value (truth 1), a tempting
+    value of the same solution (truth 0) and the form stating that value instead (truth 0); counted per form too.
+
 Every case is graded with the question as context. The JSON counts, per input, where the two versions agree, which
 one matches the truth when they do not, and lists every disagreement (up to --list of each kind).
 """
@@ -48,6 +52,7 @@ def load_before(commit: str):
     sys.path.insert(0, str(folder))
     spec = importlib.util.spec_from_file_location("gsm8k_before", folder / "gsm8k_before.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules["gsm8k_before"] = module  # dataclasses look their module up while the class is made
     spec.loader.exec_module(module)
     return module
 
@@ -91,11 +96,38 @@ def sentence_cases(data: Path, limit: int) -> list[dict]:
     return cases
 
 
+def forms_cases(path: Path) -> list[dict]:
+    """Per statement of the corpus: the true value (truth 1), the tempting value (0), the swapped text (0)."""
+    import gzip
+
+    cases = []
+    for line in gzip.open(path, "rt", encoding="utf-8"):
+        row = json.loads(line)
+        name = f"{row['form']}/train-{row['train_index']}"
+        for kind, text, reference, truth in (("true", row["stating"], row["true"], True),
+                                             ("distractor", row["stating"], row["tempting"], False),
+                                             ("swapped", row["swapped"], row["true"], False)):
+            cases.append({"id": f"{name}/{kind}", "form": row["form"], "question": row["question"],
+                          "reference": str(reference), "completion": text, "truth": truth})
+    return cases
+
+
+def later_cases(path: Path) -> list[dict]:
+    """tests/fixtures/later_answer_forms.json: statements written after the principles were coded; both directions."""
+    cases = []
+    for index, row in enumerate(json.loads(path.read_text())["cases"]):
+        for kind, reference, truth in (("stated", row["stated"], True), ("tempting", row["tempting"], False)):
+            cases.append({"id": f"later-{index}/{kind}", "question": "", "reference": reference,
+                          "completion": row["completion"], "truth": truth})
+    return cases
+
+
 def compare(cases: list[dict], before, after, listed: int) -> dict:
     from envs.sample import Sample
 
     counts = {"cases": len(cases), "agree_right": 0, "agree_wrong": 0, "fixed": 0, "broken": 0}
     lists: dict[str, list] = {"fixed": [], "broken": [], "agree_wrong": []}  # the cases, by kind
+    per_form: dict[str, dict[str, int]] = {}
     seconds = {"before": 0.0, "after": 0.0}
     for case in cases:
         sample = Sample(case["id"], case["question"], case["reference"])
@@ -110,6 +142,16 @@ def compare(cases: list[dict], before, after, listed: int) -> dict:
         else:
             kind = "fixed" if new == case["truth"] else "broken"
         counts[kind] += 1
+        if "form" in case:
+            tally = per_form.setdefault(case["form"], {"cases": 0, "before_right": 0, "after_right": 0, "fixed": 0,
+                                                        "broken": 0, "fixed_ids": [], "broken_ids": []})
+            tally["cases"] += 1
+            tally["before_right"] += old == case["truth"]
+            tally["after_right"] += new == case["truth"]
+            tally["fixed"] += kind == "fixed"
+            tally["broken"] += kind == "broken"
+            if kind in ("fixed", "broken"):  # every disagreement, by id (the form's own text is the same each time)
+                tally[f"{kind}_ids"].append(case["id"].split("/", 1)[1])
         if kind in lists and len(lists[kind]) < listed:
             lists[kind].append({"id": case["id"], "truth": case["truth"], "before": old, "after": new,
                                 "reference": case["reference"], "tail": case["completion"][-240:],
@@ -118,6 +160,7 @@ def compare(cases: list[dict], before, after, listed: int) -> dict:
     return {**counts, "accuracy_before": round((counts["agree_right"] + counts["broken"]) / total, 5),
             "accuracy_after": round((counts["agree_right"] + counts["fixed"]) / total, 5),
             "seconds": {k: round(v, 2) for k, v in seconds.items()},
+            **({"per_form": per_form} if per_form else {}),
             **{f"{kind}_cases": listed_cases for kind, listed_cases in lists.items()}}
 
 
@@ -127,6 +170,10 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--sentences", type=int, default=2000, help="GSM8K solutions turned into answer sentences")
     parser.add_argument("--list", type=int, default=200, help="disagreements listed per kind")
+    parser.add_argument("--forms", type=Path, default=ROOT / "benchmarks" / "graders" / "forms.jsonl.gz",
+                        help="the corpus of forms (scripts/build_grader_corpus.py)")
+    parser.add_argument("--only", nargs="*", choices=("labelled", "sentences", "forms", "later"),
+                        default=("labelled", "sentences", "forms", "later"))
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if not (args.data / "gsm8k" / "train.jsonl").is_file():
@@ -138,13 +185,19 @@ def main() -> None:
               "before": args.before,
               "after": subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                                       text=True).stdout.strip() + " (+ working tree)",
-              "labelled": compare(labelled_cases(args.data), before, after, args.list),
-              "sentences": compare(sentence_cases(args.data, args.sentences), before, after, args.list)}
+              }
+    loaders = {"labelled": lambda: labelled_cases(args.data),
+               "sentences": lambda: sentence_cases(args.data, args.sentences),
+               "forms": lambda: forms_cases(args.forms),
+               "later": lambda: later_cases(ROOT / "tests" / "fixtures" / "later_answer_forms.json")}
+    for name in args.only:
+        result[name] = compare(loaders[name](), before, after, args.list)
     text = json.dumps(result, indent=1)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text + "\n")
-    summary = {k: {m: v for m, v in result[k].items() if not isinstance(v, list)} for k in ("labelled", "sentences")}
+    summary = {k: {m: v for m, v in result[k].items() if not isinstance(v, (list, dict)) or m == "seconds"}
+               for k in args.only}
     print(json.dumps(summary, indent=1))
 
 

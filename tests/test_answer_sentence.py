@@ -99,12 +99,99 @@ def test_near_twins_of_hedges_are_answers(completion, right):
     assert score(completion, right) == 1.0, explain(completion)
 
 
-def test_the_question_breaks_a_tie_between_a_given_quantity_and_a_new_one():
-    """Two stated numbers, one given in the question: the other is the answer."""
-    question = "Tom has 3 boxes with 12 apples each. How many apples does he have?"
+# Issue 37: the principles, each in both directions, on forms written here (not the issue's own examples).
+PRINCIPLES = {
+    "cues: a heading or bold label opens the statement (same line or next)": [
+        ("**Answer: 45 marbles**\n\nHe had 12 and bought 33 more.", "45", "33"),
+        ("## Final Answer\n\n**$1,280**\n\nThe 16 boxes cost $80 each.", "1280", "80"),
+        ("#### Final Answer\nShe walks 14 miles.\n\nThat is 2 miles a day for 7 days.", "14", "7"),
+        ("Work: 5 + 6 = 11\n**Final Answer:** 11 pears, 2 of them ripe", "11", "2"),
+    ],
+    "cues: a remark or a question after the statement never re-opens it": [
+        ("The answer is 48.\n\nNote: the answer is based on 6 rows of 8.", "48", "8"),
+        ("The answer is 48.\nIn summary, the answer is derived from 6 rows.", "48", "6"),
+        ("Is the answer 40? Let me recount: 6 x 8 = 48. The answer is 48.", "48", "40"),
+        ("The answer is 48.\nThe answer is correct because 6 x 8 = 48 and not 40.", "48", "40"),
+    ],
+    "quantities: number words are values": [
+        ("4 trays of 9.\nThe answer is thirty-six.", "36", "9"),
+        ("The answer is two hundred and five.", "205", "200"),
+        ("The answer is a dozen, 2 short of the 14 she wanted.", "12", "14"),
+        ("The answer is Seventy (70) stamps.", "70", "7"),
+    ],
+    "quantities: unit adjectives and unit exponents are never values": [
+        ("The answer is: the 400-meter track takes 95 seconds.", "95", "400"),
+        ("The answer is 7 of the 5-gallon jugs.", "7", "5"),
+        ("The answer is 81 cm\u00b2.", "81", "2"),
+        ("The answer is 64 ft^{2}.", "64", "2"),
+    ],
+    "quantities: vulgar fractions and mixed numbers are one value": [
+        ("The answer is 4\u00bd hours.", "4.5", "41"),
+        ("The answer is \u00bc of the pie.", "0.25", "4"),
+        ("The answer is 3 and 3/4 cups.", "3.75", "3"),
+    ],
+    "quantities: a compound quantity is one value, never its first part": [
+        ("The answer is 2 hours and 15 minutes.", "135", "2"),
+        ("The answer is 5 feet 4 inches.", "64", "5"),
+    ],
+    "the conclusion wins over an earlier `=` and the subject's count": [
+        ("The answer is: 12 x 4 = 48 cans are packed, so the shop earns $96.", "96", "48"),
+        ("The answer is: she read 30 pages on Monday, therefore 75 pages in all.", "75", "30"),
+        ("The answer is: 6 crates of 10 bottles hold 60 bottles.", "60", "6"),
+        ("The answer is: at $3 each, 9 tickets cost $27.", "27", "9"),
+    ],
+    "modifier phrases (gerunds, conditions) are not what a sentence asserts": [
+        ("The answer is: they earned a profit of $250 after selling 40 cakes.", "250", "40"),
+        ("The answer is: a loss of $18 if she returns 6 books.", "18", "6"),
+    ],
+    "restatements in another notation are not hedges": [
+        ("The answer is $360 in 8 weeks, i.e. $45 per week.", "360", "45"),
+        ("The answer is 1/5 or 20%.", "0.2", "5"),
+        ("The answer is 2 and 1/2 cups.", "2.5", "2"),
+    ],
+}
+
+
+@pytest.mark.parametrize("completion, stated, wrong", [case for cases in PRINCIPLES.values() for case in cases],
+                         ids=[f"{name}: {case[0][:40]}" for name, cases in PRINCIPLES.items() for case in cases])
+def test_each_principle_reads_the_stated_answer_and_not_the_tempting_one(completion, stated, wrong):
+    assert score(completion, stated) == 1.0, explain(completion)
+    assert score(completion, wrong) == 0.0, explain(completion)
+
+
+def test_the_question_is_not_evidence_about_which_number_a_statement_asserts():
+    """Issue 37 removed the rule that let a quantity the question gives yield to another (C4). The earlier table
+    here, "3 boxes hold 36 apples" read as 3 without the question, contradicts the conclusion principle (its
+    predicate asserts 36) and is replaced by this one: the reading is the same with or without the question."""
+    completion = "The answer is 8 apples for each child, 32 apples in all."
+    for question in ("Each child gets 8 apples and there are 4 children. How many apples does each child get?", "q"):
+        assert score(completion, "8", question) == 1.0 and score(completion, "32", question) == 0.0
     completion = "The answer is: 3 boxes hold 36 apples."
-    assert score(completion, "36", question) == 1.0 and score(completion, "3", question) == 0.0
-    assert score(completion, "3", "How many boxes?") == 1.0  # without the question's numbers: the first stated
+    for question in ("Tom has 3 boxes with 12 apples each. How many apples?", "q"):
+        assert score(completion, "36", question) == 1.0 and score(completion, "3", question) == 0.0
+
+
+def test_a_restatement_in_another_notation_is_one_quantity_in_either():
+    """"0.6 or 60%" states one quantity: a reference in either notation matches it when the question counts in
+    percent (as "$4 million" counts in millions only then: a restatement appended to any answer must not pay)."""
+    completion = "The answer is: she saved $210 / $350 = 0.60 or 60% off."
+    question = "A $350 dress costs $140 on sale. What percent did she save?"
+    assert score(completion, "60", question) == 1.0 and score(completion, "0.6", question) == 1.0, explain(completion)
+    assert score(completion, "350", question) == 0.0 and score(completion, "6", question) == 0.0
+    assert score("The answer is 18 or 1800%.", "1800", "How many apples are left?") == 0.0
+    assert score("The answer is 18 or 1800%.", "18", "How many apples are left?") == 1.0
+    assert score("The answer is 3 or 5.", "5") == 0.0  # different values stay a hedge
+
+
+@pytest.mark.parametrize("completion, references", [
+    ("The answer is 12 or 13 apples.", ("12", "13")),
+    ("The answer is 30, 32.", ("30", "32")),
+    ("**Answer:** 7, 9", ("7", "9")),
+])
+def test_what_stays_ambiguous_abstains(completion, references):
+    for reference in references:
+        assert score(completion, reference) == 0.0, explain(completion)
+    assert "hedge" in explain(completion) or "unreadable" in explain(completion)
 
 
 def test_a_reading_names_its_rule_and_every_candidate():
@@ -129,3 +216,28 @@ def test_restating_the_questions_own_arithmetic_is_not_an_answer():
     assert score("The answer is 23 + 45.", "68", "What is 23 + 45?") == 0.0
     assert score("The answer is 23 + 45 = 68.", "68", "What is 23 + 45?") == 1.0
     assert score("The answer is 4 + 9.", "13", "Tom has 4 apples and buys some more. How many?") == 1.0
+
+
+def test_a_reference_that_is_not_a_number_is_logged_once_per_process(caplog):
+    from rewards import gsm8k
+
+    reference = "seventeen (issue 37 test)"
+    with caplog.at_level("WARNING", logger="rewards.gsm8k"):
+        scores = [gsm8k.gsm8k_reward("The answer is 17.", Sample(f"s{i}", "q", reference)) for i in range(3)]
+    assert scores == [0.0, 0.0, 0.0]
+    assert sum(reference in record.getMessage() for record in caplog.records) == 1
+
+
+def _later_forms() -> list[tuple[str, str, str]]:
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent / "fixtures" / "later_answer_forms.json"
+    return [(c["completion"], c["stated"], c["tempting"]) for c in json.loads(path.read_text())["cases"]]
+
+
+@pytest.mark.parametrize("completion, stated, tempting", _later_forms())
+def test_statements_written_after_the_principles_read_as_they_state(completion, stated, tempting):
+    """Forms written after the principles were coded (tests/fixtures/later_answer_forms.json), both directions."""
+    assert score(completion, stated) == 1.0, explain(completion)
+    assert score(completion, tempting) == 0.0, explain(completion)

@@ -46,6 +46,9 @@ def test_a_user_reward_is_scored_in_its_worker(capsys):
     (None, ["--reward", "nope", "--answer", "1", "x"], "reward 'nope'"),
     ("binary", ["--file", "{path}"], "not UTF-8 text"),
     ("no_columns", ["--file", "{path}"], "line 1: no 'completion' or 'answer' column"),
+    ("list_completion", ["--file", "{path}"], "line 1: column 'completion' is a list, not text"),
+    ("object_answer", ["--file", "{path}"], "line 1: column 'answer' is an object, not text or a number"),
+    ("bad_prompt", ["--file", "{path}"], "line 1: the prompt is neither a string nor a list of chat messages"),
     (None, ["The answer is 5."], "give --answer REFERENCE and a completion"),
     (None, ["--file", "/nonexistent/c.jsonl"], "no such file"),
 ])
@@ -55,5 +58,34 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, setup, argv, message
         path.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(128, 256)) * 8)  # an image, say
     elif setup == "no_columns":
         path.write_text('{"text": "a"}\n')
+    elif setup == "list_completion":
+        path.write_text('{"completion": ["The answer is 5."], "answer": "5"}\n')
+    elif setup == "object_answer":
+        path.write_text('{"completion": "The answer is 5.", "answer": {"value": 5}}\n')
+    elif setup == "bad_prompt":
+        path.write_text('{"completion": "The answer is 5.", "answer": "5", "prompt": [{"text": "hi"}]}\n')
     code, out, err = grade(capsys, *[a.format(path=path) for a in argv])
     assert code == 2 and err.count("\n") == 1 and message in err, err
+
+
+def test_a_chat_prompt_is_read_as_a_run_reads_it(tmp_path, capsys):
+    """The question inside chat messages is the question: "What is 23 + 45?" restated scores 0 as in a run."""
+    chat = [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "What is 23 + 45?"}]
+    rows = [{"completion": "The answer is 23 + 45.", "answer": "68", "prompt": chat},
+            {"completion": "The answer is 23 + 45 = 68.", "answer": "68", "prompt": chat}]
+    path = tmp_path / "chat.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code, out, _ = grade(capsys, "--file", str(path))
+    assert code == 0 and "line 1: score 0" in out and "line 2: score 1" in out, out
+
+
+def test_a_reference_that_is_not_a_number_is_named_once(tmp_path, capsys):
+    rows = [{"completion": "The answer is eighteen.", "answer": "eighteen"},
+            {"completion": "The answer is 18.", "answer": "eighteen"},
+            {"completion": "The answer is 18.", "answer": "18"}]
+    path = tmp_path / "refs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code, out, _ = grade(capsys, "--file", str(path))
+    assert code == 0
+    assert out.count("reference 'eighteen' is not a number: every completion scores 0") == 1, out
+    assert "line 1: score 0" in out and "line 2: score 0" in out and "line 3: score 1" in out

@@ -108,6 +108,22 @@ DEGENERATE_1MB = {
     "full_width": repeat_to_1mb("\uff17 "),
     "modifiers": "The answer is: " + repeat_to_1mb("after 1 "),
     "abbreviations": "The answer is " + repeat_to_1mb("sq. "),
+    # issue 37's principles: number words, labels and headings, Unicode forms, unit adjectives, compounds, clauses
+    "number_words": "The answer is " + repeat_to_1mb("twenty-one and "),
+    "one_words": repeat_to_1mb("one "),
+    "word_hyphens": "The answer is " + repeat_to_1mb("five-"),
+    "headings": repeat_to_1mb("### Final Answer\n"),
+    "bold_labels": repeat_to_1mb("**Answer:** "),
+    "label_lines_then_number": repeat_to_1mb("**Final Answer**\n\n")[:-2] + "7",
+    "superscripts": "The answer is 7" + repeat_to_1mb("\u00b2"),
+    "vulgar_fractions": "The answer is " + repeat_to_1mb("3\u00bd "),
+    "unit_adjectives": "The answer is " + repeat_to_1mb("7-meter "),
+    "compounds": "The answer is " + repeat_to_1mb("3 hours and 20 minutes and "),
+    "subordinate_clauses": "The answer is: he made 7 " + repeat_to_1mb("if he sells "),
+    "conclusions": "The answer is 7 " + repeat_to_1mb("so 1 "),
+    "inner_cues": repeat_to_1mb("the answer is 7? "),
+    "remarks": repeat_to_1mb("Note: the answer is based on 7. "),
+    "equals_in_clause": "The answer is 1 " + repeat_to_1mb("= 1, so "),
 }
 
 

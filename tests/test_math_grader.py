@@ -189,6 +189,15 @@ MATH_CLASSES = {
     "N15 a unit in \\text is still stripped": ("4 \\text{ cm}", "$\\boxed{4}$", "$\\boxed{5}$"),
     "N16 the window follows the last answer statement": (
         "7", "The final answer is $7$." + " More text." * 400, "The final answer is $8$." + " Then 7." * 400),
+    # issue 37: without a box, the last answer statement of a long completion, read to the end of its paragraph
+    "C13 a blank line right after 'the final answer is:' does not end the answer": (
+        "42", "We add the parts step by step. " * 120 + "The final answer is:\n\n$42$\n\nThat is all.",
+        "We add the parts step by step. " * 120 + "The final answer is:\n\n$41$\n\nWe used 42 above."),
+    "C14 a question that reconsiders is not the answer": (
+        "7", "We add the parts step by step. " * 120 + "The answer is 6. Wait, so the answer is 6?\n\nLet me "
+        "recompute: $3 + 4 = 7$.\n\nSo $x = 7$.",
+        "We add the parts step by step. " * 120 + "The answer is 7. Wait, so the answer is 7?\n\nLet me "
+        "recompute: $3 + 3 = 6$.\n\nSo $x = 6$."),
     "N17 an upright e is Euler's e": ("2e", "$\\boxed{2\\mathrm{e}}$", "$\\boxed{2}$"),
     "N17 and is not dropped": ("\\frac{1}{3}\\mathrm{e}", "$\\boxed{\\frac{e}{3}}$", "$\\boxed{\\frac{1}{3}}$"),
     "digit groups with a plain space": ("1000", "$\\boxed{1 000}$", "$\\boxed{1 00}$"),

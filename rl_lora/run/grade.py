@@ -13,6 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from envs.dataset import PROMPT_KEYS
+from envs.dataset import _prompt as prompt_as_run_reads_it
+from envs.errors import TaskError
 from envs.loading import read_jsonl, where
 from envs.sample import Sample
 from rl_lora.config import RewardConfig
@@ -26,12 +29,18 @@ MATH_GRADERS = ("math", "rewards.math:math_reward")
 class Case:
     completion: str
     answer: str
-    question: str = ""
+    question: str | tuple = ""  # the prompt: a string, or chat messages as a run reads them
     place: str = ""  # "line 6" of a --file; "" for one completion on the command line
 
 
+def _column_type(value) -> str:
+    return "null" if value is None else {"list": "a list", "dict": "an object", "bool": "a boolean", "int": "a number",
+                                         "float": "a number"}.get(type(value).__name__, type(value).__name__)
+
+
 def cases_from_file(path: Path) -> list[Case]:
-    """`completion` and `answer` columns (`question` or `prompt` optional), one JSON object per line."""
+    """`completion` and `answer` columns, and the prompt as a run reads it (the first of `prompt`, `question`,
+    `problem`: a string or chat messages), one JSON object per line."""
     if not path.is_file():
         raise UserError(f"--file {path}: no such file")
     if path.suffix not in (".jsonl", ".json", ".ndjson"):
@@ -41,14 +50,23 @@ def cases_from_file(path: Path) -> list[Case]:
         raise UserError(f"--file {path}: no rows")
     cases = []
     for index, row in enumerate(rows):
-        missing = [column for column in ("completion", "answer") if not isinstance(row.get(column), (str, int, float))
-                   or isinstance(row.get(column), bool)]
+        place = where(rows, index)
+        missing = [column for column in ("completion", "answer") if row.get(column) is None]
         if missing:
-            raise UserError(f"--file {path}, {where(rows, index)}: no {' or '.join(repr(m) for m in missing)} column "
+            raise UserError(f"--file {path}, {place}: no {' or '.join(repr(m) for m in missing)} column "
                             f"(has: {', '.join(row) or 'nothing'}); each line needs completion and answer")
-        question = row.get("question", row.get("prompt", ""))
-        cases.append(Case(str(row["completion"]), str(row["answer"]), question if isinstance(question, str) else "",
-                          where(rows, index)))
+        if not isinstance(row["completion"], str):
+            raise UserError(f"--file {path}, {place}: column 'completion' is {_column_type(row['completion'])}, "
+                            "not text")
+        if not isinstance(row["answer"], (str, int, float)) or isinstance(row["answer"], bool):
+            raise UserError(f"--file {path}, {place}: column 'answer' is {_column_type(row['answer'])}, not text "
+                            "or a number")
+        key = next((k for k in PROMPT_KEYS if row.get(k) is not None), None)
+        try:
+            prompt = "" if key is None else prompt_as_run_reads_it(row[key], f"--file {path}", place)
+        except TaskError as error:
+            raise UserError(str(error)) from None
+        cases.append(Case(row["completion"], str(row["answer"]), prompt, place))
     return cases
 
 
@@ -56,8 +74,9 @@ def explain_lines(reward: str, case: Case, explain: bool) -> list[str]:
     """What the grader read, for the built-in graders (others: nothing beyond the score)."""
     if reward in GSM8K_GRADERS:
         from rewards.gsm8k import explain as gsm8k_explain
+        from rewards.gsm8k import question_text
 
-        lines = gsm8k_explain(case.completion, case.question).splitlines()
+        lines = gsm8k_explain(case.completion, question_text(case.question)).splitlines()
         keep = ("cue:", "statement:", "read:", "rule:") if not explain else None
         return [line for line in lines if keep is None or line.startswith(keep)]
     if reward in MATH_GRADERS and explain:
@@ -65,6 +84,20 @@ def explain_lines(reward: str, case: Case, explain: bool) -> list[str]:
 
         return [f"math-verify reads the answer from: {join_digit_groups(answer_window(case.completion))[-300:]!r}"]
     return []
+
+
+def unreadable_references(reward: str, cases: list[Case]) -> list[str]:
+    """One line per reference the GSM8K grader cannot read as a number (every completion graded against it scores
+    0), once each, not per completion."""
+    if reward not in GSM8K_GRADERS:
+        return []
+    from rewards.numbers import parse_number
+
+    lines = []
+    for reference in dict.fromkeys(case.answer for case in cases):
+        if parse_number(reference) is None:
+            lines.append(f"reference {reference!r} is not a number: every completion scores 0")
+    return lines
 
 
 def grade_main(reward: str | None, answer: str | None, completion: str | None, file: str | None,
@@ -84,6 +117,8 @@ def grade_main(reward: str | None, answer: str | None, completion: str | None, f
     scorer = reward_scorer(RewardConfig(name=reward, timeout_s=timeout_s, on_error="skip"), "grade", "gsm8k")
     try:
         samples = [Sample(f"grade-{i}", case.question, case.answer) for i, case in enumerate(cases)]
+        for line in unreadable_references(reward, cases):
+            print(line)
         scored = scorer.score([case.completion for case in cases], samples)
     finally:
         scorer.close()
