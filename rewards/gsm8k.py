@@ -20,9 +20,10 @@ from fractions import Fraction
 
 from envs.sample import Sample
 from rewards.answer_sentence import Reading, read_statement
+from rewards.protocol import Graded
 from rewards.numbers import NUMBER_RE, UNREADABLE, _Unreadable, normalize, parse_number, value
 
-__all__ = ["explain", "extract_final_number", "gsm8k_reward", "has_answer_cue", "parse_number", "read_answer"]
+__all__ = ["explain", "extract_final_number", "gsm8k_grade", "gsm8k_reward", "has_answer_cue", "parse_number", "read_answer"]
 
 _SENTENCE_END_RE = re.compile(r"[.!?](?=\s|$)")
 # Where a final answer is announced, strongest cue first. `\boxed{...}` is found by brace matching.
@@ -125,6 +126,18 @@ class AnswerReading:
         value = self.reading.value
         return None if value is UNREADABLE else value
 
+    @property
+    def answer(self) -> str | None:
+        """The answer as it is compared: its value, and where the question counts in the scale word the answer
+        uses ("$4 million" when the question says million), that scale: such an answer also matches 4, so it must
+        not be counted as the same answer as a plain 4000000."""
+        if self.value is None:
+            return None
+        scale = self.reading.scale
+        if scale is not None and self.reading.plain is not None and scale in self.question[:_QUESTION_CHARS].lower():
+            return f"{_number_text(self.reading.plain)} {scale}"
+        return _number_text(self.value)
+
     def matches(self, reference: Fraction | None) -> bool:
         """The answer equals the reference: as read, or, for "$4 million", in the scale's own unit (4) when the
         question counts in it (says "million"): a policy must not collect reward by appending a scale word."""
@@ -185,8 +198,14 @@ def _question(sample: Sample) -> str:
     return "\n".join(m.get("content", "") for m in prompt if isinstance(m, dict) and m.get("role") == "user")
 
 
+def gsm8k_grade(completion: str, sample: Sample) -> Graded:
+    """gsm8k_reward's score and the answer it read (what majority voting counts)."""
+    read = read_answer(completion, _question(sample))
+    return Graded(float(read.matches(parse_number(sample.answer))), read.answer)
+
+
 def gsm8k_reward(completion: str, sample: Sample) -> float:
-    return float(read_answer(completion, _question(sample)).matches(parse_number(sample.answer)))
+    return gsm8k_grade(completion, sample).score
 
 
 def explain(completion: str, question: str = "", reference: str | None = None) -> str:

@@ -3,7 +3,8 @@
     config.yaml            the run's whole config (rl_lora.config), as run and as resumed
     metrics.jsonl          one JSON line per step (rl_lora.types.StepMetrics)
     tensorboard/           the same scalars for TensorBoard
-    evals/step_N.jsonl     greedy test answers, one line per problem (step 0: the base model)
+    evals/step_N.jsonl     test answers, one line per problem (step 0: the base model); sampled (eval.samples=N):
+                           per problem the counts too (samples, correct, answers' votes, maj@N)
     checkpoints/step_N/    adapter/ (PEFT) or model/ (FullFT, a HF folder), optimizer.pt, rng.pt, trainer_state.json
     plots/curve.png        reward and accuracy curves
     summary.json           written when the run ends (RunSummary)
@@ -218,7 +219,9 @@ class RunFolder:
                             reward_parts={k.removeprefix("reward/"): v for k, v in record.items()
                                           if k.startswith("reward/")} or None,
                             stop_reasons={k.removeprefix("stop/"): v for k, v in record.items()
-                                          if k.startswith("stop/")} or None)
+                                          if k.startswith("stop/")} or None,
+                            test_sampled={k.removeprefix("test/"): v for k, v in record.items()
+                                          if k.startswith("test/")} or None)
                 for record in self.metric_records()]
 
     def write_eval(self, step: int, result: EvalResult) -> None:
