@@ -229,6 +229,15 @@ class RunFolder:
         folder.mkdir(exist_ok=True)
         atomic_write_text(folder / f"step_{step}.jsonl", result.records_jsonl())
 
+    def eval_steps(self) -> list[int]:
+        """The steps with an evaluation file (0: the base model), in order."""
+        return sorted(int(p.stem.split("_")[1]) for p in (self.path / "evals").glob("step_*.jsonl"))
+
+    def read_eval(self, step: int) -> list[dict]:
+        """evals/step_N.jsonl's records, one per problem."""
+        path = self.path / "evals" / f"step_{step}.jsonl"
+        return [json.loads(line) for line in path.read_text(errors="replace").splitlines() if line.strip()]
+
     def eval_failures(self) -> tuple[int, int]:
         """(completions whose reward failed, completions) over every evaluation of the run (evals/step_N.jsonl;
         files from before the field existed count none)."""

@@ -66,9 +66,10 @@ class ProblemTally:
         return majority_score(self.votes, self.right)
 
 
-def mean_pass_at_k(tallies: Sequence[ProblemTally], k: int) -> float:
-    """pass@k over the problems with at least k graded samples (all of them unless the reward failed on some)."""
-    scored = [pass_at_k(t.graded, t.correct, k) for t in tallies if t.graded >= k]
+def mean_pass_at_k(counts: Iterable[tuple[int, int]], k: int) -> float:
+    """pass@k over problems given as (graded samples, correct), counting those with at least k graded samples (all
+    of them unless the reward failed on some)."""
+    scored = [pass_at_k(n, c, k) for n, c in counts if n >= k]
     return float(sum(scored, Fraction(0)) / len(scored)) if scored else 0.0
 
 
@@ -77,7 +78,7 @@ def sampled_metrics(tallies: Sequence[ProblemTally], ks: Iterable[int],
     """(mean@N, {k: pass@k}, maj@N, or None when the reward does not say what answer it read)."""
     graded = sum(t.graded for t in tallies)
     mean_at_n = sum(t.reward_sum for t in tallies) / graded if graded else 0.0
-    passes = {str(k): mean_pass_at_k(tallies, k) for k in ks}
+    passes = {str(k): mean_pass_at_k([(t.graded, t.correct) for t in tallies], k) for k in ks}
     majority = float(sum((t.majority for t in tallies), Fraction(0)) / len(tallies)) if reads_answers and tallies \
         else None
     return mean_at_n, passes, majority
