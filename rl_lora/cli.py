@@ -42,9 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "(its config.yaml is used; --set may change e.g. train.steps)")
 
     ev = commands.add_parser(
-        "eval", help="greedy test accuracy of a model or an adapter",
-        description="Greedy test-set accuracy of a model (and optionally a PEFT adapter). Prints the accuracy "
-                    "and writes one JSON line per problem.",
+        "eval", help="test accuracy of a model or an adapter: greedy, or sampled (eval.samples=N: pass@k, maj@N)",
+        description="Test-set accuracy of a model (and optionally a PEFT adapter): greedy, or with eval.samples=N "
+                    "N completions per problem reporting mean@N, pass@k (unbiased estimator) and maj@N. Prints the "
+                    "metrics and writes one JSON line per problem.",
         epilog=_config_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(ev)
     ev.add_argument("--model", help="same as --set model.name=...")

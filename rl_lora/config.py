@@ -413,7 +413,7 @@ class AlgoConfig:
 class TrainConfig:
     steps: int = opt(20, "RL steps", min=1)
     seed: int = opt(0, "seed for data order, sampling and adapter init")
-    eval_every: int = opt(10, "greedy test accuracy every N steps (0: only before and after)", min=0)
+    eval_every: int = opt(10, "test evaluation (greedy, or eval.samples) every N steps (0: only before and after)", min=0)
     eval_size: int = opt(100, "test problems in each evaluation (the first N)", min=1)
     checkpoint_every: int = opt(10, "checkpoint every N steps (and always at the end)", min=1)
     runs_dir: str = opt("runs", "where run folders are created", path=True)
