@@ -36,6 +36,9 @@ class EvalRecord:
     majority: float | None = None  # this problem's maj@N (a tie split evenly: rl_lora.step.sampled)
 
 
+_SAMPLED_KEYS = ("samples", "correct", "answers", "majority")
+
+
 @dataclass(frozen=True)
 class SampledEval:
     """eval.samples=N completions per problem at a temperature, in generate calls of at most batch_size
@@ -79,8 +82,10 @@ class EvalResult:
         return {k: v for k, v in asdict(self).items() if k != "records"}
 
     def records_jsonl(self) -> str:
-        """One JSON line per problem: what a run's evals/step_N.jsonl and `rl-lora eval --out` hold."""
-        return "".join(json.dumps(asdict(r)) + "\n" for r in self.records)
+        """One JSON line per problem: what a run's evals/step_N.jsonl and `rl-lora eval --out` hold (a greedy
+        evaluation's lines without the sampled counts, as before they existed)."""
+        return "".join(json.dumps({k: v for k, v in asdict(r).items() if v is not None or k not in _SAMPLED_KEYS})
+                       + "\n" for r in self.records)
 
 
 def sampled_eval(config: EvalConfig, seed: int) -> SampledEval | None:
