@@ -25,10 +25,11 @@ from fractions import Fraction
 from envs.sample import Sample
 from rewards.answer_sentence import Reading, read_statement
 from rewards.numbers import NUMBER_RE, UNREADABLE, WORD_NUMBER_RE, _Unreadable, normalize, parse_number, value
+from rewards.protocol import Graded
 
 log = logging.getLogger(__name__)
 
-__all__ = ["explain", "extract_final_number", "gsm8k_reward", "has_answer_cue", "parse_number", "read_answer"]
+__all__ = ["explain", "extract_final_number", "gsm8k_grade", "gsm8k_reward", "has_answer_cue", "parse_number", "read_answer"]
 
 # A sentence ends at `.`, `!` or `?` before a space and what can open a sentence, or the end: "In the four days. the
 # number of messages is 2000" goes on after a lowercase word.
@@ -191,6 +192,18 @@ class AnswerReading:
         value = self.reading.value
         return None if value is UNREADABLE else value
 
+    @property
+    def answer(self) -> str | None:
+        """The answer as it is compared: its value, and where the question counts in the scale word the answer
+        uses ("$4 million" when the question says million), that scale: such an answer also matches 4, so it must
+        not be counted as the same answer as a plain 4000000."""
+        if self.value is None:
+            return None
+        scale = self.reading.scale
+        if scale is not None and self.reading.plain is not None and scale in self.question[:_QUESTION_CHARS].lower():
+            return f"{_number_text(self.reading.plain)} {scale}"
+        return _number_text(self.value)
+
     def matches(self, reference: Fraction | None) -> bool:
         """The answer equals the reference: as read; or as the statement restates it as a percent ("0.6 or 60%": the
         same quantity) when the question counts in percent; or, for "$4 million", in the scale's own unit (4) when
@@ -294,12 +307,17 @@ def _report_reference(sample: Sample) -> None:
     log.warning("GSM8K reference %r (sample %s) is not a number: every completion scores 0", sample.answer, sample.id)
 
 
-def gsm8k_reward(completion: str, sample: Sample) -> float:
+def gsm8k_grade(completion: str, sample: Sample) -> Graded:
+    """gsm8k_reward's score and the answer it read (what majority voting counts)."""
+    read = read_answer(completion, question_text(sample.prompt))
     reference = parse_number(sample.answer)
     if reference is None:
         _report_reference(sample)
-        return 0.0
-    return float(read_answer(completion, question_text(sample.prompt)).matches(reference))
+    return Graded(float(read.matches(reference)), read.answer)
+
+
+def gsm8k_reward(completion: str, sample: Sample) -> float:
+    return gsm8k_grade(completion, sample).score
 
 
 def explain(completion: str, question: str = "", reference: str | None = None) -> str:

@@ -16,6 +16,9 @@ BUILTIN_REWARDS = {
     "code_tests": "rewards.code_tests:code_tests_reward",
     "code_tests_all": "rewards.code_tests:code_tests_all_reward",
 }
+# Built-ins whose grader also returns the answer it read (rewards.protocol.Graded): the same score, called in place
+# of the reward where answers are counted (majority voting in a sampled evaluation).
+GRADERS = {BUILTIN_REWARDS["gsm8k"]: "rewards.gsm8k:gsm8k_grade"}
 
 
 @dataclass(frozen=True)

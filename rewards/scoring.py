@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
 from envs.sample import Sample
-from rewards.protocol import OnRewardError, RewardError, RewardFailure, RewardSpecError, ScoredBatch
-from rewards.registry import BUILTIN_REWARDS, RewardRef, resolve_reward, reward_spec
+from rewards.protocol import Graded, OnRewardError, RewardError, RewardFailure, RewardSpecError, ScoredBatch
+from rewards.registry import BUILTIN_REWARDS, GRADERS, RewardRef, resolve_reward, reward_spec
 from envs.workers import IMPORT_TIMEOUT_S, WorkerError, WorkerPool, WorkerTimeout, default_pool_size
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,11 @@ class _Failed(Exception):
     pass
 
 
-def _as_reward(value: Any) -> float:
+def _as_reward(value: Any) -> float | Graded:
+    if isinstance(value, Graded):  # a score and the answer the grader read
+        if value.answer is not None and not isinstance(value.answer, str):
+            raise _Failed(f"returned an answer {value.answer!r} ({type(value.answer).__name__}), not a str or None")
+        return Graded(_as_reward(value.score), value.answer)
     if isinstance(value, dict) and "score" in value:  # verl rewards may return {"score": ..., ...}
         value = value["score"]
     if not isinstance(value, numbers.Real):  # bools count: True is a reward of 1
@@ -81,7 +85,15 @@ class RewardScorer:
             outcomes = self._score_each(completions, samples)
         rewards: list[float | None] = []
         failures: list[RewardFailure] = []
+        answers: list[str | None] = []
+        reads_answers = False
         for outcome, completion, sample in zip(outcomes, completions, samples):
+            if isinstance(outcome, Graded):
+                reads_answers = True
+                outcome, answer = outcome.score, outcome.answer
+            else:
+                answer = None
+            answers.append(answer)
             if isinstance(outcome, float):
                 rewards.append(outcome)
                 continue
@@ -91,7 +103,7 @@ class RewardScorer:
             log.warning("%s (policy %s)", failure.describe(), self.on_error)
             failures.append(failure)
             rewards.append(0.0 if self.on_error == "zero" else None)
-        return ScoredBatch(rewards, failures)
+        return ScoredBatch(rewards, failures, answers=answers if reads_answers else None)
 
     def _score_each(self, completions: Sequence[str], samples: Sequence[Sample]) -> Iterator[float | str]:
         """Outcomes in order, produced lazily: with on_error=stop the first failure stops the batch (a hanging
@@ -110,11 +122,12 @@ class RewardScorer:
         if self._pool is not None:
             return self._pool.call(self.reward.spec, args, timeout, kwargs)
         if self._function is None:
-            module_name, _, attribute = self.reward.spec.partition(":")
+            # A built-in that can say what answer it read is called as its grader (same score, and the answer).
+            module_name, _, attribute = GRADERS.get(self.reward.spec, self.reward.spec).partition(":")
             self._function = getattr(__import__(module_name, fromlist=[attribute]), attribute)
         return self._function(*args, **kwargs)
 
-    def _score_one(self, completion: str, sample: Sample) -> float | str:
+    def _score_one(self, completion: str, sample: Sample) -> float | Graded | str:
         if self.reward.style == "verl":
             # A verl-prepared row carries its own data_source and extra_info; other rows lend their columns.
             data_source = sample.metadata.get("data_source", self.task_name)
@@ -135,7 +148,7 @@ class RewardScorer:
         except Exception as e:  # a built-in grader's bug is reported like a user's
             return f"raised {type(e).__name__}: {e}"
 
-    def _score_trl_batch(self, completions: Sequence[str], samples: Sequence[Sample]) -> list[float | str]:
+    def _score_trl_batch(self, completions: Sequence[str], samples: Sequence[Sample]) -> list[float | Graded | str]:
         # As TRL calls it: everything by keyword, the dataset's other columns as lists (ours: the row's columns,
         # the answer and the id), and for chat prompts each completion as a list of messages.
         prompts = [s.prompt if isinstance(s.prompt, str) else [dict(m) for m in s.prompt] for s in samples]
@@ -156,7 +169,7 @@ class RewardScorer:
         if not isinstance(values, (list, tuple)) or len(values) != len(samples):
             shape = f"{len(values)} values" if isinstance(values, (list, tuple)) else repr(values)
             return [f"returned {shape} for a batch of {len(samples)}"] * len(samples)
-        outcomes: list[float | str] = []
+        outcomes: list[float | Graded | str] = []
         for value in values:
             try:
                 outcomes.append(_as_reward(value))
@@ -183,8 +196,10 @@ class WeightedRewards:
         for index in range(len(completions)):
             values = [(weight, scored[name].rewards[index]) for name, weight, _ in self.parts]
             totals.append(None if any(v is None for _, v in values) else sum(w * v for w, v in values))
+        # The answers are the first part's that reads any (a format reward beside gsm8k reads none).
+        answers = next((batch.answers for batch in scored.values() if batch.answers is not None), None)
         return ScoredBatch(totals, [f for batch in scored.values() for f in batch.failures],
-                           {name: batch.rewards for name, batch in scored.items()})
+                           {name: batch.rewards for name, batch in scored.items()}, answers)
 
     def close(self) -> None:
         for _, _, scorer in self.parts:

@@ -50,9 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "(its config.yaml is used; --set may change e.g. train.steps)")
 
     ev = commands.add_parser(
-        "eval", help="greedy test accuracy of a model or an adapter",
-        description="Greedy test-set accuracy of a model (and optionally a PEFT adapter). Prints the accuracy "
-                    "and writes one JSON line per problem.",
+        "eval", help="test accuracy of a model or an adapter: greedy, or sampled (eval.samples=N: pass@k, maj@N)",
+        description="Test-set accuracy of a model (and optionally a PEFT adapter): greedy, or with eval.samples=N "
+                    "N completions per problem reporting mean@N, pass@k (unbiased estimator) and maj@N. Prints the "
+                    "metrics and writes one JSON line per problem.",
         epilog=_config_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(ev)
     ev.add_argument("--model", help="same as --set model.name=...")
@@ -117,6 +118,15 @@ def build_parser() -> argparse.ArgumentParser:
     gr.add_argument("--file", help="a .jsonl file: one object per line with completion and answer (question too)")
     gr.add_argument("--explain", action="store_true", help="also every candidate considered and the asides set apart")
     gr.add_argument("--timeout-s", type=float, default=10.0, help="time limit per completion for a user reward")
+
+    ex = commands.add_parser(
+        "export", help="a run's checkpoint as a Hugging Face model folder (LoRA merged in, and the PEFT adapter)",
+        description="Write a run's checkpoint as a folder that AutoModelForCausalLM.from_pretrained and vLLM load as "
+                    "it is: LoRA (DoRA, tiny) merged into the base model in float32 plus the adapter under adapter/, "
+                    "or FullFT's weights; the tokenizer with its chat template; a README.md card.")
+    ex.add_argument("run_dir", metavar="RUN", help="a run folder (train.runs_dir/train.name)")
+    ex.add_argument("--step", type=int, help="the checkpoint's step (default: the last checkpoint)")
+    ex.add_argument("--out", required=True, metavar="DIR", help="a new (or empty) folder for the export")
 
     # Hidden (no help=, so --help does not list them): compare's child processes.
     sr = commands.add_parser("shared-runs", description="Runs that differ only in their adapter, side by side in "
@@ -206,6 +216,13 @@ def main(argv: list[str] | None = None) -> int:
 
             return grade_main(args.reward, args.answer, args.completion, args.file, args.question, args.explain,
                               args.timeout_s)
+        if args.command == "export":
+            import shlex
+
+            from rl_lora.run.export import export_main
+
+            export_main(args.run_dir, args.step, args.out, "rl-lora " + shlex.join(args.argv))
+            return 0
         if args.command == "shared-runs":
             from rl_lora.run.shared_runs import shared_runs_main
 

@@ -191,6 +191,43 @@ class EvalConfig:
     batch_size: int = opt(32, "prompts per generate call (bounds the KV cache of long answers)", min=1)
     output: Optional[str] = opt(None, "per-sample results jsonl (unset: eval-<task>.jsonl in the working directory)",
                                 path=True)
+    samples: int = opt(1, "completions per problem: 1 is greedy accuracy; N > 1 reports mean@N, pass@k and maj@N",
+                       min=1)
+    temperature: Optional[float] = opt(None, "sampling temperature (unset: 0, greedy, for samples=1; 1.0 for "
+                                       "samples > 1)", min=0.0)
+    greedy: bool = opt(False, "with samples > 1: a greedy pass too (its accuracy is then the headline)")
+    pass_k: Optional[str] = opt(None, "the k of pass@k, comma-separated, each <= samples (unset: the powers of two "
+                                "up to samples, and samples)", list_ok=True)
+
+    @property
+    def sampling_temperature(self) -> float:
+        if self.temperature is not None:
+            return self.temperature
+        return 0.0 if self.samples == 1 else 1.0
+
+    def ks(self) -> tuple[int, ...]:
+        """pass@k's k values, checked (UserError names the bad one)."""
+        if self.pass_k is None:
+            return tuple(k for k in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024) if k < self.samples) + \
+                (self.samples,)
+        try:
+            ks = sorted({int(k) for k in self.pass_k.split(",") if k.strip()})
+        except ValueError:
+            raise UserError(f"eval.pass_k={self.pass_k}: comma-separated whole numbers, e.g. 1,8,64") from None
+        if not ks or ks[0] < 1 or ks[-1] > self.samples:
+            raise UserError(f"eval.pass_k={self.pass_k}: each k must be in 1..eval.samples={self.samples} (pass@k "
+                            "draws k of the N samples)")
+        return tuple(ks)
+
+    def check(self) -> None:
+        """Before any model loads."""
+        if self.samples > 1 and self.sampling_temperature == 0:
+            raise UserError(f"eval.samples={self.samples} with eval.temperature=0: greedy decoding gives the same "
+                            "completion every time; use a temperature > 0 (unset: 1.0), or eval.samples=1")
+        if self.greedy and self.samples == 1:
+            raise UserError("eval.greedy=true adds a greedy pass to a sampled evaluation: set eval.samples > 1 "
+                            "(eval.samples=1 is greedy already)")
+        self.ks()
 
 
 @dataclass
@@ -381,7 +418,7 @@ class AlgoConfig:
 class TrainConfig:
     steps: int = opt(20, "RL steps", min=1)
     seed: int = opt(0, "seed for data order, sampling and adapter init")
-    eval_every: int = opt(10, "greedy test accuracy every N steps (0: only before and after)", min=0)
+    eval_every: int = opt(10, "test evaluation (greedy, or eval.samples) every N steps (0: only before and after)", min=0)
     eval_size: int = opt(100, "test problems in each evaluation (the first N)", min=1)
     checkpoint_every: int = opt(10, "checkpoint every N steps (and always at the end)", min=1)
     runs_dir: str = opt("runs", "where run folders are created", path=True)
@@ -467,6 +504,7 @@ class RunConfig:
     def check(self) -> None:
         """The one place where combinations that would silently do nothing useful are refused."""
         self.reward.weight_values()  # before anything is written: bad weights would fail the run after loading
+        self.eval.check()
         if self.algo.baseline in ("group_mean", "rloo", "reinforce_pp") and self.rollout.group_size < 2:
             raise UserError(f"rollout.group_size=1 with algo.baseline={self.algo.baseline} gives every completion "
                             "advantage 0: use group_size >= 2 or algo.baseline=none")

@@ -320,7 +320,9 @@ class StepMetrics:
     tool_ok_fraction: float = 0.0  # episodes that called a tool, every call answered without an error
     stop_reasons: dict[str, int] | None = None  # episodes per stop reason (envs.environment.STOP_REASONS)
     render_mismatch_fraction: float = 0.0  # multi-turn episodes whose re-rendered text tokenizes otherwise
-    test_accuracy: float | None = None
+    test_accuracy: float | None = None  # greedy, or with eval.samples > 1 (and no eval.greedy) mean@N
+    # A sampled evaluation's mean@N, pass@k, maj@N (and greedy) by name (metrics.jsonl: test/pass@8, ...).
+    test_sampled: dict[str, float] | None = None
     # With several weighted rewards: each one's mean over the completions it scored (metrics.jsonl: reward/<name>).
     reward_parts: dict[str, float] | None = None
 

@@ -118,3 +118,13 @@ def constant_for_half(completion, sample):
 
 def always_one(completion, sample):
     return 1.0
+
+
+def first_word(completion, sample):
+    """A grader that says what it read: the completion's first word, right when it starts a story ("Once"). The 260K
+    story model opens with a handful of words, so N samples of a problem vote on a few answers."""
+    from rewards.protocol import Graded
+
+    words = completion.split()
+    answer = words[0].strip(".,!?\"'") if words else None
+    return Graded(float(answer == "Once"), answer)

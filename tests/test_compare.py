@@ -248,3 +248,20 @@ def test_bad_vary_is_refused_in_one_line_before_anything_runs(tmp_path, capsys, 
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "x").exists()
+
+
+def test_a_sampled_compare_gets_a_pass_at_k_table_and_plot_with_the_base_model(tiny_model_dir, tmp_path, capsys):
+    from rl_lora.step.sampled import mean_pass_at_k
+
+    out = tmp_path / "sampled"
+    assert main([*COMPARE, *NO_MEMORY, "--set", "eval.samples=4", "--out", str(out)]) == 0
+    report = (out / "report.md").read_text()
+    table = report.split("pass@k at the final step")[1]
+    assert "| arm (best LR) | pass@1 | pass@2 | pass@4 |" in table
+    assert table.index("| base model |") < table.index("| lora:1 (0.005) |") < table.index("| full (0.0005) |")
+    assert (out / "pass_at_k.png").stat().st_size > 10_000 and "![pass_at_k](pass_at_k.png)" in report
+    rows = {row["arm"]: row for row in json.loads((out / "report.json").read_text())["rows"]}
+    run = RunFolder(out / "runs" / "lora-r1-lr0.005-s0")
+    counts = [(r["samples"], r["correct"]) for r in run.read_eval(2)]
+    for k in (1, 2, 4):  # one seed: the row is that run's last evaluation, recounted from its records
+        assert rows["lora:1"]["pass_at_k"][str(k)][0] == pytest.approx(mean_pass_at_k(counts, k))

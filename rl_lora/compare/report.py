@@ -11,6 +11,7 @@ from pathlib import Path
 from rl_lora.errors import UserError
 from rl_lora.io import atomic_write_text
 from rl_lora.run.folder import RunFolder
+from rl_lora.step.sampled import mean_pass_at_k
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,9 @@ class RunRecord:
     engine_shared_with: tuple[str, ...] = ()  # runs that trained beside this one on one vLLM engine
     trainable_params: int | None = None
     episodes: int | None = None  # completions the run learned from (steps x prompts x group): its information bound
+    # With eval.samples=N: pass@k at the last evaluated step and of the base model (step 0), from the evals' counts.
+    pass_at_k: dict[int, float] | None = None
+    base_pass_at_k: dict[int, float] | None = None
 
     @property
     def gain(self) -> float | None:
@@ -42,6 +46,20 @@ class RunRecord:
 
 def _median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
+
+
+def _pass_curve(folder: RunFolder, step: int, ks: tuple[int, ...]) -> dict[int, float] | None:
+    """pass@k of one evaluation from its per-problem counts; None for a greedy evaluation."""
+    counts = [(r["samples"], r["correct"]) for r in folder.read_eval(step) if r.get("samples") is not None]
+    return {k: mean_pass_at_k(counts, k) for k in ks} if counts else None
+
+
+def _pass_curves(folder: RunFolder, ks: tuple[int, ...]) -> tuple[dict | None, dict | None]:
+    """(the last evaluation's pass@k, the base model's)."""
+    steps = folder.eval_steps()
+    final = _pass_curve(folder, steps[-1], ks) if steps and steps[-1] > 0 else None
+    base = _pass_curve(folder, 0, ks) if steps and steps[0] == 0 else None
+    return final, base
 
 
 def read_run(run_dir: Path) -> RunRecord:
@@ -55,6 +73,7 @@ def read_run(run_dir: Path) -> RunRecord:
     curve = [(m.step, m.test_accuracy) for m in metrics if m.test_accuracy is not None]
     if summary is not None and summary.base_accuracy is not None:
         curve = [(0, summary.base_accuracy)] + curve
+    passes, base_passes = _pass_curves(folder, config.eval.ks()) if config.eval.samples > 1 else (None, None)
     return RunRecord(
         arm=config.compare_label, lr=config.learning_rate(), seed=config.train.seed, steps=metrics[-1].step,
         accuracy_curve=curve, reward_curve=[(m.step, m.reward_mean) for m in metrics],
@@ -65,7 +84,8 @@ def read_run(run_dir: Path) -> RunRecord:
         learner_step_s=learner_alone.step_s_median if learner_alone else None,
         engine_shared_with=summary.engine_shared_with if summary else (),
         trainable_params=summary.trainable_parameters if summary else None,
-        episodes=metrics[-1].step * config.rollout.prompts_per_step * config.rollout.group_size)
+        episodes=metrics[-1].step * config.rollout.prompts_per_step * config.rollout.group_size,
+        pass_at_k=passes, base_pass_at_k=base_passes)
 
 
 @dataclass(frozen=True)
@@ -88,6 +108,7 @@ class ArmRow:
     trainable_params: int | None = None
     gain: tuple[float, float] | None = None  # final - base test accuracy: (mean, spread over seeds)
     episodes: int | None = None
+    pass_at_k: dict[int, tuple[float, float]] | None = None  # eval.samples=N: k -> (mean, spread over seeds)
 
     @property
     def is_full(self) -> bool:
@@ -156,8 +177,37 @@ def summarise(records: list[RunRecord]) -> list[ArmRow]:
             trainable_params=next((r.trainable_params for r in runs if r.trainable_params is not None), None),
             gain=_mean_std(gains) if (gains := [r.gain for r in runs if r.gain is not None]) else None,
             episodes=max((r.episodes for r in runs if r.episodes is not None), default=None),
+            pass_at_k=_pass_spread([r.pass_at_k for r in runs]),
         ))
     return sorted(rows, key=lambda row: row.order)
+
+
+def _pass_spread(curves: list[dict[int, float] | None]) -> dict[int, tuple[float, float]] | None:
+    """pass@k per k over seeds: (mean, spread), on the k every seed's curve has."""
+    curves = [c for c in curves if c]
+    if not curves:
+        return None
+    return {k: _mean_std([c[k] for c in curves]) for k in sorted(set.intersection(*(set(c) for c in curves)))}
+
+
+def base_pass_at_k(records: list[RunRecord]) -> dict[int, tuple[float, float]] | None:
+    """The base model's pass@k over every run's step-0 evaluation (each run samples it with its own seed)."""
+    return _pass_spread([r.base_pass_at_k for r in records])
+
+
+def pass_table(rows: list[ArmRow], base: dict[int, tuple[float, float]] | None) -> str:
+    """pass@k at the final step, a column per k; the base model's first."""
+    sampled = [row for row in rows if row.pass_at_k]
+    if not sampled:
+        return ""
+    ks = sorted(set.intersection(*(set(row.pass_at_k) for row in sampled)))
+    lines = ["| arm (best LR) | " + " | ".join(f"pass@{k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
+    if base:
+        lines.append("| base model | " + " | ".join(_pm(base[k]) if k in base else "—" for k in ks) + " |")
+    lines += [f"| {row.arm} ({row.best_lr:.3g}) | " + " | ".join(_pm(row.pass_at_k[k]) for k in ks) + " |"
+              for row in sampled]
+    return ("pass@k at the final step (eval.samples per problem, the unbiased estimator; ± over seeds):\n\n"
+            + "\n".join(lines) + "\n\n")
 
 
 def best_lr_ratios(rows: list[ArmRow]) -> dict[str, float]:
@@ -275,7 +325,7 @@ def write_report(run_dirs: list[Path], out: Path, command: str) -> Path:
             f"Learner peak: the arm's learner alone on a step-sized batch, in a fresh process "
             f"(`rl-lora learner-memory RUN_DIR`). Run peak RSS: each run's own process (learner and "
             f"sampler together; with Ray, the driver). Step time: the runs' median RL step.{_shared_note(records)}"
-            f"\n\n" + table(rows) + "\n"
+            f"\n\n" + table(rows) + "\n" + pass_table(rows, base_pass_at_k(records))
             + "".join(f"Best LR / FullFT's best LR: {arm} {ratio:.3g}x{_spread_text(records, arm)}\n\n"
                       for arm, ratio in best_lr_ratios(rows).items())
             + "".join(f"{arm} recovers {share:.0%} of lora:1's accuracy gain\n\n"
@@ -323,7 +373,7 @@ def plot_all(records: list[RunRecord], rows: list[ArmRow], out: Path) -> list[Pa
 
     figure, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     for axis, key, ylabel in ((axes[0], "reward_curve", "mean sampled reward"),
-                              (axes[1], "accuracy_curve", "greedy test accuracy")):
+                              (axes[1], "accuracy_curve", "test accuracy (greedy, or mean@N)")):
         for arm, lr in best.items():
             curves = [getattr(r, key) for r in records if r.arm == arm and r.lr == lr]
             steps = sorted(set.intersection(*(set(s for s, _ in c) for c in curves)))
@@ -382,7 +432,33 @@ def plot_all(records: list[RunRecord], rows: list[ArmRow], out: Path) -> list[Pa
     paths.append(_save(figure, out / "cost.png", plt))
     if any(row.trainable_params for row in rows):
         paths.append(plot_params(records, rows, colors, out / "params.png", plt))
+    if any(row.pass_at_k for row in rows):
+        paths.append(plot_pass_at_k(rows, base_pass_at_k(records), colors, out / "pass_at_k.png", plt))
     return paths
+
+
+def plot_pass_at_k(rows: list[ArmRow], base: dict[int, tuple[float, float]] | None, colors: dict, path: Path,
+                   plt) -> Path:
+    """pass@k against k (log axis) at the final step, each arm at its best LR (mean ± spread over seeds), the base
+    model's curve under them: where RL raised pass@1, did it keep the base model's pass@k at large k?"""
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    curves = ([("base model", base, "black", "--")] if base else []) + \
+        [(f"{row.arm} (lr {row.best_lr:.3g}, {row.seeds} seed{'s' if row.seeds > 1 else ''})", row.pass_at_k,
+          colors[row.arm], "-") for row in rows if row.pass_at_k]
+    for label, curve, color, style in curves:
+        ks = sorted(curve)
+        mean, spread = [curve[k][0] for k in ks], [curve[k][1] for k in ks]
+        axis.plot(ks, mean, marker="o", color=color, linestyle=style, label=label)
+        axis.fill_between(ks, [m - s for m, s in zip(mean, spread)], [m + s for m, s in zip(mean, spread)],
+                          color=color, alpha=0.15)
+    axis.set_xscale("log", base=2)
+    ticks = sorted({k for _, curve, _, _ in curves for k in curve})
+    axis.set_xticks(ticks, [str(k) for k in ticks])
+    axis.set(xlabel="k (samples per problem, log)", ylabel="pass@k (test)", ylim=(-0.02, 1.02),
+             title="pass@k at the final step, each arm at its best LR")
+    axis.grid(alpha=0.3, which="both")
+    axis.legend(fontsize=8)
+    return _save(figure, path, plt)
 
 
 def plot_params(records: list[RunRecord], rows: list[ArmRow], colors: dict, path: Path, plt) -> Path:

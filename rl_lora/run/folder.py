@@ -3,7 +3,8 @@
     config.yaml            the run's whole config (rl_lora.config), as run and as resumed
     metrics.jsonl          one JSON line per step (rl_lora.types.StepMetrics)
     tensorboard/           the same scalars for TensorBoard
-    evals/step_N.jsonl     greedy test answers, one line per problem (step 0: the base model)
+    evals/step_N.jsonl     test answers, one line per problem (step 0: the base model); sampled (eval.samples=N):
+                           per problem the counts too (samples, correct, answers' votes, maj@N)
     checkpoints/step_N/    adapter/ (PEFT) or model/ (FullFT, a HF folder), optimizer.pt, rng.pt, trainer_state.json
     plots/curve.png        reward and accuracy curves
     summary.json           written when the run ends (RunSummary)
@@ -218,13 +219,24 @@ class RunFolder:
                             reward_parts={k.removeprefix("reward/"): v for k, v in record.items()
                                           if k.startswith("reward/")} or None,
                             stop_reasons={k.removeprefix("stop/"): v for k, v in record.items()
-                                          if k.startswith("stop/")} or None)
+                                          if k.startswith("stop/")} or None,
+                            test_sampled={k.removeprefix("test/"): v for k, v in record.items()
+                                          if k.startswith("test/")} or None)
                 for record in self.metric_records()]
 
     def write_eval(self, step: int, result: EvalResult) -> None:
         folder = self.path / "evals"
         folder.mkdir(exist_ok=True)
         atomic_write_text(folder / f"step_{step}.jsonl", result.records_jsonl())
+
+    def eval_steps(self) -> list[int]:
+        """The steps with an evaluation file (0: the base model), in order."""
+        return sorted(int(p.stem.split("_")[1]) for p in (self.path / "evals").glob("step_*.jsonl"))
+
+    def read_eval(self, step: int) -> list[dict]:
+        """evals/step_N.jsonl's records, one per problem."""
+        path = self.path / "evals" / f"step_{step}.jsonl"
+        return [json.loads(line) for line in path.read_text(errors="replace").splitlines() if line.strip()]
 
     def eval_failures(self) -> tuple[int, int]:
         """(completions whose reward failed, completions) over every evaluation of the run (evals/step_N.jsonl;

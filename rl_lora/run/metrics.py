@@ -17,6 +17,7 @@ def flat_record(metrics: StepMetrics) -> dict:
     record = asdict(metrics)
     record.update({f"reward/{name}": value for name, value in (record.pop("reward_parts") or {}).items()})
     record.update({f"stop/{reason}": count for reason, count in (record.pop("stop_reasons") or {}).items()})
+    record.update({f"test/{name}": value for name, value in (record.pop("test_sampled") or {}).items()})
     return record
 
 

@@ -26,7 +26,7 @@ def plot_run(metrics: list[StepMetrics], base_accuracy: float | None, out_path: 
         evaluated = [(0, base_accuracy)] + evaluated
     if evaluated:
         accuracy_axis.plot(*zip(*evaluated), marker="o")
-    accuracy_axis.set(xlabel="RL step", ylabel="greedy test accuracy", title="test accuracy", ylim=(-0.02, 1.02))
+    accuracy_axis.set(xlabel="RL step", ylabel="test accuracy (greedy, or mean@N)", title="test accuracy", ylim=(-0.02, 1.02))
     if episodes:
         tools_axis = axes[2]
         tools_axis.plot(steps, [m.tool_call_fraction for m in metrics], marker=".", label="call a tool")

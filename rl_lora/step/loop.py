@@ -19,7 +19,7 @@ from rl_lora.errors import UserError
 from rl_lora.step.advantages import build_rollouts
 from rl_lora.step.data_order import DataOrder
 from rl_lora.step.dynamic_sampling import Drawn, fill_step
-from rl_lora.step.evaluate import EvalResult, evaluate
+from rl_lora.step.evaluate import EvalResult, evaluate, sampled_eval
 from rl_lora.types import Learner, Sampler, SamplingParams, StepMetrics, collate
 
 
@@ -138,7 +138,8 @@ def rl_step(parts: RunParts, pending: PendingStep, submit_ahead: Callable[[], No
 def test_accuracy(parts: RunParts) -> EvalResult:
     samples = list(parts.task.test[: parts.config.train.eval_size])
     return evaluate(parts.sampler, [parts.renderer(s) for s in samples], samples, parts.scorer,
-                    parts.config.eval.max_new_tokens, parts.config.eval.batch_size)
+                    parts.config.eval.max_new_tokens, parts.config.eval.batch_size,
+                    sampled=sampled_eval(parts.config.eval, parts.config.train.seed))
 
 
 def train_loop(parts: RunParts, first_step: int, on_step: Callable[[StepMetrics], None],
@@ -164,7 +165,8 @@ def train_loop(parts: RunParts, first_step: int, on_step: Callable[[StepMetrics]
         last = step == config.train.steps
         if last or (config.train.eval_every and step % config.train.eval_every == 0):
             result = test_accuracy(parts)
-            metrics = StepMetrics(**{**metrics.__dict__, "test_accuracy": result.accuracy})
+            metrics = StepMetrics(**{**metrics.__dict__, "test_accuracy": result.accuracy,
+                                     "test_sampled": result.sampled_summary() or None})
             on_eval(step, result)
         on_step(metrics)
         if last or step % config.train.checkpoint_every == 0 or stop_requested():
