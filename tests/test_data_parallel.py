@@ -106,6 +106,9 @@ def two_learners(ray_cluster, config):
     return actors, RemoteLearner(actors)
 
 
+@pytest.mark.skipif("not __import__('rl_lora.device').device.native_kernels('bfloat16', 'cpu')",
+                    reason="this CPU has no native bfloat16 kernels (AVX512-BF16/AMX): the learners refuse "
+                           "model.dtype=bfloat16 here, as they should (machines here differ: AVX-512 or AVX2 only)")
 def test_two_bf16_fullft_learners_step_sharded_fp32_masters_and_resume_exactly(ray_cluster, tiny_model,
                                                                              tiny_model_dir):
     """FSDP2 over a bf16 model: bf16 shards compute, gradients are reduce-scattered in fp32, AdamW steps each

@@ -190,7 +190,7 @@ def test_the_documented_user_environment_runs_as_written(tmp_path, monkeypatch):
     from envs.environment import resolve_environment
 
     page = (Path(__file__).parents[1] / "docs" / "environments.md").read_text()
-    code = page.split("```python\n", 1)[1].split("```", 1)[0]
+    code = next(block.split("```", 1)[0] for block in page.split("```python\n")[1:] if "class GuessTheNumber" in block)
     (tmp_path / "my_envs.py").write_text(code)
     monkeypatch.syspath_prepend(str(tmp_path))
     env = resolve_environment("my_envs:GuessTheNumber")()
