@@ -76,3 +76,20 @@ def test_a_code_reward_whose_sandbox_cannot_be_made_stops_before_scoring():
         reward_scorer(RewardConfig(name="code_tests"), "humaneval", "code_tests",
                       EnvConfig(sandbox="tests.test_sandbox:broken_factory"))
     reward_scorer(RewardConfig(), "humaneval", "code_tests", EnvConfig()).close()  # and the default opens
+
+
+@pytest.mark.parametrize("backend", ["bwrap", "none"])
+def test_the_code_reward_runs_the_completion_in_the_sandbox(backend, tmp_path):
+    """An attack through code_tests: the program passes its tests only if it can read a file outside its sandbox.
+    In bwrap it cannot (0); unisolated (env.sandbox=none) the same completion pays (1), so the test is not vacuous."""
+    from envs.sandbox.shared import configure
+
+    secret = tmp_path / "key"
+    secret.write_text("CANARY")
+    cheat = fenced(f"def inc(x):\n    try:\n        return x + 1 if open({str(secret)!r}).read() == 'CANARY' else None\n"
+                   "    except OSError:\n        return None")
+    configure(backend)
+    try:
+        assert code_tests_reward(cheat, INC) == (0.0 if backend == "bwrap" else 1.0)
+    finally:
+        configure("bwrap")

@@ -4,7 +4,6 @@ hostile (the real CLI, ToolEnv, python tool and bwrap sandbox)."""
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sysconfig
@@ -123,4 +122,3 @@ def test_a_training_run_whose_tool_calls_are_hostile_finishes_untouched(chat_mod
     assert not (site / "rl_lora_evil.pth").exists()
     assert list((run_dir / "checkpoints").iterdir())
     assert subprocess.run(["pgrep", "-f", "sleep 93.21"], capture_output=True).returncode == 1  # nothing left
-    assert os.getpid() > 0

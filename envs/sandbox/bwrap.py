@@ -17,7 +17,7 @@ import os
 import shutil
 import sys
 import tempfile
-import threading
+import time
 import uuid
 from contextlib import ExitStack
 from importlib import util as import_util
@@ -101,7 +101,7 @@ class PidsCgroup:
                 group.rmdir()
                 return
             except OSError:
-                threading.Event().wait(0.01)
+                time.sleep(0.01)
 
 
 class BwrapSandbox:
