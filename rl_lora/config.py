@@ -392,7 +392,8 @@ class AlgoConfig:
     learner_memory_mb: Optional[float] = opt(None, "activation memory one forward/backward pass may take, in MB, "
                                              "when micro-batches are sized by memory (unset: on CUDA 80 % of the "
                                              "device's free memory after weights, gradients and optimizer state; on "
-                                             "a CPU the weights' own size, at most a quarter of available RAM)",
+                                             "a CPU the weights' own size, at most a quarter of available RAM, "
+                                             "groups sharing a pass there only up to 256 tokens)",
                                              min=1.0)
     micro_batch_tokens: Optional[int] = opt(None, "instead of micro_batch_size: tokens per forward/backward pass (each "
                                             "prompt once plus every completion, padded), splitting a group where "

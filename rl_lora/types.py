@@ -175,13 +175,15 @@ class Batch:
                        for f in dataclasses.fields(self)))
 
     def split(self, max_rows: int | None = None, max_tokens: int | None = None,
-              whole_groups: bool | None = None) -> list[tuple[slice, "Batch"]]:
+              whole_groups: bool | None = None, pack_tokens: int | None = None) -> list[tuple[slice, "Batch"]]:
         """Micro-batches, as (row slice into this batch, micro-batch) pairs, each trimmed to the columns it uses.
         A micro-batch holds up to `max_rows` rows and `max_tokens` padded tokens (each prompt once, plus every
         completion at the widest completion's width). `whole_groups` (the default without `max_tokens`): it takes
         whole groups, and a group alone larger than the limits goes alone, or, over `max_tokens`, is cut by rows.
         Otherwise it takes consecutive rows, splitting a group where it must (its advantages are already taken; the
-        split group's prompt runs once in each part). A row larger than the budget goes alone."""
+        split group's prompt runs once in each part). A row larger than the budget goes alone. `pack_tokens` (with
+        whole groups): a group joins the pass before it only while the two stay within that many tokens; a group
+        alone is bounded by `max_tokens` only."""
         if whole_groups is None:
             whole_groups = max_tokens is None
         prompt_of = torch.repeat_interleave(torch.arange(len(self.repeats)), self.repeats).tolist()
@@ -189,22 +191,22 @@ class Batch:
         prompt_lengths = self.prompt_mask.sum(1).tolist()
         completion_lengths = self.completion_mask.sum(1).tolist()
 
-        def fits(first: int, last: int) -> bool:
+        def fits(first: int, last: int, limit: int | None = max_tokens) -> bool:
             if max_rows is not None and last - first > max_rows:
                 return False
-            if max_tokens is None:
+            if limit is None:
                 return True
             prompts = range(prompt_of[first], prompt_of[last - 1] + 1)
             tokens = len(prompts) * max(prompt_lengths[p] for p in prompts) + \
                 (last - first) * max(completion_lengths[first:last])
-            return tokens <= max_tokens
+            return tokens <= limit
 
         cuts, first = [], 0
         while first < self.rows:
             last = first
             while last < self.rows:
                 end = group_end[last] if whole_groups else last + 1
-                if last > first and not fits(first, end):
+                if last > first and not (fits(first, end) and fits(first, end, pack_tokens)):
                     break
                 last = end
             if whole_groups and max_tokens is not None and not fits(first, last):  # one group, over the budget
@@ -312,6 +314,7 @@ class StepMetrics:
     probe_gap: float | None = None  # largest |sampler - learner| probe log-prob after the sync (None: probe off)
     worker_restarts: int = 0  # rollout workers restarted during the step (their prompts re-sampled)
     is_corrected_fraction: float = 0.0  # completion tokens algo.is_correction truncated or masked
+    learner_passes: int = 1  # forward/backward passes the learner took (rl_lora.policy.micro_batches)
     sample_batches: int = 1  # sampling rounds of the step (rollout.dynamic_sampling draws more while groups are constant)
     groups_drawn: int = 0  # groups sampled in all those rounds
     groups_dropped: int = 0  # constant groups rollout.dynamic_sampling left out

@@ -74,6 +74,8 @@ def main() -> None:
         "test_accuracy_curve": [(0, summary["base_accuracy"])] + [(m["step"], m["test_accuracy"]) for m in metrics
                                                                    if m["test_accuracy"] is not None],
         "reward_curve": [m["reward_mean"] for m in metrics],
+        "completion_tokens_mean_curve": [m["completion_tokens_mean"] for m in metrics],
+        "learner_passes_curve": [m.get("learner_passes") for m in metrics],  # absent before issue 39
         "median_s": {k: median(f"time_{k}") for k in ("generate", "score", "learn", "sync", "step")},
         # Time in a step that is neither generation nor the learner's forward/backward/optimizer step.
         "overhead_fraction_median": statistics.median(

@@ -147,3 +147,27 @@ def test_passes_sized_by_memory_stay_within_a_tight_budget_and_a_budget_below_on
     with pytest.raises(UserError, match=r"memory budget \(algo.learner_memory_mb=0.001\) holds \d+ tokens.*"
                                         r"less than one completion with its prompt \(\d+ tokens\)"):
         small.step(batch)
+
+
+def test_groups_share_a_pass_only_within_pack_tokens_and_a_group_alone_is_never_cut_for_it(tiny_model):
+    _, tokenizer = tiny_model
+    batch = collate(rollouts(tokenizer), pad_id=tokenizer.pad_token_id)
+    first_prompt, second_prompt = (len(p) for p in tokenize_prompts(tokenizer, PROMPTS))
+    both = 2 * max(first_prompt, second_prompt) + 5 * 4  # both groups in one pass, at their widest
+    assert [(r.start, r.stop) for r, _ in batch.split(max_tokens=10_000, whole_groups=True,
+                                                      pack_tokens=both)] == [(0, 5)]
+    assert [(r.start, r.stop) for r, _ in batch.split(max_tokens=10_000, whole_groups=True,
+                                                      pack_tokens=both - 1)] == [(0, 2), (2, 5)]
+    # A cap below one group alone: each group still goes whole (only the memory budget cuts a group).
+    assert [(r.start, r.stop) for r, _ in batch.split(max_tokens=10_000, whole_groups=True,
+                                                      pack_tokens=1)] == [(0, 2), (2, 5)]
+
+
+def test_on_a_cpu_the_automatic_budget_packs_groups_up_to_cpu_pass_tokens_and_a_configured_one_fills(tiny_model):
+    from rl_lora.policy.micro_batches import CPU_PASS_TOKENS, MicroBatchSizer
+
+    model, _ = tiny_model
+    automatic, configured = MicroBatchSizer(model, None), MicroBatchSizer(model, 64.0)
+    assert automatic.pack_tokens(torch.device("cpu")) == CPU_PASS_TOKENS
+    assert automatic.pack_tokens(torch.device("cuda")) is None  # a GPU's pass is as large as its budget
+    assert configured.pack_tokens(torch.device("cpu")) is None

@@ -8,6 +8,7 @@ import torch
 
 from rl_lora.config import AlgoConfig, LoraConfig, TrainMode
 from rl_lora.errors import UserError
+from rl_lora.memory import CPU_MMAP_THRESHOLD, return_large_frees_to_the_os
 from rl_lora.models import cache_root, lora_parameters, probe_logprobs, write_adapter
 from rl_lora.policy.logprobs import batch_logprobs, causal_lm_of, compile_layers, enable_layer_checkpointing
 from rl_lora.policy.micro_batches import MicroBatchSizer, count_saved
@@ -84,6 +85,8 @@ class LocalLearner:
         self.compiled = compile_layers(model, compile_backend) if compile_backend else 0
         self.model = model
         self.model.train()
+        if not next(model.parameters()).is_cuda:  # process-wide: the in-process sampler's buffers are served alike
+            return_large_frees_to_the_os(CPU_MMAP_THRESHOLD)
         self.params = [p for p in model.parameters() if p.requires_grad]
         # Mixed precision. LoRA: PEFT keeps the adapter in fp32 over a bf16/fp16 base, so AdamW and its state are
         # fp32 already. FullFT on bf16/fp16 weights: an update of 1e-5 x a weight of 1e-2 is below bf16's
@@ -246,7 +249,7 @@ class LocalLearner:
         if self.parallel:  # every rank cuts by the same budget: FSDP's passes are collectives, in step
             budget = int(self.parallel.min_over_ranks(budget))
         self.chunk_tokens = self.sizer.logits_chunk_tokens(self.vocabulary)
-        return share.split(max_tokens=budget, whole_groups=True)
+        return share.split(max_tokens=budget, whole_groups=True, pack_tokens=self.sizer.pack_tokens(device))
 
     @torch.no_grad()
     def _copy_master_to_model(self) -> None:

@@ -12,7 +12,9 @@ lazily, on the first step) are counted; launches, not FLOPs, bound small passes 
 On a CPU a pass is compute-bound already at a few hundred tokens: a bigger pass buys no speed and costs RSS (the
 default step as one 64-completion pass: learner peak 6.4 GB against 1.1 GB in 8-completion passes, and not faster;
 benchmarks/README.md, "On a GPU: fewer launches"), so the budget there is the weights' own size (at least 256 MB), at
-most a quarter of the RAM available: the default step keeps its eight passes.
+most a quarter of the RAM available, and groups share a pass only up to CPU_PASS_TOKENS: the default step keeps its
+eight passes of one group each. (The weights' size alone let two groups share a pass once the policy's answers grew
+short, ~370 tokens against one group's 238, and that raised the default run's peak RSS: issue 39.)
 """
 from __future__ import annotations
 
@@ -35,6 +37,9 @@ CPU_AVAILABLE_SHARE = 0.25
 # rose by ~230 MB); on a GPU's budget of tens of GB, one chunk for a small pass.
 LOGITS_SHARE = 1 / 64
 CPU_MIN_BUDGET = 256 << 20  # a small model's weights (the 260K fixture's 1 MB) would hold almost nothing
+# On a CPU (the automatic budget), a group joins another's pass only while the two stay within this many tokens: one
+# default group (46 prompt + 8 x 24 completion tokens) is 238. A group alone is bounded by the memory budget only.
+CPU_PASS_TOKENS = 256
 LOGITS_MIN_ELEMENTS = 1 << 21  # 8 MB: what a chunk always had (42 tokens of SmolLM2's 49,152-word vocabulary)
 
 
@@ -136,6 +141,11 @@ class MicroBatchSizer:
                             "algo.learner_memory_mb, lower rollout.max_new_tokens, or set "
                             "algo.gradient_checkpointing=true")
         return tokens
+
+    def pack_tokens(self, device: torch.device) -> int | None:
+        """How many tokens groups may fill together in one pass (None: as many as the budget holds). A configured
+        budget is filled as configured."""
+        return CPU_PASS_TOKENS if device.type == "cpu" and self.configured_mb is None else None
 
     def observe(self, saved_bytes: int, tokens: int) -> None:
         """One pass's measured activations: later passes are cut from the largest cost per token seen."""

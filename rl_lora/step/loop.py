@@ -111,7 +111,7 @@ def rl_step(parts: RunParts, pending: PendingStep, submit_ahead: Callable[[], No
         reward_failures=len(sampled.scored.failures),
         loss=learned.loss, grad_norm=learned.grad_norm, sampler_kl=learned.sampler_kl, base_kl=learned.base_kl,
         clip_fraction=learned.clip_fraction, entropy=learned.entropy,
-        is_corrected_fraction=learned.is_corrected_fraction,
+        is_corrected_fraction=learned.is_corrected_fraction, learner_passes=learned.micro_batches,
         sample_batches=filled.batches if filled else 1,
         groups_drawn=filled.groups_drawn if filled else len(samples),
         groups_dropped=filled.groups_dropped if filled else 0,
