@@ -27,22 +27,15 @@ def _unwrap(model):
 
 
 def _chunk(head, hidden: torch.Tensor, targets: torch.Tensor, temperature: float, entropy_grad: bool = False):
-    # Each vocabulary-wide tensor here is a fresh allocation of chunk x vocabulary (8 MB on SmolLM2), made again in
-    # the backward pass's replay: the temperature divides the hidden states when the head has no bias (the same
-    # logits, ~1/85 of the elements on SmolLM2), and the entropy's sum of p x logits is a row-wise dot product.
-    scaled = temperature > 0 and temperature != 1.0
-    if scaled and getattr(head, "bias", None) is None:
-        hidden, scaled = hidden / temperature, False
     logits = head(hidden).float()
-    if scaled:
+    if temperature > 0 and temperature != 1.0:
         logits = logits / temperature
     normaliser = torch.logsumexp(logits, dim=-1)
     logprobs = logits.gather(-1, targets[:, None]).squeeze(-1) - normaliser
     # The entropy is a metric unless algo.entropy_coef puts it in the loss; the chunk is checkpointed either way,
     # so its gradient costs a recomputation, not memory.
     with torch.enable_grad() if entropy_grad else torch.no_grad():
-        expected_logit = (torch.softmax(logits, dim=-1).unsqueeze(-2) @ logits.unsqueeze(-1)).view(-1)
-        entropy = normaliser - expected_logit
+        entropy = normaliser - (torch.softmax(logits, dim=-1) * logits).sum(-1)
     return logprobs, entropy
 
 
