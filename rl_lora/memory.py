@@ -32,10 +32,10 @@ def peak_since(reset: bool) -> float:
 
 # A learner on the CPU serves allocations of 4 MB or more from their own mappings (return_large_frees_to_the_os).
 # At glibc's adaptive default the default run's RSS rose ~800 MB above the model within its first learner step, while
-# its live tensors rose ~350 MB (memray): freed activation buffers stayed in the heap. Measured on the default run's
-# first 3 steps (peak RSS; learner seconds per step): default 1,904 MB, 13.2-14.2 s; 4 MB 1,795 MB, 13.6-14.1 s;
-# 1 MB 1,776 MB, 15.8-18.4 s; 128 kB 1,513 MB, but 23 s to learn a step (every activation mapped and faulted in
-# afresh). benchmarks/README.md, "The default run's memory".
+# its live tensors rose ~350 MB (memray): freed blocks (logits, 8-13 MB) stayed in the heap, split by smaller ones.
+# Measured on the default run's first 3 steps (peak RSS; learner seconds per step): default 1,904 MB, 13.2-14.2 s;
+# 4 MB 1,795 MB, 13.6-14.1 s; 1 MB 1,776 MB, 15.8-18.4 s; 128 kB 1,513 MB, but 23 s to learn a step (every
+# activation mapped and faulted in afresh). benchmarks/README.md, "The default run's memory".
 CPU_MMAP_THRESHOLD = 4 << 20
 
 

@@ -201,12 +201,14 @@ class Batch:
                 (last - first) * max(completion_lengths[first:last])
             return tokens <= limit
 
+        # What a pass may grow to by taking one more group (or row): the tighter of the two limits.
+        join_limit = min((t for t in (max_tokens, pack_tokens) if t is not None), default=None)
         cuts, first = [], 0
         while first < self.rows:
             last = first
             while last < self.rows:
                 end = group_end[last] if whole_groups else last + 1
-                if last > first and not (fits(first, end) and fits(first, end, pack_tokens)):
+                if last > first and not fits(first, end, join_limit):
                     break
                 last = end
             if whole_groups and max_tokens is not None and not fits(first, last):  # one group, over the budget

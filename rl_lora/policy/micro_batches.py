@@ -13,8 +13,9 @@ On a CPU a pass is compute-bound already at a few hundred tokens: a bigger pass 
 default step as one 64-completion pass: learner peak 6.4 GB against 1.1 GB in 8-completion passes, and not faster;
 benchmarks/README.md, "On a GPU: fewer launches"), so the budget there is the weights' own size (at least 256 MB), at
 most a quarter of the RAM available, and groups share a pass only up to CPU_PASS_TOKENS: the default step keeps its
-eight passes of one group each. (The weights' size alone let two groups share a pass once the policy's answers grew
-short, ~370 tokens against one group's 238, and that raised the default run's peak RSS: issue 39.)
+eight passes of one group each. (The weights' size alone, ~370 tokens, can let two groups share a pass once a step's
+answers are at most 17 tokens wide: a pass 1.5x one group's 238. Issue 39; its effect on the default run's peak was
+not isolated.)
 """
 from __future__ import annotations
 
